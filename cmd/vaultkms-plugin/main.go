@@ -1,0 +1,265 @@
+// Command vaultkms-plugin is a Kubernetes KMS v2 plugin that wraps
+// kube-apiserver's DEK seeds with a HashiCorp Vault Transit key.
+//
+// Every flag can also be set as VAULTKMS_<FLAG>, the flag's name in
+// capitals with dashes as underscores; a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/kmsplugin"
+)
+
+type options struct {
+	listen, socketMode, socketGroup    string
+	vaultAddr, vaultCACert, vaultNS    string
+	vaultTimeout                       time.Duration
+	transitMount, transitKey           string
+	authMethod, authMount, authRole    string
+	tokenFile                          string
+	approleRoleIDFile, approleSecretID string
+	clientCert, clientKey              string
+	jwtFile                            string
+	healthAddr                         string
+	associatedData                     string
+	keyRefresh                         time.Duration
+	drain                              time.Duration
+	logFormat, logLevel                string
+	version                            bool
+}
+
+func parseFlags(args []string, getenv func(string) string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("vaultkms-plugin", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", "unix:///run/vaultkms/kms.sock", "unix socket the KMS v2 API is served on")
+	fs.StringVar(&o.socketMode, "socket-mode", "0600", "permissions of the socket file (octal)")
+	fs.StringVar(&o.socketGroup, "socket-group", "", "group (name or numeric id) given to the socket file; empty keeps the process's group")
+	fs.StringVar(&o.vaultAddr, "vault-addr", getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", getenv("VAULT_CACERT"), "PEM file with the CA of Vault's serving certificate (default $VAULT_CACERT)")
+	fs.StringVar(&o.vaultNS, "vault-namespace", getenv("VAULT_NAMESPACE"), "Vault Enterprise namespace (default $VAULT_NAMESPACE)")
+	fs.DurationVar(&o.vaultTimeout, "vault-timeout", 5*time.Second, "longest a single Vault request may take")
+	fs.StringVar(&o.transitMount, "transit-mount", "transit", "mount path of the Transit secrets engine")
+	fs.StringVar(&o.transitKey, "transit-key", "", "name of the Transit key that wraps DEK seeds (required)")
+	fs.StringVar(&o.authMethod, "auth-method", "token", "Vault auth method: token, approle, cert, jwt or kubernetes")
+	fs.StringVar(&o.authMount, "auth-mount", "", "mount path of the auth method (default: the method's name)")
+	fs.StringVar(&o.authRole, "auth-role", "", "role to log in as (approle: unused; cert: optional certificate role; jwt, kubernetes: required)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding a Vault token (auth-method token); re-read when it changes")
+	fs.StringVar(&o.approleRoleIDFile, "approle-role-id-file", "", "file holding the AppRole role ID")
+	fs.StringVar(&o.approleSecretID, "approle-secret-id-file", "", "file holding the AppRole secret ID")
+	fs.StringVar(&o.clientCert, "client-cert", "", "PEM client certificate presented to Vault (auth-method cert)")
+	fs.StringVar(&o.clientKey, "client-key", "", "PEM key of --client-cert")
+	fs.StringVar(&o.jwtFile, "jwt-file", "", "file holding the JWT (auth-method jwt; kubernetes defaults to the pod's service account token)")
+	fs.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8787", "address serving /healthz, /readyz and /metrics; empty disables it")
+	fs.StringVar(&o.associatedData, "associated-data", "", "bind every wrapped seed to this cluster identity with Transit associated data (needs an AEAD key type)")
+	fs.DurationVar(&o.keyRefresh, "key-refresh-interval", 10*time.Second, "how often the Transit key is re-read; bounds how long a rotation takes to show")
+	fs.DurationVar(&o.drain, "shutdown-grace", 10*time.Second, "on SIGTERM, how long in-flight calls may take to finish")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// applyEnv sets every flag not given on the command line from its
+// VAULTKMS_ environment variable.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		name := "VAULTKMS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", name, serr)
+			}
+		}
+	})
+	return err
+}
+
+func (o *options) authMethodFor() (vault.Method, error) {
+	switch o.authMethod {
+	case "token":
+		if o.tokenFile == "" {
+			return nil, errors.New("--auth-method token needs --token-file (a token in a flag or manifest would be readable by anyone who can read the manifest)")
+		}
+		return vault.TokenFile{Path: o.tokenFile}, nil
+	case "approle":
+		if o.approleRoleIDFile == "" || o.approleSecretID == "" {
+			return nil, errors.New("--auth-method approle needs --approle-role-id-file and --approle-secret-id-file")
+		}
+		return vault.AppRole{Mount: o.authMount, RoleIDFile: o.approleRoleIDFile, SecretIDFile: o.approleSecretID}, nil
+	case "cert":
+		if o.clientCert == "" || o.clientKey == "" {
+			return nil, errors.New("--auth-method cert needs --client-cert and --client-key")
+		}
+		return vault.Cert{Mount: o.authMount, Role: o.authRole}, nil
+	case "jwt":
+		if o.jwtFile == "" || o.authRole == "" {
+			return nil, errors.New("--auth-method jwt needs --jwt-file and --auth-role")
+		}
+		return vault.JWT{Method: "jwt", Mount: o.authMount, Role: o.authRole, Token: vault.JWTFile(o.jwtFile)}, nil
+	case "kubernetes":
+		if o.authRole == "" {
+			return nil, errors.New("--auth-method kubernetes needs --auth-role")
+		}
+		f := o.jwtFile
+		if f == "" {
+			f = vault.DefaultServiceAccountTokenFile
+		}
+		return vault.JWT{Method: "kubernetes", Mount: o.authMount, Role: o.authRole, Token: vault.JWTFile(f)}, nil
+	}
+	return nil, fmt.Errorf("--auth-method %q is not one of token, approle, cert, jwt, kubernetes", o.authMethod)
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	hopts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+func lookupGroup(g string) (int, error) {
+	if g == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(g); err == nil {
+		return n, nil
+	}
+	gid, err := groupID(g)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w", g, err)
+	}
+	return gid, nil
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "vaultkms-plugin:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args, os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if o.version {
+		fmt.Println("vaultkms-plugin", kmsplugin.Version)
+		return nil
+	}
+	log, err := newLogger(o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.transitKey == "" {
+		return errors.New("--transit-key is required: name the Transit key that wraps DEK seeds")
+	}
+	path, err := kmsplugin.SocketPath(o.listen)
+	if err != nil {
+		return err
+	}
+	mode, err := strconv.ParseUint(o.socketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return fmt.Errorf("--socket-mode %q: give octal permissions such as 0600", o.socketMode)
+	}
+	gid, err := lookupGroup(o.socketGroup)
+	if err != nil {
+		return err
+	}
+	method, err := o.authMethodFor()
+	if err != nil {
+		return err
+	}
+	vcfg := vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNS, Timeout: o.vaultTimeout}
+	if o.authMethod == "cert" {
+		vcfg.ClientCert, vcfg.ClientKey = o.clientCert, o.clientKey
+	}
+	client, err := vault.NewClient(vcfg)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// Listen before anything else, so a second instance fails at once and
+	// kube-apiserver finds the socket as soon as possible.
+	lis, err := kmsplugin.ListenUnix(path, os.FileMode(mode), gid)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+
+	session := vault.NewSession(client, method, log)
+	reg := kmsplugin.NewRegistry()
+	p := kmsplugin.New(kmsplugin.Config{
+		Namespace: o.vaultNS, Mount: o.transitMount, Key: o.transitKey,
+		AssociatedData:  []byte(o.associatedData),
+		RefreshInterval: o.keyRefresh,
+		CallTimeout:     o.vaultTimeout,
+	}, kmsplugin.NewTransit(client, o.transitMount, o.transitKey, []byte(o.associatedData)), session, kmsplugin.NewMetrics(reg), nil, log)
+
+	bg, cancelBG := context.WithCancel(context.Background())
+	defer cancelBG()
+	go session.Run(bg)
+	go func() {
+		// The refresher needs a token; until the first login it would
+		// only record failures.
+		if session.WaitReady(bg) == nil {
+			p.Run(bg)
+		}
+	}()
+
+	if o.healthAddr != "" {
+		hl, err := net.Listen("tcp", o.healthAddr)
+		if err != nil {
+			return fmt.Errorf("--health-addr %q: %w", o.healthAddr, err)
+		}
+		hs := &http.Server{Handler: kmsplugin.HealthHandler(p, reg), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hl)
+		defer hs.Close()
+	}
+
+	log.Info("serving KMS v2", "socket", path, "vault", o.vaultAddr, "transit", o.transitMount+"/"+o.transitKey, "auth", o.authMethod, "version", kmsplugin.Version)
+	err = kmsplugin.Serve(ctx, lis, p, o.drain)
+	log.Info("stopped", "socket", path)
+	return err
+}

@@ -1,0 +1,108 @@
+package harness
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/kmsplugin"
+)
+
+// Plugin is an in-process vaultkms plugin serving on a unix socket.
+type Plugin struct {
+	Socket   string
+	Plugin   *kmsplugin.Plugin
+	Session  *vault.Session
+	Registry *prometheus.Registry
+	// Log receives the plugin's log lines.
+	Log *SyncBuffer
+}
+
+// PluginOptions configures StartPlugin.
+type PluginOptions struct {
+	Mount, Key string
+	// Method logs in to Vault; the default is the root token from a file.
+	Method          vault.Method
+	RefreshInterval time.Duration
+	AssociatedData  []byte
+}
+
+// StartPlugin serves a plugin against v; it stops on cleanup.
+func StartPlugin(env Env, v *Vault, opts PluginOptions) *Plugin {
+	env.Helper()
+	if opts.Mount == "" {
+		opts.Mount = "transit"
+	}
+	if opts.Method == nil {
+		opts.Method = vault.TokenFile{Path: TokenFile(env, v.RootToken)}
+	}
+	client, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
+	p := &Plugin{Socket: filepath.Join(SocketDir(env), "kms.sock"), Registry: kmsplugin.NewRegistry(), Log: &SyncBuffer{}}
+	log := slog.New(slog.NewTextHandler(p.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p.Session = vault.NewSession(client, opts.Method, log)
+	p.Plugin = kmsplugin.New(kmsplugin.Config{Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData},
+		kmsplugin.NewTransit(client, opts.Mount, opts.Key, opts.AssociatedData), p.Session, kmsplugin.NewMetrics(p.Registry), nil, log)
+	lis, err := kmsplugin.ListenUnix(p.Socket, 0o600, -1)
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); p.Session.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		if p.Session.WaitReady(ctx) == nil {
+			p.Plugin.Run(ctx)
+		}
+	}()
+	go func() { defer wg.Done(); kmsplugin.Serve(ctx, lis, p.Plugin, 5*time.Second) }()
+	env.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		os.Remove(p.Socket)
+	})
+	return p
+}
+
+// WaitKeyID waits until the plugin reports a key_id and returns it.
+func (p *Plugin) WaitKeyID(env Env, timeout time.Duration) string {
+	env.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if id := p.Plugin.CurrentKeyID(); id != "" {
+			return id
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	env.Fatalf("plugin reported no key_id within %s; health: %s\n%s", timeout, p.Plugin.Health(), p.Log.String())
+	return ""
+}
+
+// SyncBuffer is a bytes buffer safe for concurrent writers.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}

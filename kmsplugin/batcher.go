@@ -1,0 +1,140 @@
+package kmsplugin
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// batcher coalesces concurrent calls into batches. A call that finds a free
+// slot goes out at once, together with whatever is already queued, so a
+// quiet system pays no added latency; calls that arrive while every slot is
+// busy queue up and leave as one batch when a slot frees. Under load this
+// turns N round trips into one without any timer.
+type batcher[In, Out any] struct {
+	do          func(ctx context.Context, in []In) ([]Out, []error, error)
+	maxBatch    int
+	maxInFlight int
+	// observe, when set, is told each batch's size.
+	observe func(size int)
+
+	mu       sync.Mutex
+	inFlight int
+	queue    []*call[In, Out]
+}
+
+type call[In, Out any] struct {
+	ctx  context.Context
+	in   In
+	done chan struct{}
+	out  Out
+	err  error
+}
+
+func newBatcher[In, Out any](maxBatch, maxInFlight int, do func(context.Context, []In) ([]Out, []error, error)) *batcher[In, Out] {
+	return &batcher[In, Out]{do: do, maxBatch: max(1, maxBatch), maxInFlight: max(1, maxInFlight)}
+}
+
+// Submit runs in as part of some batch and returns its result, or ctx's
+// error if ctx ends first.
+func (b *batcher[In, Out]) Submit(ctx context.Context, in In) (Out, error) {
+	c := &call[In, Out]{ctx: ctx, in: in, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	var batch []*call[In, Out]
+	if b.inFlight < b.maxInFlight {
+		b.inFlight++
+		if batch = b.takeLocked(); len(batch) == 0 {
+			b.inFlight--
+		}
+	}
+	b.mu.Unlock()
+	if len(batch) > 0 {
+		go b.run(batch)
+	}
+	select {
+	case <-c.done:
+		return c.out, c.err
+	case <-ctx.Done():
+		var zero Out
+		return zero, ctx.Err()
+	}
+}
+
+// takeLocked removes up to maxBatch live calls from the queue.
+func (b *batcher[In, Out]) takeLocked() []*call[In, Out] {
+	var batch []*call[In, Out]
+	i := 0
+	for ; i < len(b.queue) && len(batch) < b.maxBatch; i++ {
+		c := b.queue[i]
+		if c.ctx.Err() != nil {
+			c.err = c.ctx.Err()
+			close(c.done)
+			continue
+		}
+		batch = append(batch, c)
+	}
+	n := copy(b.queue, b.queue[i:])
+	clear(b.queue[n:])
+	b.queue = b.queue[:n]
+	return batch
+}
+
+// run sends batches until the queue is empty, then frees its slot.
+func (b *batcher[In, Out]) run(batch []*call[In, Out]) {
+	for len(batch) > 0 {
+		b.send(batch)
+		b.mu.Lock()
+		batch = b.takeLocked()
+		if len(batch) == 0 {
+			b.inFlight--
+		}
+		b.mu.Unlock()
+	}
+}
+
+func (b *batcher[In, Out]) send(batch []*call[In, Out]) {
+	if b.observe != nil {
+		b.observe(len(batch))
+	}
+	ins := make([]In, len(batch))
+	for i, c := range batch {
+		ins[i] = c.in
+	}
+	ctx, cancel := batchContext(batch)
+	outs, errs, err := b.do(ctx, ins)
+	cancel()
+	for i, c := range batch {
+		switch {
+		case err != nil:
+			c.err = err
+		case i < len(errs) && errs[i] != nil:
+			c.err = errs[i]
+		case i < len(outs):
+			c.out = outs[i]
+		}
+		close(c.done)
+	}
+}
+
+// batchContext lives as long as the longest-waiting caller still wants an
+// answer, so one caller's short deadline never fails the others.
+func batchContext[In, Out any](batch []*call[In, Out]) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var waiting atomic.Int64
+	waiting.Store(int64(len(batch)))
+	stops := make([]func() bool, len(batch))
+	for i, c := range batch {
+		stops[i] = context.AfterFunc(c.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}

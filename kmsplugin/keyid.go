@@ -1,0 +1,127 @@
+package kmsplugin
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// KeyIDPrefix starts every key_id this plugin reports. The number after the
+// dot is the format's version, so the format can change without ambiguity.
+const KeyIDPrefix = "vaultkms.v1"
+
+// KeyID names one version of one Transit key, precisely enough that a key
+// deleted and created again under the same name never yields an old key_id:
+// the version's creation time differs.
+//
+// Its text form, which kube-apiserver stores next to every object and which
+// the verifier parses, is
+//
+//	vaultkms.v1:<namespace>:<mount>:<key>:<version>:<created>
+//
+// where namespace is the Vault namespace (empty for root), mount the Transit
+// mount path, key the Transit key name, version the key version as a
+// decimal, and created the version's creation time in Unix seconds. In the
+// three text fields '%' and ':' are written as %25 and %3A.
+type KeyID struct {
+	Namespace string
+	Mount     string
+	Key       string
+	Version   int
+	Created   time.Time
+}
+
+func (k KeyID) String() string {
+	return strings.Join([]string{
+		KeyIDPrefix,
+		escapeField(k.Namespace),
+		escapeField(k.Mount),
+		escapeField(k.Key),
+		strconv.Itoa(k.Version),
+		strconv.FormatInt(k.Created.Unix(), 10),
+	}, ":")
+}
+
+// SameKey tells whether o names a version of the same Transit key.
+func (k KeyID) SameKey(o KeyID) bool {
+	return k.Namespace == o.Namespace && k.Mount == o.Mount && k.Key == o.Key
+}
+
+// ParseKeyID parses the text form of a KeyID.
+func ParseKeyID(s string) (KeyID, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 6 || parts[0] != KeyIDPrefix {
+		return KeyID{}, fmt.Errorf("key_id is not in the %s format (%s:<namespace>:<mount>:<key>:<version>:<created>)", KeyIDPrefix, KeyIDPrefix)
+	}
+	var k KeyID
+	var err error
+	if k.Namespace, err = unescapeField(parts[1]); err != nil {
+		return KeyID{}, fmt.Errorf("key_id namespace: %w", err)
+	}
+	if k.Mount, err = unescapeField(parts[2]); err != nil {
+		return KeyID{}, fmt.Errorf("key_id mount: %w", err)
+	}
+	if k.Key, err = unescapeField(parts[3]); err != nil {
+		return KeyID{}, fmt.Errorf("key_id key: %w", err)
+	}
+	if k.Mount == "" || k.Key == "" {
+		return KeyID{}, fmt.Errorf("key_id has an empty mount or key name")
+	}
+	if k.Version, err = strconv.Atoi(parts[4]); err != nil || k.Version < 1 || parts[4] != strconv.Itoa(k.Version) {
+		return KeyID{}, fmt.Errorf("key_id version %q is not a positive decimal", parts[4])
+	}
+	created, err := strconv.ParseInt(parts[5], 10, 64)
+	if err != nil || created < 0 || parts[5] != strconv.FormatInt(created, 10) {
+		return KeyID{}, fmt.Errorf("key_id creation time %q is not Unix seconds", parts[5])
+	}
+	k.Created = time.Unix(created, 0).UTC()
+	return k, nil
+}
+
+func escapeField(s string) string {
+	if !strings.ContainsAny(s, "%:") {
+		return s
+	}
+	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(s)
+}
+
+func unescapeField(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch {
+		case strings.HasPrefix(s[i:], "%25"):
+			b.WriteByte('%')
+		case strings.HasPrefix(s[i:], "%3A"):
+			b.WriteByte(':')
+		default:
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// ciphertextVersion reads N from a Transit ciphertext "vault:vN:...".
+func ciphertextVersion(ct string) (int, error) {
+	rest, ok := strings.CutPrefix(ct, "vault:v")
+	if !ok {
+		return 0, fmt.Errorf("ciphertext is not a Transit ciphertext (no vault:v prefix)")
+	}
+	num, _, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, fmt.Errorf("ciphertext has no version separator")
+	}
+	v, err := strconv.Atoi(num)
+	if err != nil || v < 1 || num != strconv.Itoa(v) {
+		return 0, fmt.Errorf("ciphertext version is not a positive decimal")
+	}
+	return v, nil
+}

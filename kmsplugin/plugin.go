@@ -1,0 +1,435 @@
+// Package kmsplugin implements a Kubernetes KMS v2 plugin that wraps
+// kube-apiserver's DEK seeds with a Vault Transit key.
+package kmsplugin
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/kms/pkg/service"
+	"k8s.io/utils/clock"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+// Config tunes the plugin.
+type Config struct {
+	// Namespace, Mount and Key name the Transit key; Namespace is only
+	// recorded in key_id, the Vault client already carries it.
+	Namespace, Mount, Key string
+	// AssociatedData, when set, is bound to every wrapped seed.
+	AssociatedData []byte
+	// RefreshInterval is how often the Transit key is re-read, which bounds
+	// how long a rotation takes to show in Status. Default 10s.
+	RefreshInterval time.Duration
+	// MaxSilence is how long Vault may go unheard before Status stops
+	// saying ok. Default three refresh intervals.
+	MaxSilence time.Duration
+	// CallTimeout caps one Encrypt or Decrypt when the caller's deadline is
+	// later or absent. Default 5s.
+	CallTimeout time.Duration
+	// MaxBatch caps items per Transit request; MaxInFlight caps concurrent
+	// Transit requests per operation. Defaults 128 and 4.
+	MaxBatch, MaxInFlight int
+}
+
+func (c *Config) defaults() {
+	if c.RefreshInterval <= 0 {
+		c.RefreshInterval = 10 * time.Second
+	}
+	if c.MaxSilence <= 0 {
+		c.MaxSilence = 3 * c.RefreshInterval
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 5 * time.Second
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 128
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 4
+	}
+}
+
+// transitAPI is the part of Transit the plugin uses.
+type transitAPI interface {
+	ReadKey(ctx context.Context) (KeyInfo, error)
+	EncryptBatch(ctx context.Context, items []encryptItem) ([]itemResult, error)
+	DecryptBatch(ctx context.Context, ciphertexts []string) ([]itemResult, error)
+}
+
+// tokenWatcher is the part of the Vault session the plugin uses.
+type tokenWatcher interface {
+	State() vault.TokenState
+	Refused()
+}
+
+type encryptItem struct {
+	version   int
+	plaintext []byte
+}
+
+// currentKey is the key version Status reports and Encrypt pins.
+type currentKey struct {
+	id    KeyID
+	text  string
+	since time.Time
+}
+
+// Plugin is the KMS v2 service. Status answers from memory; a background
+// refresher (Run) keeps that memory current.
+type Plugin struct {
+	cfg     Config
+	transit transitAPI
+	tokens  tokenWatcher
+	clock   clock.WithTicker
+	log     *slog.Logger
+	m       *Metrics
+
+	current    atomic.Pointer[currentKey]
+	refreshNow chan struct{}
+
+	hmu sync.Mutex
+	h   healthInputs
+
+	enc *batcher[encryptItem, string]
+	dec *batcher[string, string]
+}
+
+var _ service.Service = (*Plugin)(nil)
+
+// New returns a plugin; call Run to start its refresher.
+func New(cfg Config, transit transitAPI, tokens tokenWatcher, m *Metrics, clk clock.WithTicker, log *slog.Logger) *Plugin {
+	cfg.defaults()
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Plugin{cfg: cfg, transit: transit, tokens: tokens, clock: clk, log: log, m: m, refreshNow: make(chan struct{}, 1)}
+	p.enc = newBatcher(cfg.MaxBatch, cfg.MaxInFlight, p.encryptBatch)
+	p.dec = newBatcher(cfg.MaxBatch, cfg.MaxInFlight, p.decryptBatch)
+	if m != nil {
+		p.enc.observe = func(n int) { m.batchSize.WithLabelValues("encrypt").Observe(float64(n)) }
+		p.dec.observe = func(n int) { m.batchSize.WithLabelValues("decrypt").Observe(float64(n)) }
+	}
+	return p
+}
+
+// Run refreshes the Transit key until ctx ends.
+func (p *Plugin) Run(ctx context.Context) {
+	t := p.clock.NewTicker(p.cfg.RefreshInterval)
+	defer t.Stop()
+	p.refresh(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		case <-p.refreshNow:
+		}
+		p.refresh(ctx)
+	}
+}
+
+func (p *Plugin) requestRefresh() {
+	select {
+	case p.refreshNow <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Plugin) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	start := p.clock.Now()
+	ki, err := p.transit.ReadKey(ctx)
+	p.observeVault("read_key", start, err)
+	p.noteVault(err)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return
+		}
+		p.countRefresh("error")
+		p.log.Warn("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
+		p.publishHealth()
+		return
+	}
+	p.countRefresh("ok")
+	v := ki.LatestVersion
+	id := KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key, Version: v, Created: ki.Created[v]}
+	text := id.String()
+	prev := p.current.Load()
+	if prev == nil || prev.text != text {
+		p.current.Store(&currentKey{id: id, text: text, since: p.clock.Now()})
+		if prev == nil {
+			p.log.Info("transit key read", "version", v, "key_id", text)
+		} else {
+			p.log.Info("transit key changed", "from_version", prev.id.Version, "to_version", v, "key_id", text)
+		}
+	}
+	p.hmu.Lock()
+	p.h.KeyKnown = true
+	p.hmu.Unlock()
+	if p.m != nil {
+		p.m.keyVersion.Set(float64(v))
+	}
+	p.publishHealth()
+}
+
+// noteVault records a Vault answer (or its absence) for health.
+func (p *Plugin) noteVault(err error) {
+	now := p.clock.Now()
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if err != nil {
+		switch vault.Classify(err) {
+		case vault.KindUnavailable, vault.KindDenied, vault.KindNotFound:
+			if !p.h.Failing {
+				p.h.Failing, p.h.FailingSince = true, now
+			}
+			p.h.FailureReason = vault.Describe(err)
+			return
+		}
+	}
+	// Vault answered; if it refused the request, the request was at fault.
+	p.h.LastSuccess = now
+	p.h.Failing = false
+}
+
+// Health returns "ok" or why the plugin is not healthy.
+func (p *Plugin) Health() string {
+	p.hmu.Lock()
+	h := p.h
+	p.hmu.Unlock()
+	if p.tokens != nil {
+		ts := p.tokens.State()
+		h.TokenValid, h.TokenExpiry, h.TokenReason = ts.Valid, ts.Expiry, ts.Reason
+	} else {
+		h.TokenValid = true
+	}
+	return h.evaluate(p.clock.Now(), p.cfg.MaxSilence)
+}
+
+func (p *Plugin) publishHealth() {
+	if p.m == nil {
+		return
+	}
+	if p.Health() == healthOK {
+		p.m.healthy.Set(1)
+	} else {
+		p.m.healthy.Set(0)
+	}
+	if p.tokens != nil {
+		ts := p.tokens.State()
+		switch {
+		case !ts.Valid:
+			p.m.tokenTTL.Set(0)
+		case ts.Expiry.IsZero():
+			p.m.tokenTTL.Set(-1)
+		default:
+			p.m.tokenTTL.Set(max(0, ts.Expiry.Sub(p.clock.Now()).Seconds()))
+		}
+	}
+}
+
+// CurrentKeyID returns the key_id Status reports, or "" before the key is read.
+func (p *Plugin) CurrentKeyID() string {
+	if c := p.current.Load(); c != nil {
+		return c.text
+	}
+	return ""
+}
+
+// Status implements service.Service from memory only.
+func (p *Plugin) Status(context.Context) (*service.StatusResponse, error) {
+	start := p.clock.Now()
+	cur := p.current.Load()
+	health := p.Health()
+	if cur == nil {
+		p.observeOp("status", start, codes.Unavailable)
+		return nil, status.Error(codes.Unavailable, health)
+	}
+	p.observeOp("status", start, codes.OK)
+	return &service.StatusResponse{Version: "v2", Healthz: health, KeyID: cur.text}, nil
+}
+
+// Encrypt wraps a DEK seed with the key version Status currently reports.
+func (p *Plugin) Encrypt(ctx context.Context, _ string, data []byte) (*service.EncryptResponse, error) {
+	start := p.clock.Now()
+	resp, err := p.encrypt(ctx, data)
+	p.observeOp("encrypt", start, status.Code(err))
+	return resp, err
+}
+
+func (p *Plugin) encrypt(ctx context.Context, data []byte) (*service.EncryptResponse, error) {
+	cur := p.current.Load()
+	if cur == nil {
+		return nil, status.Error(codes.Unavailable, "transit key not read yet: "+p.Health())
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	ct, err := p.enc.Submit(ctx, encryptItem{version: cur.id.Version, plaintext: data})
+	if err != nil {
+		return nil, p.grpcError("encrypt", err)
+	}
+	v, err := ciphertextVersion(ct)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "transit encrypt: "+err.Error())
+	}
+	if v != cur.id.Version {
+		return nil, status.Errorf(codes.Internal, "transit encrypted with key version %d, asked for %d", v, cur.id.Version)
+	}
+	return &service.EncryptResponse{Ciphertext: []byte(ct), KeyID: cur.text}, nil
+}
+
+// Decrypt unwraps a seed wrapped by any key version Vault still allows.
+func (p *Plugin) Decrypt(ctx context.Context, _ string, req *service.DecryptRequest) ([]byte, error) {
+	start := p.clock.Now()
+	pt, err := p.decrypt(ctx, req)
+	p.observeOp("decrypt", start, status.Code(err))
+	return pt, err
+}
+
+func (p *Plugin) decrypt(ctx context.Context, req *service.DecryptRequest) ([]byte, error) {
+	kid, err := ParseKeyID(req.KeyID)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	want := KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key}
+	if !kid.SameKey(want) {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"seed was wrapped by transit key %q in mount %q (namespace %q), but this plugin uses key %q in mount %q (namespace %q)",
+			kid.Key, kid.Mount, kid.Namespace, want.Key, want.Mount, want.Namespace)
+	}
+	ct := string(req.Ciphertext)
+	v, err := ciphertextVersion(ct)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if v != kid.Version {
+		return nil, status.Errorf(codes.InvalidArgument, "ciphertext is of key version %d but key_id names version %d", v, kid.Version)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	pt64, err := p.dec.Submit(ctx, ct)
+	if err != nil {
+		return nil, p.grpcError("decrypt", err)
+	}
+	pt, err := base64.StdEncoding.DecodeString(pt64)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "transit decrypt returned plaintext that is not base64")
+	}
+	return pt, nil
+}
+
+// grpcError maps a Vault failure to the gRPC code kube-apiserver expects:
+// Unavailable for anything that waiting can fix.
+func (p *Plugin) grpcError(op string, err error) error {
+	switch vault.Classify(err) {
+	case vault.KindUnavailable:
+		return status.Errorf(codes.Unavailable, "vault %s: %s", op, vault.Describe(err))
+	case vault.KindDenied:
+		return status.Errorf(codes.PermissionDenied, "vault %s: %s", op, vault.Describe(err))
+	case vault.KindInvalid:
+		return status.Errorf(codes.InvalidArgument, "vault %s: %s", op, vault.Describe(err))
+	case vault.KindNotFound:
+		return status.Errorf(codes.FailedPrecondition, "vault %s: %s", op, vault.Describe(err))
+	}
+	return status.Errorf(codes.Internal, "vault %s: %s", op, vault.Describe(err))
+}
+
+// encryptBatch and decryptBatch are the batchers' Vault calls.
+func (p *Plugin) encryptBatch(ctx context.Context, items []encryptItem) ([]string, []error, error) {
+	return p.transitBatch(ctx, "encrypt", func(ctx context.Context) ([]itemResult, error) {
+		return p.transit.EncryptBatch(ctx, items)
+	})
+}
+
+func (p *Plugin) decryptBatch(ctx context.Context, cts []string) ([]string, []error, error) {
+	return p.transitBatch(ctx, "decrypt", func(ctx context.Context) ([]itemResult, error) {
+		return p.transit.DecryptBatch(ctx, cts)
+	})
+}
+
+// retryWaits are the pauses before the second and third attempt of a
+// Transit request. Encrypt and decrypt change nothing in Vault, so a retry
+// is always safe; it happens only while the caller's deadline allows.
+var retryWaits = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}
+
+func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.Context) ([]itemResult, error)) ([]string, []error, error) {
+	var res []itemResult
+	var err error
+	for attempt := 0; ; attempt++ {
+		start := p.clock.Now()
+		res, err = call(ctx)
+		p.observeVault(op, start, err)
+		p.noteVault(err)
+		if err == nil || attempt >= len(retryWaits) || vault.Classify(err) != vault.KindUnavailable || ctx.Err() != nil {
+			break
+		}
+		// Real time, not the injected clock: this paces network retries.
+		t := time.NewTimer(retryWaits[attempt])
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, fmt.Errorf("%w (after %d attempts)", err, attempt+1)
+		case <-t.C:
+		}
+	}
+	if err != nil {
+		switch vault.Classify(err) {
+		case vault.KindDenied:
+			if p.tokens != nil {
+				p.tokens.Refused()
+			}
+		case vault.KindUnavailable, vault.KindNotFound:
+			p.requestRefresh()
+		}
+		p.publishHealth()
+		return nil, nil, err
+	}
+	outs := make([]string, len(res))
+	errs := make([]error, len(res))
+	for i, r := range res {
+		outs[i], errs[i] = r.Value, r.Err
+		if r.Err != nil && op == "encrypt" {
+			// An encrypt rejected for its key version means the key
+			// changed under us (deleted and recreated, say): re-read it.
+			p.requestRefresh()
+		}
+	}
+	return outs, errs, nil
+}
+
+func (p *Plugin) observeOp(method string, start time.Time, code codes.Code) {
+	if p.m != nil {
+		p.m.operations.WithLabelValues(method, code.String()).Observe(p.clock.Since(start).Seconds())
+	}
+}
+
+func (p *Plugin) observeVault(op string, start time.Time, err error) {
+	if p.m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = vault.Classify(err).String()
+	}
+	p.m.vaultCalls.WithLabelValues(op, result).Observe(p.clock.Since(start).Seconds())
+}
+
+func (p *Plugin) countRefresh(result string) {
+	if p.m != nil {
+		p.m.keyRefreshes.WithLabelValues(result).Inc()
+	}
+}

@@ -1,0 +1,195 @@
+package kmsplugin
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/kms/pkg/service"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+// stubTransit stands in for Vault in tests of the plugin's own decisions
+// (which key_id, which health); Vault itself is exercised in e2e/.
+type stubTransit struct {
+	mu      sync.Mutex
+	info    KeyInfo
+	readErr error
+	encErr  error
+	reads   int
+	asked   []int
+}
+
+func (s *stubTransit) ReadKey(context.Context) (KeyInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reads++
+	return s.info, s.readErr
+}
+
+func (s *stubTransit) EncryptBatch(_ context.Context, items []encryptItem) ([]itemResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.encErr != nil {
+		return nil, s.encErr
+	}
+	out := make([]itemResult, len(items))
+	for i, it := range items {
+		s.asked = append(s.asked, it.version)
+		out[i].Value = "vault:v" + itoa(it.version) + ":c2VlZA=="
+	}
+	return out, nil
+}
+
+func (s *stubTransit) DecryptBatch(_ context.Context, cts []string) ([]itemResult, error) {
+	out := make([]itemResult, len(cts))
+	for i := range cts {
+		out[i].Value = "c2VlZA=="
+	}
+	return out, nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+type stubTokens struct{ state vault.TokenState }
+
+func (s *stubTokens) State() vault.TokenState { return s.state }
+func (s *stubTokens) Refused()                { s.state.Valid = false }
+
+func newTestPlugin(tr *stubTransit) (*Plugin, *clocktesting.FakeClock) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	p := New(Config{Mount: "transit", Key: "kms", RefreshInterval: 10 * time.Second}, tr, &stubTokens{state: vault.TokenState{Valid: true}}, nil, clk, nil)
+	return p, clk
+}
+
+func keyInfo(latest int) KeyInfo {
+	ki := KeyInfo{LatestVersion: latest, MinDecryptionVersion: 1, Created: map[int]time.Time{}}
+	for v := 1; v <= latest; v++ {
+		ki.Created[v] = time.Unix(int64(1000*v), 0).UTC()
+	}
+	return ki
+}
+
+func TestStatusBeforeFirstReadIsUnavailable(t *testing.T) {
+	p, _ := newTestPlugin(&stubTransit{})
+	_, err := p.Status(context.Background())
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Status before the key is known: %v, want Unavailable", err)
+	}
+}
+
+func TestStatusAndEncryptAgreeAcrossRotation(t *testing.T) {
+	tr := &stubTransit{info: keyInfo(1)}
+	p, clk := newTestPlugin(tr)
+	p.refresh(context.Background())
+	st, err := p.Status(context.Background())
+	if err != nil || st.Healthz != "ok" || st.Version != "v2" {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	enc, err := p.Encrypt(context.Background(), "uid", []byte("seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc.KeyID != st.KeyID {
+		t.Fatalf("Encrypt key_id %q differs from Status %q", enc.KeyID, st.KeyID)
+	}
+	// Rotate in Vault: until the refresher reads the key, both keep
+	// reporting version 1, and Encrypt keeps pinning it.
+	tr.mu.Lock()
+	tr.info = keyInfo(2)
+	tr.mu.Unlock()
+	enc2, _ := p.Encrypt(context.Background(), "uid", []byte("seed"))
+	if enc2.KeyID != st.KeyID || tr.asked[len(tr.asked)-1] != 1 {
+		t.Fatalf("before refresh: key_id %q, asked version %d", enc2.KeyID, tr.asked[len(tr.asked)-1])
+	}
+	clk.Step(10 * time.Second)
+	p.refresh(context.Background())
+	st2, _ := p.Status(context.Background())
+	enc3, _ := p.Encrypt(context.Background(), "uid", []byte("seed"))
+	if st2.KeyID == st.KeyID || enc3.KeyID != st2.KeyID || tr.asked[len(tr.asked)-1] != 2 {
+		t.Fatalf("after refresh: status %q, encrypt %q, asked version %d", st2.KeyID, enc3.KeyID, tr.asked[len(tr.asked)-1])
+	}
+	id, err := ParseKeyID(st2.KeyID)
+	if err != nil || id.Version != 2 || !id.Created.Equal(time.Unix(2000, 0)) {
+		t.Fatalf("key_id %q parsed to %+v, %v", st2.KeyID, id, err)
+	}
+}
+
+func TestStatusNeverCallsVault(t *testing.T) {
+	tr := &stubTransit{info: keyInfo(1)}
+	p, _ := newTestPlugin(tr)
+	p.refresh(context.Background())
+	for range 100 {
+		p.Status(context.Background())
+	}
+	if tr.reads != 1 {
+		t.Fatalf("Status read the key %d times; only the refresher may", tr.reads-1)
+	}
+}
+
+func TestVaultDownMakesEncryptUnavailableAndHealthNamesIt(t *testing.T) {
+	tr := &stubTransit{info: keyInfo(1)}
+	p, _ := newTestPlugin(tr)
+	p.refresh(context.Background())
+	down := &vault.StatusError{Code: 503, Errors: []string{"Vault is sealed"}}
+	tr.encErr, tr.readErr = down, down
+	_, err := p.Encrypt(context.Background(), "uid", []byte("seed"))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Encrypt with Vault sealed: %v, want Unavailable", err)
+	}
+	st, _ := p.Status(context.Background())
+	if st.Healthz == "ok" || !strings.Contains(st.Healthz, "sealed") {
+		t.Fatalf("healthz %q should name the sealed Vault", st.Healthz)
+	}
+	// Recovery needs no restart.
+	tr.encErr, tr.readErr = nil, nil
+	p.refresh(context.Background())
+	if st, _ := p.Status(context.Background()); st.Healthz != "ok" {
+		t.Fatalf("healthz after recovery %q", st.Healthz)
+	}
+}
+
+func TestDecryptChecksKeyIDAgainstCiphertext(t *testing.T) {
+	tr := &stubTransit{info: keyInfo(2)}
+	p, _ := newTestPlugin(tr)
+	p.refresh(context.Background())
+	good := KeyID{Mount: "transit", Key: "kms", Version: 2, Created: time.Unix(2000, 0)}.String()
+	cases := []struct {
+		name string
+		req  service.DecryptRequest
+		code codes.Code
+	}{
+		{"matching", service.DecryptRequest{KeyID: good, Ciphertext: []byte("vault:v2:eA==")}, codes.OK},
+		{"version mismatch", service.DecryptRequest{KeyID: good, Ciphertext: []byte("vault:v1:eA==")}, codes.InvalidArgument},
+		{"foreign key_id", service.DecryptRequest{KeyID: "aws:arn:x", Ciphertext: []byte("vault:v2:eA==")}, codes.InvalidArgument},
+		{"other transit key", service.DecryptRequest{KeyID: KeyID{Mount: "transit", Key: "other", Version: 2, Created: time.Unix(2000, 0)}.String(), Ciphertext: []byte("vault:v2:eA==")}, codes.FailedPrecondition},
+		{"not a transit ciphertext", service.DecryptRequest{KeyID: good, Ciphertext: []byte{0, 1, 2}}, codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := p.Decrypt(context.Background(), "uid", &tc.req)
+			if status.Code(err) != tc.code {
+				t.Fatalf("Decrypt: %v, want %s", err, tc.code)
+			}
+		})
+	}
+}
+
+func TestErrorsCarryNoPayload(t *testing.T) {
+	tr := &stubTransit{info: keyInfo(1), encErr: errors.New("boom")}
+	p, _ := newTestPlugin(tr)
+	p.refresh(context.Background())
+	seed := "super-secret-seed-material"
+	_, err := p.Encrypt(context.Background(), "uid", []byte(seed))
+	if err == nil || strings.Contains(err.Error(), seed) {
+		t.Fatalf("error %v", err)
+	}
+}
