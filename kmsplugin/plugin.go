@@ -69,7 +69,8 @@ type transitAPI interface {
 // tokenWatcher is the part of the Vault session the plugin uses.
 type tokenWatcher interface {
 	State() vault.TokenState
-	Refused()
+	// Relogin logs in again after Vault refused the token and waits for it.
+	Relogin(ctx context.Context) error
 }
 
 type encryptItem struct {
@@ -160,6 +161,9 @@ func (p *Plugin) refresh(ctx context.Context) {
 			return
 		}
 		p.countRefresh("error")
+		if vault.Classify(err) == vault.KindDenied && p.tokens != nil {
+			p.tokens.Relogin(ctx)
+		}
 		p.log.Warn("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
 		p.publishHealth()
 		return
@@ -369,11 +373,21 @@ var retryWaits = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}
 func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.Context) ([]itemResult, error)) ([]string, []error, error) {
 	var res []itemResult
 	var err error
+	relogged := false
 	for attempt := 0; ; attempt++ {
 		start := p.clock.Now()
 		res, err = call(ctx)
 		p.observeVault(op, start, err)
 		p.noteVault(err)
+		if err != nil && vault.Classify(err) == vault.KindDenied && !relogged && p.tokens != nil {
+			// A revoked or expired token: log in again and retry once,
+			// so kube-apiserver's call still succeeds.
+			relogged = true
+			if p.tokens.Relogin(ctx) == nil {
+				attempt--
+				continue
+			}
+		}
 		if err == nil || attempt >= len(retryWaits) || vault.Classify(err) != vault.KindUnavailable || ctx.Err() != nil {
 			break
 		}
@@ -387,12 +401,7 @@ func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.
 		}
 	}
 	if err != nil {
-		switch vault.Classify(err) {
-		case vault.KindDenied:
-			if p.tokens != nil {
-				p.tokens.Refused()
-			}
-		case vault.KindUnavailable, vault.KindNotFound:
+		if k := vault.Classify(err); k == vault.KindUnavailable || k == vault.KindNotFound {
 			p.requestRefresh()
 		}
 		p.publishHealth()

@@ -62,7 +62,9 @@ func itoa(n int) string { return strconv.Itoa(n) }
 type stubTokens struct{ state vault.TokenState }
 
 func (s *stubTokens) State() vault.TokenState { return s.state }
-func (s *stubTokens) Refused()                { s.state.Valid = false }
+func (s *stubTokens) Relogin(context.Context) error {
+	return errors.New("no vault here")
+}
 
 func newTestPlugin(tr *stubTransit) (*Plugin, *clocktesting.FakeClock) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))

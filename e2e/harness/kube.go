@@ -173,3 +173,16 @@ resources:
       - identity: {}
 `, strings.Join(resources, ", "), provider, socket)
 }
+
+// WriteKubeconfig writes an admin kubeconfig for kubectl to path.
+func (cp *ControlPlane) WriteKubeconfig(path string) error {
+	user, err := cp.Env.ControlPlane.AddUser(envtest.User{Name: "vaultkms-demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	b, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}

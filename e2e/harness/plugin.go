@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	kmsapi "k8s.io/kms/apis/v2"
 
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/kmsplugin"
@@ -31,6 +34,10 @@ type PluginOptions struct {
 	Method          vault.Method
 	RefreshInterval time.Duration
 	AssociatedData  []byte
+	// ClientCert and ClientKey are presented to Vault (cert auth).
+	ClientCert, ClientKey string
+	// FilePoll is how often a token file is checked for changes.
+	FilePoll time.Duration
 }
 
 // StartPlugin serves a plugin against v; it stops on cleanup.
@@ -42,13 +49,16 @@ func StartPlugin(env Env, v *Vault, opts PluginOptions) *Plugin {
 	if opts.Method == nil {
 		opts.Method = vault.TokenFile{Path: TokenFile(env, v.RootToken)}
 	}
-	client, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	client, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second, ClientCert: opts.ClientCert, ClientKey: opts.ClientKey})
 	if err != nil {
 		env.Fatalf("%v", err)
 	}
 	p := &Plugin{Socket: filepath.Join(SocketDir(env), "kms.sock"), Registry: kmsplugin.NewRegistry(), Log: &SyncBuffer{}}
 	log := slog.New(slog.NewTextHandler(p.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p.Session = vault.NewSession(client, opts.Method, log)
+	if opts.FilePoll > 0 {
+		p.Session.FilePoll = opts.FilePoll
+	}
 	p.Plugin = kmsplugin.New(kmsplugin.Config{Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData},
 		kmsplugin.NewTransit(client, opts.Mount, opts.Key, opts.AssociatedData), p.Session, kmsplugin.NewMetrics(p.Registry), nil, log)
 	lis, err := kmsplugin.ListenUnix(p.Socket, 0o600, -1)
@@ -86,6 +96,23 @@ func (p *Plugin) WaitKeyID(env Env, timeout time.Duration) string {
 	}
 	env.Fatalf("plugin reported no key_id within %s; health: %s\n%s", timeout, p.Plugin.Health(), p.Log.String())
 	return ""
+}
+
+// Client returns a KMS v2 gRPC client of the plugin's socket.
+func (p *Plugin) Client(env Env) kmsapi.KeyManagementServiceClient {
+	env.Helper()
+	return DialKMS(env, p.Socket)
+}
+
+// DialKMS connects to a KMS v2 plugin's unix socket the way kube-apiserver does.
+func DialKMS(env Env, socket string) kmsapi.KeyManagementServiceClient {
+	env.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		env.Fatalf("dial %s: %v", socket, err)
+	}
+	env.Cleanup(func() { conn.Close() })
+	return kmsapi.NewKeyManagementServiceClient(conn)
 }
 
 // SyncBuffer is a bytes buffer safe for concurrent writers.

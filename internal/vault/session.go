@@ -44,6 +44,8 @@ type Session struct {
 	relogin chan struct{}
 	ready   chan struct{}
 	once    sync.Once
+	// loggedIn is closed and replaced at every successful login.
+	loggedIn chan struct{}
 
 	mu    sync.Mutex
 	state TokenState
@@ -58,7 +60,7 @@ func NewSession(c *api.Client, m Method, log *slog.Logger) *Session {
 	return &Session{
 		client: c, method: m, log: log, clock: clock.RealClock{},
 		FilePoll: 5 * time.Second, MinBackoff: 250 * time.Millisecond, MaxBackoff: 15 * time.Second,
-		relogin: make(chan struct{}, 1), ready: make(chan struct{}),
+		relogin: make(chan struct{}, 1), ready: make(chan struct{}), loggedIn: make(chan struct{}),
 		state: TokenState{Reason: "not logged in yet", Method: m.Name()},
 	}
 }
@@ -92,6 +94,21 @@ func (s *Session) Refused() {
 	select {
 	case s.relogin <- struct{}{}:
 	default:
+	}
+}
+
+// Relogin reports a refusal like Refused and waits until the session has
+// logged in again, so the caller can retry its request once.
+func (s *Session) Relogin(ctx context.Context) error {
+	s.mu.Lock()
+	next := s.loggedIn
+	s.mu.Unlock()
+	s.Refused()
+	select {
+	case <-next:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -197,6 +214,8 @@ func (s *Session) setToken(auth *api.SecretAuth) {
 	if auth.LeaseDuration > 0 {
 		s.state.Expiry = s.clock.Now().Add(time.Duration(auth.LeaseDuration) * time.Second)
 	}
+	close(s.loggedIn)
+	s.loggedIn = make(chan struct{})
 }
 
 func (s *Session) setInvalid(reason string) {

@@ -1,0 +1,148 @@
+// Command bench measures the plugin against a direct Transit client in the
+// same run, against a real Vault, and prints throughput ratios and
+// latencies. `make bench` runs it.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	kmsapi "k8s.io/kms/apis/v2"
+
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+type result struct {
+	ops       int
+	elapsed   time.Duration
+	latencies []time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+func (r result) pct(p float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.latencies)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+// run calls op from workers goroutines for d and collects latencies.
+func run(workers int, d time.Duration, op func() error) (result, error) {
+	var mu sync.Mutex
+	var res result
+	var firstErr error
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lats []time.Duration
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				lats = append(lats, time.Since(t0))
+			}
+			mu.Lock()
+			res.latencies = append(res.latencies, lats...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ops = len(res.latencies)
+	return res, firstErr
+}
+
+func merge(a, b result) result {
+	return result{ops: a.ops + b.ops, elapsed: a.elapsed + b.elapsed, latencies: append(slices.Clone(a.latencies), b.latencies...)}
+}
+
+func main() {
+	dur := flag.Duration("duration", 3*time.Second, "length of each measured run (each mode runs twice, interleaved)")
+	workers := flag.Int("workers", 8, "concurrent callers")
+	flag.Parse()
+
+	env := &harness.Main{Quiet: true}
+	defer env.Close()
+	v := harness.StartVault(env)
+	v.TransitKey("transit", "kms")
+	p := harness.StartPlugin(env, v, harness.PluginOptions{Key: "kms"})
+	p.WaitKeyID(env, 20*time.Second)
+	kms := p.Client(env)
+	direct := v.Client()
+	ctx := context.Background()
+	seed := make([]byte, 32)
+	seedB64 := base64.StdEncoding.EncodeToString(seed)
+
+	wrapped, err := kms.Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: seed})
+	if err != nil {
+		env.Fatalf("encrypt: %v", err)
+	}
+	ops := []struct {
+		name           string
+		direct, plugin func() error
+	}{
+		{"encrypt",
+			func() error {
+				_, err := direct.Logical().WriteWithContext(ctx, "transit/encrypt/kms", map[string]any{"plaintext": seedB64})
+				return err
+			},
+			func() error { _, err := kms.Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: seed}); return err }},
+		{"decrypt",
+			func() error {
+				_, err := direct.Logical().WriteWithContext(ctx, "transit/decrypt/kms", map[string]any{"ciphertext": string(wrapped.Ciphertext)})
+				return err
+			},
+			func() error {
+				_, err := kms.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: wrapped.Ciphertext, KeyId: wrapped.KeyId})
+				return err
+			}},
+	}
+
+	fmt.Printf("vaultkms plugin vs direct single-call Transit client, real Vault on this machine\n")
+	fmt.Printf("%d runs of %s per mode, interleaved\n\n", 2, *dur)
+	fmt.Printf("%-8s %-8s %8s %10s %10s %10s %8s\n", "op", "callers", "mode", "ops/s", "p50", "p99", "ratio")
+	for _, op := range ops {
+		for _, w := range []int{1, *workers} {
+			// Warm both paths, then interleave so drift hits both alike.
+			run(w, 200*time.Millisecond, op.direct)
+			run(w, 200*time.Millisecond, op.plugin)
+			var d, pl result
+			for range 2 {
+				r, err := run(w, *dur, op.direct)
+				if err != nil {
+					env.Fatalf("direct %s: %v", op.name, err)
+				}
+				d = merge(d, r)
+				r, err = run(w, *dur, op.plugin)
+				if err != nil {
+					env.Fatalf("plugin %s: %v", op.name, err)
+				}
+				pl = merge(pl, r)
+			}
+			fmt.Printf("%-8s %-8d %8s %10.0f %10s %10s %8s\n", op.name, w, "direct", d.rate(), d.pct(0.5).Round(time.Microsecond), d.pct(0.99).Round(time.Microsecond), "1.00x")
+			fmt.Printf("%-8s %-8d %8s %10.0f %10s %10s %7.2fx\n", op.name, w, "plugin", pl.rate(), pl.pct(0.5).Round(time.Microsecond), pl.pct(0.99).Round(time.Microsecond), pl.rate()/d.rate())
+		}
+	}
+	if _, err := os.Stdout.WriteString("\nratio = plugin ops/s ÷ direct ops/s in the same run; target ≥ 0.80x with 8 callers\n"); err != nil {
+		os.Exit(1)
+	}
+}
