@@ -39,8 +39,12 @@ func NewClient(cfg Config) (*api.Client, error) {
 	}
 	c.Address = cfg.Address
 	c.MaxRetries = 0
+	// The timeout goes on the HTTP client only. The api package also turns
+	// Config.Timeout into a context it cancels as soon as a raw request
+	// returns, before the caller has read the body.
+	c.Timeout = 0
 	if cfg.Timeout > 0 {
-		c.Timeout = cfg.Timeout
+		c.HttpClient.Timeout = cfg.Timeout
 	}
 	tls := &api.TLSConfig{CACert: cfg.CACert, ClientCert: cfg.ClientCert, ClientKey: cfg.ClientKey}
 	if cfg.CACert != "" {

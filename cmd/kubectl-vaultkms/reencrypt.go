@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/vaultkms/vaultkms/verifier/rewrite"
+	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
+)
+
+type reencryptReport struct {
+	Resources []reencryptResource `json:"resources"`
+	After     *scan.Report        `json:"after,omitempty"`
+}
+
+type reencryptResource struct {
+	Resource string `json:"resource"`
+	Stale    int    `json:"stale"`
+	rewrite.Result
+}
+
+func runReencrypt(ctx context.Context, args []string) error {
+	c := newCommon("reencrypt")
+	qps := c.fs.Float64("qps", 50, "writes per second through the API server")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	if *qps <= 0 {
+		return usageErr("--qps must be positive")
+	}
+	keyID, _, _, err := c.currentKey(ctx)
+	if err != nil {
+		return err
+	}
+	// The scan finds what is stale now; objects rewritten by an earlier,
+	// interrupted run are current and skipped, which makes a rerun resume.
+	stale := map[string][]rewrite.Object{}
+	opts, err := c.scanOptions()
+	if err != nil {
+		return err
+	}
+	var parseErr error
+	visit := func(res string, key []byte, _ storedvalue.Value, isStale bool) {
+		if !isStale {
+			return
+		}
+		o, err := rewrite.ParseKey(scan.Resource(res).KeyPrefix(opts.Prefix), string(key))
+		if err != nil {
+			parseErr = err
+			return
+		}
+		stale[res] = append(stale[res], o)
+	}
+	if _, err := scanWith(ctx, c, keyID, &scan.Options{Visit: visit}); err != nil {
+		return err
+	}
+	if parseErr != nil {
+		return parseErr
+	}
+	cfg, err := c.restConfig()
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	limiter := rate.NewLimiter(rate.Limit(*qps), 1)
+	var out reencryptReport
+	start := time.Now()
+	for _, res := range opts.Resources {
+		objs := stale[string(res)]
+		rr := reencryptResource{Resource: string(res), Stale: len(objs)}
+		if len(objs) > 0 {
+			gvr, err := resolve(mapper, res)
+			if err != nil {
+				return err
+			}
+			p := newProgress("reencrypt "+string(res), len(objs))
+			rw := &rewrite.Rewriter{Client: dyn, Resource: gvr, Limiter: limiter, Progress: func(n int) { p.set("", n) }}
+			rr.Result, err = rw.Run(ctx, objs)
+			p.done()
+			if err != nil {
+				return fmt.Errorf("reencrypt %s interrupted after %d objects (run again to resume): %w", res, rr.Rewritten, err)
+			}
+		}
+		out.Resources = append(out.Resources, rr)
+	}
+	elapsed := time.Since(start)
+	if len(c.etcdEndpoints) > 0 {
+		after, err := scanWith(ctx, c, keyID, nil)
+		if err != nil {
+			return err
+		}
+		out.After = &after
+	}
+	err = emit(os.Stdout, c.output, out, func(w io.Writer) {
+		fmt.Fprintf(w, "RESOURCE\tSTALE\tREWRITTEN\tGONE\tFAILED\n")
+		for _, r := range out.Resources {
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\n", r.Resource, r.Stale, r.Rewritten, r.Gone, r.Failed)
+			for _, e := range r.Errors {
+				fmt.Fprintf(w, "  error: %s\n", e)
+			}
+		}
+		fmt.Fprintf(w, "took %s\n", elapsed.Round(time.Millisecond))
+		if out.After != nil {
+			fmt.Fprintf(w, "after: %d stale, %d plaintext at revision %d\n", out.After.Stale(), out.After.Plaintext(), out.After.Revision)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range out.Resources {
+		if r.Failed > 0 {
+			return fmt.Errorf("%d objects of %s could not be rewritten", r.Failed, r.Resource)
+		}
+	}
+	if out.After != nil && out.After.Stale() > 0 {
+		return &exitErr{code: exitFinding, err: fmt.Errorf("%d objects still stale after reencrypt", out.After.Stale())}
+	}
+	return nil
+}
+
+// resolve maps "secrets" or "widgets.example.com" to the served version.
+func resolve(m *restmapper.DeferredDiscoveryRESTMapper, res scan.Resource) (schema.GroupVersionResource, error) {
+	gr := schema.ParseGroupResource(string(res))
+	gvr, err := m.ResourceFor(gr.WithVersion(""))
+	if err != nil {
+		return schema.GroupVersionResource{}, fmt.Errorf("resource %q is not served by the API server: %w", res, err)
+	}
+	return gvr, nil
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/verifier/keysource"
+	"github.com/vaultkms/vaultkms/verifier/rotation"
+	"github.com/vaultkms/vaultkms/verifier/scan"
+)
+
+type statusReport struct {
+	Encrypted        bool                     `json:"encrypted"`
+	CurrentKeyID     string                   `json:"currentKeyID"`
+	KeyIDSource      string                   `json:"keyIDSource"`
+	KeyVersion       int                      `json:"keyVersion"`
+	KeyVersionAge    string                   `json:"keyVersionAge,omitempty"`
+	MinDecryption    int                      `json:"minDecryptionVersion,omitempty"`
+	APIServers       []keysource.APIServerKey `json:"apiServers"`
+	APIServersAgree  *bool                    `json:"apiServersAgree,omitempty"`
+	ObjectsByVersion map[int]int              `json:"objectsByVersion"`
+	Plaintext        int                      `json:"plaintext"`
+	Stale            int                      `json:"stale"`
+	Decision         rotation.Decision        `json:"rotation"`
+	Scan             scan.Report              `json:"scan"`
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	c := newCommon("status")
+	if err := c.parse(args); err != nil {
+		return err
+	}
+	keyID, source, tk, err := c.currentKey(ctx)
+	if err != nil {
+		return err
+	}
+	cur, err := kmsplugin.ParseKeyID(keyID)
+	if err != nil {
+		return fmt.Errorf("current key_id: %w", err)
+	}
+	rep, err := scanWith(ctx, c, keyID, nil)
+	if err != nil {
+		return err
+	}
+	st := statusReport{CurrentKeyID: keyID, KeyIDSource: source, KeyVersion: cur.Version, Scan: rep,
+		Plaintext: rep.Plaintext(), Stale: rep.Stale(), ObjectsByVersion: map[int]int{}}
+	st.KeyVersionAge = time.Since(cur.Created).Round(time.Second).String()
+	facts := rotation.Facts{CurrentKeyID: keyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: map[string]int{}}
+	for _, r := range rep.Resources {
+		for k, n := range r.ByKeyID {
+			facts.ByKeyID[k] += n
+		}
+	}
+	for _, vn := range rotation.VersionCounts(facts.ByKeyID, cur) {
+		st.ObjectsByVersion[vn[0]] = vn[1]
+	}
+	if tk != nil {
+		st.MinDecryption = tk.MinDecryption
+		facts.MinDecryptionVersion = tk.MinDecryption
+	}
+	keys, err := c.apiServerKeys(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warning: cannot read API server metrics: %v\n", err)
+	} else if len(keys) > 0 {
+		st.APIServers = keys
+		agree, _ := keysource.Agreement(keys, c.provider, keyID)
+		st.APIServersAgree = &agree
+		facts.APIServersKnown, facts.APIServersAgree = true, agree
+	}
+	st.Encrypted = st.Plaintext == 0
+	st.Decision = rotation.Decide(facts)
+	return emit(os.Stdout, c.output, st, func(w io.Writer) { statusTable(w, st, keyID) })
+}
+
+func statusTable(w io.Writer, st statusReport, keyID string) {
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "NO"
+	}
+	fmt.Fprintf(w, "Encrypted at rest:\t%s (%d plaintext objects)\n", yes(st.Encrypted), st.Plaintext)
+	fmt.Fprintf(w, "Current key:\tversion %d, created %s ago (from %s)\n", st.KeyVersion, st.KeyVersionAge, st.KeyIDSource)
+	fmt.Fprintf(w, "  key_id:\t%s\n", keyID)
+	if st.MinDecryption > 0 {
+		fmt.Fprintf(w, "  min_decryption_version:\t%d\n", st.MinDecryption)
+	}
+	switch {
+	case st.APIServersAgree == nil:
+		fmt.Fprintf(w, "API servers on it:\tunknown (no envelope encryption metrics)\n")
+	default:
+		fmt.Fprintf(w, "API servers on it:\t%s (%d reporting)\n", yes(*st.APIServersAgree), len(st.APIServers))
+	}
+	fmt.Fprintf(w, "Objects by key version:\t")
+	if len(st.ObjectsByVersion) == 0 {
+		fmt.Fprintf(w, "none")
+	}
+	for _, vn := range sortedVersions(st.ObjectsByVersion) {
+		fmt.Fprintf(w, "v%d=%d ", vn, st.ObjectsByVersion[vn])
+	}
+	fmt.Fprintf(w, "\nStale objects:\t%d (of %d scanned at revision %d)\n", st.Stale, total(st.Scan), st.Scan.Revision)
+	fmt.Fprintf(w, "Rotation stage:\t%s\n", st.Decision.Stage)
+	fmt.Fprintf(w, "Next action:\t%s\n", st.Decision.NextAction)
+}
+
+func sortedVersions(m map[int]int) []int {
+	var vs []int
+	for v := range m {
+		vs = append(vs, v)
+	}
+	for i := 1; i < len(vs); i++ {
+		for j := i; j > 0 && vs[j] < vs[j-1]; j-- {
+			vs[j], vs[j-1] = vs[j-1], vs[j]
+		}
+	}
+	return vs
+}
+
+func total(r scan.Report) int {
+	n := 0
+	for _, c := range r.Resources {
+		n += c.Total
+	}
+	return n
+}

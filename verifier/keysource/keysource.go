@@ -1,0 +1,139 @@
+// Package keysource finds which key_id is current: from the plugin's own
+// Status, from the Transit key in Vault (through the plugin's key_id
+// format), and from what each kube-apiserver reports in its metrics.
+package keysource
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	kmsapi "k8s.io/kms/apis/v2"
+
+	"github.com/vaultkms/vaultkms/kmsplugin"
+)
+
+// FromPlugin asks the plugin on socket for its Status.
+func FromPlugin(ctx context.Context, socket string) (keyID, healthz string, err error) {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", "", fmt.Errorf("connect to plugin socket %q: %w", socket, err)
+	}
+	defer conn.Close()
+	st, err := kmsapi.NewKeyManagementServiceClient(conn).Status(ctx, &kmsapi.StatusRequest{})
+	if err != nil {
+		return "", "", fmt.Errorf("plugin status on %q: %w", socket, err)
+	}
+	return st.KeyId, st.Healthz, nil
+}
+
+// TransitKey describes the Transit key as the verifier needs it.
+type TransitKey struct {
+	Current        kmsplugin.KeyID
+	MinDecryption  int
+	Versions       map[int]time.Time
+	LatestVersion  int
+	Namespace      string
+	Mount, KeyName string
+}
+
+// FromVault reads the Transit key and builds the key_id the plugin reports
+// for its latest version.
+func FromVault(ctx context.Context, c *api.Client, namespace, mount, key string) (TransitKey, error) {
+	ki, err := kmsplugin.NewTransit(c, mount, key, nil).ReadKey(ctx)
+	if err != nil {
+		return TransitKey{}, err
+	}
+	return TransitKey{
+		Current:       kmsplugin.KeyID{Namespace: namespace, Mount: mount, Key: key, Version: ki.LatestVersion, Created: ki.Created[ki.LatestVersion]},
+		MinDecryption: ki.MinDecryptionVersion,
+		Versions:      ki.Created,
+		LatestVersion: ki.LatestVersion,
+		Namespace:     namespace, Mount: mount, KeyName: key,
+	}, nil
+}
+
+// HashKeyID is how kube-apiserver names a key_id in its metrics.
+func HashKeyID(keyID string) string {
+	sum := sha256.Sum256([]byte(keyID))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// APIServerKey is the key_id hash one API server last saw from a provider.
+type APIServerKey struct {
+	APIServerIDHash string    `json:"apiserverIDHash"`
+	Provider        string    `json:"provider"`
+	KeyIDHash       string    `json:"keyIDHash"`
+	LastSeen        time.Time `json:"lastSeen"`
+}
+
+const keyIDMetric = "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds"
+
+// FromAPIServerMetrics reads one API server's /metrics text and returns,
+// per API server and provider, the key_id hash with the newest timestamp.
+func FromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse API server metrics: %w", err)
+	}
+	fam, ok := fams[keyIDMetric]
+	if !ok {
+		return nil, nil
+	}
+	newest := map[[2]string]APIServerKey{}
+	for _, m := range fam.GetMetric() {
+		k := APIServerKey{
+			APIServerIDHash: label(m, "apiserver_id_hash"),
+			Provider:        label(m, "provider_name"),
+			KeyIDHash:       label(m, "key_id_hash"),
+			LastSeen:        time.Unix(int64(m.GetGauge().GetValue()), 0).UTC(),
+		}
+		id := [2]string{k.APIServerIDHash, k.Provider}
+		if cur, ok := newest[id]; !ok || k.LastSeen.After(cur.LastSeen) {
+			newest[id] = k
+		}
+	}
+	out := make([]APIServerKey, 0, len(newest))
+	for _, k := range newest {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].APIServerIDHash+out[i].Provider < out[j].APIServerIDHash+out[j].Provider })
+	return out, nil
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// Agreement tells whether every API server's newest key_id for provider is
+// keyID.
+func Agreement(keys []APIServerKey, provider, keyID string) (agree bool, servers int) {
+	want := HashKeyID(keyID)
+	agree = true
+	for _, k := range keys {
+		if provider != "" && k.Provider != provider {
+			continue
+		}
+		servers++
+		if k.KeyIDHash != want {
+			agree = false
+		}
+	}
+	return agree && servers > 0, servers
+}
