@@ -13,8 +13,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -30,11 +30,11 @@ type common struct {
 	kubeconfig, context string
 	output              string
 
-	etcdEndpoints                []string
+	etcdEndpoints                 []string
 	etcdCACert, etcdCert, etcdKey string
-	etcdPrefix                   string
-	resources                    string
-	provider                     string
+	etcdPrefix                    string
+	resources                     string
+	provider                      string
 
 	kmsSocket                              string
 	vaultAddr, vaultCACert, vaultNamespace string
@@ -227,7 +227,6 @@ func (c *common) apiServerKeys(ctx context.Context) ([]keysource.APIServerKey, e
 	}
 	return all, nil
 }
-
 
 func (c *common) scanOptions() (scan.Options, error) {
 	res, err := scan.ParseResources(c.resources)

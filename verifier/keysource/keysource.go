@@ -108,7 +108,9 @@ func FromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
 	for _, k := range newest {
 		out = append(out, k)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].APIServerIDHash+out[i].Provider < out[j].APIServerIDHash+out[j].Provider })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].APIServerIDHash+out[i].Provider < out[j].APIServerIDHash+out[j].Provider
+	})
 	return out, nil
 }
 

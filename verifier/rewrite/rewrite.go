@@ -11,11 +11,11 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"golang.org/x/time/rate"
 )
 
 // Object names one stored object, parsed from its etcd key.
