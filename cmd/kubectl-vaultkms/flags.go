@@ -36,7 +36,7 @@ type common struct {
 	resources                     string
 	provider                      string
 
-	kmsSocket                              string
+	kmsSocket, currentKeyID                string
 	vaultAddr, vaultCACert, vaultNamespace string
 	transitMount, transitKey               string
 	vaultTokenFile                         string
@@ -58,6 +58,7 @@ func newCommon(name string) *common {
 	fs.StringVar(&c.resources, "resources", "secrets", "resources to scan: secrets, configmaps, <plural>.<group>, comma separated")
 	fs.StringVar(&c.provider, "provider", "vault", "name of the KMS v2 provider in the EncryptionConfiguration")
 	fs.StringVar(&c.kmsSocket, "kms-socket", "", "the plugin's socket; its Status gives the current key_id")
+	fs.StringVar(&c.currentKeyID, "current-key-id", "", "take this key_id as current instead of asking the plugin or Vault")
 	fs.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
 	fs.StringVar(&c.vaultCACert, "vault-ca-cert", os.Getenv("VAULT_CACERT"), "CA of Vault's serving certificate (default $VAULT_CACERT)")
 	fs.StringVar(&c.vaultNamespace, "vault-namespace", os.Getenv("VAULT_NAMESPACE"), "Vault namespace")
@@ -153,6 +154,9 @@ func (c *common) operatorToken() (string, error) {
 // currentKey finds the current key_id: from the plugin if --kms-socket is
 // given, else from Vault.
 func (c *common) currentKey(ctx context.Context) (keyID, source string, tk *keysource.TransitKey, err error) {
+	if c.currentKeyID != "" {
+		return c.currentKeyID, "flag", nil, nil
+	}
 	if c.transitKey != "" && c.vaultAddr != "" {
 		vc, err := c.vaultClient()
 		if err != nil {

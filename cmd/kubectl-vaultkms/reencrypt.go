@@ -33,11 +33,12 @@ type reencryptResource struct {
 func runReencrypt(ctx context.Context, args []string) error {
 	c := newCommon("reencrypt")
 	qps := c.fs.Float64("qps", 50, "writes per second through the API server")
+	workers := c.fs.Int("workers", 4, "objects rewritten at once")
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	if *qps <= 0 {
-		return usageErr("--qps must be positive")
+	if *qps <= 0 || *workers <= 0 {
+		return usageErr("--qps and --workers must be positive")
 	}
 	keyID, _, _, err := c.currentKey(ctx)
 	if err != nil {
@@ -93,7 +94,7 @@ func runReencrypt(ctx context.Context, args []string) error {
 				return err
 			}
 			p := newProgress("reencrypt "+string(res), len(objs))
-			rw := &rewrite.Rewriter{Client: dyn, Resource: gvr, Limiter: limiter, Progress: func(n int) { p.set("", n) }}
+			rw := &rewrite.Rewriter{Client: dyn, Resource: gvr, Limiter: limiter, Workers: *workers, Progress: func(n int) { p.set("", n) }}
 			rr.Result, err = rw.Run(ctx, objs)
 			p.done()
 			if err != nil {

@@ -157,21 +157,48 @@ func (cp *ControlPlane) Readyz(ctx context.Context, check string) (bool, string)
 // resources with the KMS v2 plugin on socket, with identity as a fallback
 // for reading what was stored before.
 func KMSEncryptionConfig(provider, socket string, resources ...string) string {
+	return encryptionConfig(provider, socket, false, resources)
+}
+
+// IdentityFirstEncryptionConfig lists the plugin second: writes stay in
+// plaintext while the plugin can already decrypt. It is the state before
+// encryption is switched on.
+func IdentityFirstEncryptionConfig(provider, socket string, resources ...string) string {
+	return encryptionConfig(provider, socket, true, resources)
+}
+
+func encryptionConfig(provider, socket string, identityFirst bool, resources []string) string {
 	if len(resources) == 0 {
 		resources = []string{"secrets"}
+	}
+	kms := fmt.Sprintf(`      - kms:
+          apiVersion: v2
+          name: %s
+          endpoint: unix://%s
+          timeout: 3s
+`, provider, socket)
+	identity := "      - identity: {}\n"
+	providers := kms + identity
+	if identityFirst {
+		providers = identity + kms
 	}
 	return fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
   - resources: [%s]
     providers:
-      - kms:
-          apiVersion: v2
-          name: %s
-          endpoint: unix://%s
-          timeout: 3s
-      - identity: {}
-`, strings.Join(resources, ", "), provider, socket)
+%s`, strings.Join(resources, ", "), providers)
+}
+
+// SetEncryptionConfig replaces the EncryptionConfiguration and restarts
+// kube-apiserver so it takes effect at once (automatic reload would take
+// up to a minute).
+func (cp *ControlPlane) SetEncryptionConfig(config string) {
+	cp.env.Helper()
+	if err := os.WriteFile(cp.EncryptionConfigPath, []byte(config), 0o600); err != nil {
+		cp.env.Fatalf("write encryption config: %v", err)
+	}
+	cp.RestartAPIServer()
 }
 
 // WriteKubeconfig writes an admin kubeconfig for kubectl to path.
@@ -185,4 +212,16 @@ func (cp *ControlPlane) WriteKubeconfig(path string) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o600)
+}
+
+// StartEtcd starts a lone etcd (for scans that need no API server) and
+// returns its client URL; it stops on cleanup.
+func StartEtcd(env Env) string {
+	env.Helper()
+	e := &envtest.Etcd{Path: Binary(env, "etcd"), DataDir: env.TempDir(), StartTimeout: time.Minute, StopTimeout: 30 * time.Second}
+	if err := e.Start(); err != nil {
+		env.Fatalf("start etcd: %v", err)
+	}
+	env.Cleanup(func() { e.Stop() })
+	return e.URL.String()
 }

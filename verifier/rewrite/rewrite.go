@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
@@ -55,6 +56,8 @@ type Rewriter struct {
 	Client   dynamic.Interface
 	Resource schema.GroupVersionResource
 	Limiter  *rate.Limiter
+	// Workers is how many objects are rewritten at once (default 4).
+	Workers int
 	// Progress, when set, is told after each object.
 	Progress func(done int)
 	// MaxConflicts bounds retries of one object that keeps changing.
@@ -63,36 +66,71 @@ type Rewriter struct {
 
 // Run rewrites each object, honouring the rate limit and ctx.
 func (r *Rewriter) Run(ctx context.Context, objs []Object) (Result, error) {
-	var res Result
-	var done atomic.Int64
 	if r.MaxConflicts <= 0 {
 		r.MaxConflicts = 5
+	}
+	workers := max(1, r.Workers)
+	if r.Workers == 0 {
+		workers = 4
+	}
+	var (
+		mu    sync.Mutex
+		res   Result
+		done  atomic.Int64
+		fatal error
+		wg    sync.WaitGroup
+	)
+	next := make(chan Object)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range next {
+				err := r.one(ctx, o)
+				mu.Lock()
+				switch {
+				case err == nil:
+					res.Rewritten++
+				case apierrors.IsNotFound(err):
+					res.Gone++
+				case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+					if fatal == nil {
+						fatal = err
+					}
+				default:
+					res.Failed++
+					if len(res.Errors) < 20 {
+						res.Errors = append(res.Errors, fmt.Sprintf("%s/%s: %v", o.Namespace, o.Name, err))
+					}
+				}
+				mu.Unlock()
+				if r.Progress != nil {
+					r.Progress(int(done.Add(1)))
+				}
+			}
+		}()
 	}
 	for _, o := range objs {
 		if r.Limiter != nil {
 			if err := r.Limiter.Wait(ctx); err != nil {
-				return res, err
+				mu.Lock()
+				if fatal == nil {
+					fatal = err
+				}
+				mu.Unlock()
+				break
 			}
+		} else if ctx.Err() != nil {
+			break
 		}
-		err := r.one(ctx, o)
-		switch {
-		case err == nil:
-			res.Rewritten++
-		case apierrors.IsNotFound(err):
-			res.Gone++
-		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-			return res, err
-		default:
-			res.Failed++
-			if len(res.Errors) < 20 {
-				res.Errors = append(res.Errors, fmt.Sprintf("%s/%s: %v", o.Namespace, o.Name, err))
-			}
-		}
-		if r.Progress != nil {
-			r.Progress(int(done.Add(1)))
-		}
+		next <- o
 	}
-	return res, nil
+	close(next)
+	wg.Wait()
+	if fatal == nil && ctx.Err() != nil {
+		fatal = ctx.Err()
+	}
+	return res, fatal
 }
 
 // one reads the object and writes it back unchanged. The update carries

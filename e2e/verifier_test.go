@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
+)
+
+var (
+	cliOnce sync.Once
+	cliBin  string
+	cliErr  error
+)
+
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kubectl-vaultkms-bin")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliBin = filepath.Join(dir, "kubectl-vaultkms")
+		out, err := exec.Command("go", "build", "-o", cliBin, "github.com/vaultkms/vaultkms/cmd/kubectl-vaultkms").CombinedOutput()
+		if err != nil {
+			cliErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	if cliErr != nil {
+		t.Fatalf("build kubectl-vaultkms: %v", cliErr)
+	}
+	return cliBin
+}
+
+// cli runs kubectl-vaultkms and returns stdout, stderr and the exit code.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(buildCLI(t), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// etcdTruth counts secrets by provider label and key_id with a plain read
+// of etcd, independent of the scanner.
+func etcdTruth(t *testing.T, cp *harness.ControlPlane) (total int, byProvider, byKeyID map[string]int) {
+	t.Helper()
+	resp, err := cp.Etcd().Get(context.Background(), "/registry/secrets/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byProvider, byKeyID = map[string]int{}, map[string]int{}
+	for _, kv := range resp.Kvs {
+		v, err := storedvalue.Classify(kv.Value)
+		if err != nil {
+			t.Fatalf("%s: %v", kv.Key, err)
+		}
+		byProvider[v.Label()]++
+		if v.KeyID != "" {
+			byKeyID[v.KeyID]++
+		}
+	}
+	return len(resp.Kvs), byProvider, byKeyID
+}
+
+func TestVerifyReencryptTrim(t *testing.T) {
+	t.Parallel()
+	v := harness.StartVault(t)
+	v.TransitKey(mount, key)
+	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: time.Second})
+	keyID1 := p.WaitKeyID(t, 20*time.Second)
+	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig(provider, p.Socket)})
+	ctx := context.Background()
+	values := map[string]string{}
+	create := func(prefix string, n int) {
+		t.Helper()
+		for i := range n {
+			name := fmt.Sprintf("%s-%d", prefix, i)
+			values[name] = "secret-" + name
+			if _, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"v": []byte(values[name])},
+			}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Plaintext first, then encrypted under version 1, then version 2.
+	create("plain", 5)
+	cp.SetEncryptionConfig(harness.KMSEncryptionConfig(provider, p.Socket))
+	create("v1", 6)
+	v.Write(mount+"/keys/"+key+"/rotate", nil)
+	deadline := time.Now().Add(150 * time.Second)
+	for i := 0; ; i++ {
+		create(fmt.Sprintf("probe%d", i), 1)
+		sv, _ := storedvalue.Classify(cp.RawGet(fmt.Sprintf("/registry/secrets/default/probe%d-0", i)))
+		if sv.KeyID != keyID1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("API server did not switch to the rotated key")
+		}
+		time.Sleep(2 * time.Second)
+	}
+	create("v2", 7)
+	keyID2 := p.Plugin.CurrentKeyID()
+
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := harness.TokenFile(t, v.RootToken)
+	common := []string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--vault-addr", v.Addr, "--vault-ca-cert", v.CA.CertFile,
+		"--vault-token-file", tokenFile, "--transit-key", key, "--kms-socket", p.Socket}
+
+	total, byProvider, byKeyID := etcdTruth(t, cp)
+	out, stderr, code := cli(t, append([]string{"verify", "-o", "json"}, common...)...)
+	if code != 3 {
+		t.Fatalf("verify with stale objects exited %d, want 3\n%s\n%s", code, out, stderr)
+	}
+	var rep scan.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("verify -o json: %v\n%s", err, out)
+	}
+	if rep.CurrentKeyID != keyID2 || len(rep.Resources) != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	r := rep.Resources[0]
+	if r.Total != total || fmt.Sprint(r.ByProvider) != fmt.Sprint(byProvider) || fmt.Sprint(r.ByKeyID) != fmt.Sprint(byKeyID) {
+		t.Fatalf("verify counted %d %v %v; etcd holds %d %v %v", r.Total, r.ByProvider, r.ByKeyID, total, byProvider, byKeyID)
+	}
+	if r.Plaintext != 5 || r.Current != byKeyID[keyID2] || r.Stale != total-byKeyID[keyID2] || byKeyID[keyID1] < 6 {
+		t.Fatalf("plaintext %d current %d stale %d; etcd: %v", r.Plaintext, r.Current, r.Stale, byKeyID)
+	}
+	if _, _, code := cli(t, append([]string{"verify", "--fail-on", "none"}, common...)...); code != 0 {
+		t.Fatalf("verify --fail-on none exited %d", code)
+	}
+
+	out, _, code = cli(t, append([]string{"status", "-o", "json"}, common...)...)
+	var st struct {
+		Rotation struct{ Stage string }
+		Stale    int
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
+		t.Fatalf("status: %v exit %d\n%s", err, code, out)
+	}
+	if st.Rotation.Stage != "migrating" || st.Stale != r.Stale {
+		t.Fatalf("status stage %q stale %d", st.Rotation.Stage, st.Stale)
+	}
+
+	out, stderr, code = cli(t, append([]string{"trim"}, common...)...)
+	if code != 4 || !strings.Contains(stderr, "reencrypt") {
+		t.Fatalf("trim before reencrypt: exit %d\n%s%s", code, out, stderr)
+	}
+
+	out, stderr, code = cli(t, append([]string{"reencrypt", "--qps", "200"}, common...)...)
+	if code != 0 {
+		t.Fatalf("reencrypt exited %d\n%s%s", code, out, stderr)
+	}
+	total2, byProvider2, byKeyID2 := etcdTruth(t, cp)
+	if total2 != total || byProvider2["kms:v2:"+provider] != total || byKeyID2[keyID2] != total {
+		t.Fatalf("after reencrypt etcd holds %v %v of %d", byProvider2, byKeyID2, total)
+	}
+	list, err := cp.Client.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Items {
+		if want, ok := values[s.Name]; ok && string(s.Data["v"]) != want {
+			t.Fatalf("secret %s changed by reencrypt", s.Name)
+		}
+	}
+	if _, _, code := cli(t, append([]string{"verify"}, common...)...); code != 0 {
+		t.Fatalf("verify after reencrypt exited %d", code)
+	}
+
+	out, stderr, code = cli(t, append([]string{"trim"}, common...)...)
+	if code != 0 {
+		t.Fatalf("trim after reencrypt exited %d\n%s%s", code, out, stderr)
+	}
+	if got := v.Read(mount + "/keys/" + key).Data["min_decryption_version"]; fmt.Sprint(got) != "2" {
+		t.Fatalf("min_decryption_version %v after trim, want 2", got)
+	}
+	out, _, _ = cli(t, append([]string{"status", "-o", "json"}, common...)...)
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Rotation.Stage != "current" {
+		t.Fatalf("status after trim: %v %s", err, out)
+	}
+}
