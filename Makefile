@@ -6,9 +6,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/vaultkms/vaultkms/kmsplugin.Version=$(VERSION)
 export VAULTKMS_BIN_DIR := $(BIN)
 
-CMDS := vaultkms-plugin
+CMDS := vaultkms-plugin vaultkms-controller kubectl-vaultkms
 
-.PHONY: all tools build test unit integration fuzz-seeds bench demo lint clean
+.PHONY: all tools build generate check-generated test unit bench demo lint image clean
 
 all: build
 
@@ -21,8 +21,21 @@ build:
 	@mkdir -p $(BIN)
 	@for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; done
 
+## generate: deepcopy code and CRDs from api/ markers (controller-gen)
+generate: tools
+	$(BIN)/controller-gen object paths=./api/...
+	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=charts/vaultkms/crds
+
+## check-generated: fail when generated files are not what api/ says
+check-generated: tools
+	@tmp=$$(mktemp -d); cp -r charts/vaultkms/crds $$tmp/crds; cp api/v1alpha1/zz_generated.deepcopy.go $$tmp/; \
+	$(BIN)/controller-gen object paths=./api/... output:object:dir=$$tmp/obj >/dev/null && \
+	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=$$tmp/newcrds && \
+	diff -r $$tmp/crds $$tmp/newcrds && diff $$tmp/zz_generated.deepcopy.go $$tmp/obj/zz_generated.deepcopy.go; \
+	rc=$$?; rm -rf $$tmp; if [ $$rc -ne 0 ]; then echo "generated files are stale: run make generate"; exit 1; fi
+
 ## test: unit and integration tests against real components, with the race detector
-test: tools lint
+test: tools lint check-generated
 	$(GO) test -race -count=1 -timeout 45m ./...
 
 ## unit: only the tests that need no real component
@@ -42,6 +55,10 @@ demo: tools
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## image: container images FROM scratch, from binaries built here
+image: build
+	docker build -t vaultkms/vaultkms-plugin:$(VERSION) .
 
 clean:
 	rm -rf $(BIN)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,32 +17,9 @@ import (
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
 
-var (
-	buildOnce sync.Once
-	pluginBin string
-	buildErr  error
-)
-
-// buildPlugin builds cmd/vaultkms-plugin once per test binary.
 func buildPlugin(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vaultkms-plugin-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		pluginBin = filepath.Join(dir, "vaultkms-plugin")
-		out, err := exec.Command("go", "build", "-o", pluginBin, "github.com/vaultkms/vaultkms/cmd/vaultkms-plugin").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build plugin: %v", buildErr)
-	}
-	return pluginBin
+	return goBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-plugin")
 }
 
 type runningPlugin struct {

@@ -5,53 +5,30 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
-var (
-	cliOnce sync.Once
-	cliBin  string
-	cliErr  error
-)
-
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	cliOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kubectl-vaultkms-bin")
-		if err != nil {
-			cliErr = err
-			return
-		}
-		cliBin = filepath.Join(dir, "kubectl-vaultkms")
-		out, err := exec.Command("go", "build", "-o", cliBin, "github.com/vaultkms/vaultkms/cmd/kubectl-vaultkms").CombinedOutput()
-		if err != nil {
-			cliErr = fmt.Errorf("%v: %s", err, out)
-		}
-	})
-	if cliErr != nil {
-		t.Fatalf("build kubectl-vaultkms: %v", cliErr)
-	}
-	return cliBin
-}
-
 // cli runs kubectl-vaultkms and returns stdout, stderr and the exit code.
 func cli(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(buildCLI(t), args...)
+	cmd := exec.Command(goBuild(t, "github.com/vaultkms/vaultkms/cmd/kubectl-vaultkms"), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -92,7 +69,8 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	v.TransitKey(mount, key)
 	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: time.Second})
 	keyID1 := p.WaitKeyID(t, 20*time.Second)
-	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig(provider, p.Socket)})
+	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig(provider, p.Socket),
+		CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
 	ctx := context.Background()
 	values := map[string]string{}
 	create := func(prefix string, n int) {
@@ -170,6 +148,15 @@ func TestVerifyReencryptTrim(t *testing.T) {
 		t.Fatalf("status stage %q stale %d", st.Rotation.Stage, st.Stale)
 	}
 
+	// The controller publishes the same findings as EncryptionStatus.
+	startController(t, kubeconfig, "--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+p.Socket, "--scan-interval=1s")
+	es := waitEncryptionStatus(t, cp, func(es *v1alpha1.EncryptionStatus) bool { return es.Status.Total == total })
+	if es.Status.Stale != r.Stale || es.Status.Plaintext != 5 || es.Status.CurrentKeyID != keyID2 ||
+		!cond(es, v1alpha1.ConditionEncrypted, metav1.ConditionFalse, v1alpha1.ReasonPlaintextFound) ||
+		!cond(es, v1alpha1.ConditionKeyCurrent, metav1.ConditionFalse, v1alpha1.ReasonMigrating) || es.Status.RotationStage != "migrating" {
+		t.Fatalf("EncryptionStatus before reencrypt: %+v", es.Status)
+	}
+
 	out, stderr, code = cli(t, append([]string{"trim"}, common...)...)
 	if code != 4 || !strings.Contains(stderr, "reencrypt") {
 		t.Fatalf("trim before reencrypt: exit %d\n%s%s", code, out, stderr)
@@ -196,6 +183,12 @@ func TestVerifyReencryptTrim(t *testing.T) {
 		t.Fatalf("verify after reencrypt exited %d", code)
 	}
 
+	es = waitEncryptionStatus(t, cp, func(es *v1alpha1.EncryptionStatus) bool { return es.Status.Stale == 0 })
+	if es.Status.Current != total || !cond(es, v1alpha1.ConditionEncrypted, metav1.ConditionTrue, v1alpha1.ReasonEncryptionCompleted) ||
+		!cond(es, v1alpha1.ConditionKeyCurrent, metav1.ConditionTrue, v1alpha1.ReasonEncryptionCompleted) {
+		t.Fatalf("EncryptionStatus after reencrypt: %+v", es.Status)
+	}
+
 	out, stderr, code = cli(t, append([]string{"trim"}, common...)...)
 	if code != 0 {
 		t.Fatalf("trim after reencrypt exited %d\n%s%s", code, out, stderr)
@@ -207,4 +200,56 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Rotation.Stage != "current" {
 		t.Fatalf("status after trim: %v %s", err, out)
 	}
+}
+
+func cond(es *v1alpha1.EncryptionStatus, typ string, status metav1.ConditionStatus, reason string) bool {
+	c := meta.FindStatusCondition(es.Status.Conditions, typ)
+	return c != nil && c.Status == status && c.Reason == reason
+}
+
+func waitEncryptionStatus(t *testing.T, cp *harness.ControlPlane, done func(*v1alpha1.EncryptionStatus) bool) *v1alpha1.EncryptionStatus {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var es v1alpha1.EncryptionStatus
+		err := c.Get(context.Background(), client.ObjectKey{Name: "cluster"}, &es)
+		if err == nil && done(&es) {
+			return &es
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("EncryptionStatus not as expected within 60s: %v %+v", err, es.Status)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// startController builds and runs cmd/vaultkms-controller.
+func startController(t *testing.T, kubeconfig string, args ...string) *harness.SyncBuffer {
+	t.Helper()
+	ctrlBin := goBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-controller")
+	m, _ := harness.FreePort()
+	h, _ := harness.FreePort()
+	log := &harness.SyncBuffer{}
+	cmd := exec.Command(ctrlBin, append([]string{"--kubeconfig=" + kubeconfig,
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("controller log:\n%s", log.String())
+		}
+	})
+	return log
 }

@@ -43,6 +43,8 @@ func TestBatcherLoneCallGoesOutAtOnce(t *testing.T) {
 	if err != nil || got != 42 {
 		t.Fatalf("Submit = %d, %v", got, err)
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.sizes) != 1 || g.sizes[0] != 1 {
 		t.Fatalf("batch sizes %v, want [1]", g.sizes)
 	}
@@ -68,12 +70,14 @@ func TestBatcherCoalescesWhileBusy(t *testing.T) {
 	if sum != 2*55 {
 		t.Fatalf("sum of results %d, want 110", sum)
 	}
-	if len(g.sizes) != 3 || g.sizes[0] != 1 || g.sizes[1] != 8 || g.sizes[2] != 1 {
-		t.Fatalf("batch sizes %v, want [1 8 1]", g.sizes)
+	g.mu.Lock()
+	sizes := g.sizes
+	g.mu.Unlock()
+	if len(sizes) != 3 || sizes[0] != 1 || sizes[1] != 8 || sizes[2] != 1 {
+		t.Fatalf("batch sizes %v, want [1 8 1]", sizes)
 	}
-	if b.inFlight != 0 {
-		t.Fatalf("%d slots still held", b.inFlight)
-	}
+	// The slot is freed once the last batch's results are delivered.
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.inFlight == 0 })
 }
 
 func TestBatcherPerItemErrors(t *testing.T) {

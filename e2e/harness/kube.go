@@ -37,6 +37,8 @@ type ControlPlaneOptions struct {
 	EncryptionConfig string
 	// Args are extra kube-apiserver flags.
 	Args map[string]string
+	// CRDDirs are directories of CustomResourceDefinitions to install.
+	CRDDirs []string
 }
 
 // StartControlPlane starts etcd and kube-apiserver; they stop on cleanup.
@@ -53,6 +55,8 @@ func StartControlPlane(env Env, opts ControlPlaneOptions) *ControlPlane {
 		BinaryAssetsDirectory:    dir,
 		ControlPlaneStartTimeout: 90 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
+		CRDDirectoryPaths:        opts.CRDDirs,
+		ErrorIfCRDPathMissing:    true,
 	}
 	api := cp.Env.ControlPlane.GetAPIServer()
 	// A fixed certificate directory keeps the serving certificate across
@@ -94,6 +98,17 @@ func (cp *ControlPlane) setConfig(cfg *rest.Config) {
 		cp.env.Fatalf("kubernetes client: %v", err)
 	}
 	cp.Client = c
+}
+
+// RepoPath returns path (slash separated, from the module root) as an
+// absolute path.
+func RepoPath(env Env, path string) string {
+	env.Helper()
+	bin, err := BinDir()
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
+	return filepath.Join(filepath.Dir(bin), filepath.FromSlash(path))
 }
 
 // RestartAPIServer stops kube-apiserver and starts it again on the same

@@ -33,3 +33,7 @@ build etcdctl "$etcd" go.etcd.io/etcd/etcdctl/v3
 build kube-apiserver "$kube" k8s.io/kubernetes/cmd/kube-apiserver "$kubever"
 build kube-controller-manager "$kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kubever"
 build vault "$vault" github.com/hashicorp/vault
+
+# controller-gen lives in a module of its own (see controller-gen/go.mod).
+cd "$here/controller-gen"
+build controller-gen "$(modver sigs.k8s.io/controller-tools)" sigs.k8s.io/controller-tools/cmd/controller-gen
