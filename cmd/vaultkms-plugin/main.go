@@ -38,6 +38,7 @@ type options struct {
 	associatedData                     string
 	keyRefresh                         time.Duration
 	drain                              time.Duration
+	maxInFlight                        int
 	logFormat, logLevel                string
 	version                            bool
 }
@@ -66,6 +67,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8787", "address serving /healthz, /readyz and /metrics; empty disables it")
 	fs.StringVar(&o.associatedData, "associated-data", "", "bind every wrapped seed to this cluster identity with Transit associated data (needs an AEAD key type)")
 	fs.DurationVar(&o.keyRefresh, "key-refresh-interval", 10*time.Second, "how often the Transit key is re-read; bounds how long a rotation takes to show")
+	fs.IntVar(&o.maxInFlight, "max-inflight", 2, "concurrent Transit requests per operation; calls arriving meanwhile are coalesced into the next batch")
 	fs.DurationVar(&o.drain, "shutdown-grace", 10*time.Second, "on SIGTERM, how long in-flight calls may take to finish")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -235,6 +237,7 @@ func run(args []string) error {
 		AssociatedData:  []byte(o.associatedData),
 		RefreshInterval: o.keyRefresh,
 		CallTimeout:     o.vaultTimeout,
+		MaxInFlight:     o.maxInFlight,
 	}, kmsplugin.NewTransit(client, o.transitMount, o.transitKey, []byte(o.associatedData)), session, kmsplugin.NewMetrics(reg), nil, log)
 
 	bg, cancelBG := context.WithCancel(context.Background())

@@ -82,12 +82,13 @@ func main() {
 	only := flag.String("only", "", "run one part: plugin, scan or reencrypt")
 	scanSizes := flag.String("scan-sizes", "10000,100000", "numbers of secrets to scan, comma separated")
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
+	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
 	flag.Parse()
 
 	env := &harness.Main{Quiet: true}
 	defer env.Close()
 	if *only == "" || *only == "plugin" {
-		benchPlugin(env, *dur, *workers)
+		benchPlugin(env, *dur, *workers, *inflight)
 	}
 	if *only == "" || *only == "scan" {
 		var sizes []int
@@ -105,11 +106,11 @@ func main() {
 	}
 }
 
-func benchPlugin(env *harness.Main, d time.Duration, w int) {
+func benchPlugin(env *harness.Main, d time.Duration, w, inflight int) {
 	dur, workers := &d, &w
 	v := harness.StartVault(env)
 	v.TransitKey("transit", "kms")
-	p := harness.StartPlugin(env, v, harness.PluginOptions{Key: "kms"})
+	p := harness.StartPlugin(env, v, harness.PluginOptions{Key: "kms", MaxInFlight: inflight})
 	p.WaitKeyID(env, 20*time.Second)
 	kms := p.Client(env)
 	direct := v.Client()

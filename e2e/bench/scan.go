@@ -34,7 +34,7 @@ func fakeStoredSecret(keyID string, body []byte) []byte {
 func fill(ctx context.Context, cli *clientv3.Client, from, n int) error {
 	body := make([]byte, 400)
 	ids := []string{"vaultkms.v1::transit:kms:1:1764000000", "vaultkms.v1::transit:kms:2:1764100000"}
-	const batch = 500
+	const batch = 100 // etcd allows 128 operations per transaction
 	for i := from; i < from+n; i += batch {
 		var ops []clientv3.Op
 		for j := i; j < min(i+batch, from+n); j++ {

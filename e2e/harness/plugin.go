@@ -38,6 +38,8 @@ type PluginOptions struct {
 	ClientCert, ClientKey string
 	// FilePoll is how often a token file is checked for changes.
 	FilePoll time.Duration
+	// MaxInFlight caps concurrent Transit requests per operation.
+	MaxInFlight int
 }
 
 // StartPlugin serves a plugin against v; it stops on cleanup.
@@ -59,7 +61,7 @@ func StartPlugin(env Env, v *Vault, opts PluginOptions) *Plugin {
 	if opts.FilePoll > 0 {
 		p.Session.FilePoll = opts.FilePoll
 	}
-	p.Plugin = kmsplugin.New(kmsplugin.Config{Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData},
+	p.Plugin = kmsplugin.New(kmsplugin.Config{Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData, MaxInFlight: opts.MaxInFlight},
 		kmsplugin.NewTransit(client, opts.Mount, opts.Key, opts.AssociatedData), p.Session, kmsplugin.NewMetrics(p.Registry), nil, log)
 	lis, err := kmsplugin.ListenUnix(p.Socket, 0o600, -1)
 	if err != nil {

@@ -1,0 +1,232 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// VaultSecret turns data read from Vault into a Kubernetes Secret that
+// lives only as long as Vault says it is valid. The controller reads Vault
+// under the identity named in spec.auth, in the VaultSecret's own
+// namespace, never under its own.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=vs
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VaultSecret struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   VaultSecretSpec   `json:"spec"`
+	Status VaultSecretStatus `json:"status,omitempty"`
+}
+
+// VaultSecretSpec says where the data comes from, as whom, and where it goes.
+type VaultSecretSpec struct {
+	Auth   Auth   `json:"auth"`
+	Source Source `json:"source"`
+	// TTL is how long the Secret lives: for kv, after the last successful
+	// read; for pki, the requested certificate lifetime; for dynamic
+	// sources, the lifetime wanted before new credentials are issued.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('8760h')",message="ttl must be between 1s and 8760h, such as 30s or 1h"
+	// +optional
+	TTL metav1.Duration `json:"ttl,omitempty"`
+	// Target describes the Secret written; its name defaults to the
+	// VaultSecret's.
+	// +optional
+	Target Target `json:"target,omitempty"`
+	// RolloutRestartTargets are restarted when the Secret's data changes.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	RolloutRestartTargets []RolloutRestartTarget `json:"rolloutRestartTargets,omitempty"`
+	// RevokeGracePeriod is how long an old dynamic lease lives after new
+	// credentials replaced it; default a tenth of the lease.
+	// +optional
+	RevokeGracePeriod *metav1.Duration `json:"revokeGracePeriod,omitempty"`
+}
+
+// Auth names exactly one way to log in to Vault.
+// +kubebuilder:validation:XValidation:rule="has(self.kubernetes) != has(self.appRole)",message="auth needs exactly one of kubernetes or appRole"
+type Auth struct {
+	// +optional
+	Kubernetes *KubernetesAuth `json:"kubernetes,omitempty"`
+	// +optional
+	AppRole *AppRoleAuth `json:"appRole,omitempty"`
+}
+
+// KubernetesAuth logs in with a short-lived token of a service account in
+// the VaultSecret's own namespace.
+type KubernetesAuth struct {
+	// Role is the Vault kubernetes auth role.
+	// +kubebuilder:validation:MinLength=1
+	Role string `json:"role"`
+	// ServiceAccountName is the service account whose token is used.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	ServiceAccountName string `json:"serviceAccountName"`
+	// Mount is the auth method's mount path.
+	// +kubebuilder:default=kubernetes
+	// +optional
+	Mount string `json:"mount,omitempty"`
+	// Audiences of the requested token; default: the API server's.
+	// +optional
+	Audiences []string `json:"audiences,omitempty"`
+}
+
+// AppRoleAuth logs in with a role ID and secret ID kept in a Secret of the
+// same namespace.
+type AppRoleAuth struct {
+	// +kubebuilder:validation:MinLength=1
+	SecretRef string `json:"secretRef"`
+	// RoleIDKey and SecretIDKey name the keys in that Secret.
+	// +kubebuilder:default=role-id
+	// +optional
+	RoleIDKey string `json:"roleIDKey,omitempty"`
+	// +kubebuilder:default=secret-id
+	// +optional
+	SecretIDKey string `json:"secretIDKey,omitempty"`
+	// +kubebuilder:default=approle
+	// +optional
+	Mount string `json:"mount,omitempty"`
+}
+
+// Source names exactly one kind of Vault data.
+// +kubebuilder:validation:XValidation:rule="(has(self.kv) ? 1 : 0) + (has(self.dynamic) ? 1 : 0) + (has(self.pki) ? 1 : 0) == 1",message="source needs exactly one of kv, dynamic or pki"
+type Source struct {
+	// +optional
+	KV *KVSource `json:"kv,omitempty"`
+	// +optional
+	Dynamic *DynamicSource `json:"dynamic,omitempty"`
+	// +optional
+	PKI *PKISource `json:"pki,omitempty"`
+}
+
+// KVSource reads a KV secret (version 2, or version 1).
+type KVSource struct {
+	// +kubebuilder:validation:MinLength=1
+	Mount string `json:"mount"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
+	Path string `json:"path"`
+	// Version pins a KV v2 version; 0 or unset reads the latest.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Version int `json:"version,omitempty"`
+	// KVVersion is 2 (default) or 1.
+	// +kubebuilder:validation:Enum=1;2
+	// +kubebuilder:default=2
+	// +optional
+	KVVersion int `json:"kvVersion,omitempty"`
+}
+
+// DynamicSource reads a leased secret, such as database credentials.
+type DynamicSource struct {
+	// +kubebuilder:validation:MinLength=1
+	Mount string `json:"mount"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
+	Path string `json:"path"`
+}
+
+// PKISource issues a certificate into a kubernetes.io/tls Secret.
+type PKISource struct {
+	// +kubebuilder:validation:MinLength=1
+	Mount string `json:"mount"`
+	// +kubebuilder:validation:MinLength=1
+	Role string `json:"role"`
+	// +kubebuilder:validation:MinLength=1
+	CommonName string `json:"commonName"`
+	// +optional
+	AltNames []string `json:"altNames,omitempty"`
+	// +optional
+	IPSans []string `json:"ipSans,omitempty"`
+}
+
+// Target shapes the Secret.
+type Target struct {
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Type of the Secret; default Opaque (kubernetes.io/tls for pki).
+	// +optional
+	Type string `json:"type,omitempty"`
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Template renders extra keys with Go text/template over the Vault
+	// data (`{{ .username }}`): key name → template.
+	// +optional
+	Template map[string]string `json:"template,omitempty"`
+}
+
+// RolloutRestartTarget is a workload restarted when the data changes.
+type RolloutRestartTarget struct {
+	// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// VaultSecretStatus reports the last sync.
+type VaultSecretStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// ExpiresAt is when the Secret is deleted unless refreshed first.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// RefreshAt is when the controller reads Vault next.
+	// +optional
+	RefreshAt *metav1.Time `json:"refreshAt,omitempty"`
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// Lease of a dynamic source (its id is not a secret).
+	// +optional
+	Lease *Lease `json:"lease,omitempty"`
+	// DataHMAC is a keyed HMAC of the Secret's data, for change detection;
+	// it reveals nothing of the data.
+	// +optional
+	DataHMAC string `json:"dataHMAC,omitempty"`
+	// SecretName is the Secret written.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Lease describes a Vault lease.
+type Lease struct {
+	ID string `json:"id"`
+	// IssuedAt is when the credentials were issued.
+	IssuedAt metav1.Time `json:"issuedAt"`
+	// ExpiresAt is when the lease ends unless renewed.
+	ExpiresAt metav1.Time `json:"expiresAt"`
+	// Renewable tells whether Vault allows renewal.
+	Renewable bool `json:"renewable"`
+	// Previous is a replaced lease awaiting revocation.
+	// +optional
+	PreviousID string `json:"previousID,omitempty"`
+	// +optional
+	RevokePreviousAt *metav1.Time `json:"revokePreviousAt,omitempty"`
+}
+
+// VaultSecretList is a list of VaultSecret.
+//
+// +kubebuilder:object:root=true
+type VaultSecretList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VaultSecret `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VaultSecret{}, &VaultSecretList{})
+}
