@@ -34,7 +34,7 @@ type VaultSecretSpec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('8760h')",message="ttl must be between 1s and 8760h, such as 30s or 1h"
 	// +optional
-	TTL metav1.Duration `json:"ttl,omitempty"`
+	TTL *metav1.Duration `json:"ttl,omitempty"`
 	// Target describes the Secret written; its name defaults to the
 	// VaultSecret's.
 	// +optional

@@ -410,7 +410,11 @@ func (in *VaultSecretSpec) DeepCopyInto(out *VaultSecretSpec) {
 	*out = *in
 	in.Auth.DeepCopyInto(&out.Auth)
 	in.Source.DeepCopyInto(&out.Source)
-	out.TTL = in.TTL
+	if in.TTL != nil {
+		in, out := &in.TTL, &out.TTL
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.Target.DeepCopyInto(&out.Target)
 	if in.RolloutRestartTargets != nil {
 		in, out := &in.RolloutRestartTargets, &out.RolloutRestartTargets

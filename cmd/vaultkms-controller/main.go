@@ -1,7 +1,7 @@
-// Command vaultkms-controller runs vaultkms's in-cluster controllers. Today
-// that is the encryption publisher: given etcd client flags, it scans etcd
-// read-only on a schedule and publishes the result as the cluster-scoped
-// EncryptionStatus "cluster".
+// Command vaultkms-controller runs vaultkms's in-cluster controllers: the
+// VaultSecret syncer (short-lived Secrets from Vault, read under each
+// tenant's own identity) and, given etcd client flags, the encryption
+// publisher (scans etcd read-only and publishes EncryptionStatus).
 package main
 
 import (
@@ -13,11 +13,21 @@ import (
 	"strings"
 	"time"
 
+	"crypto/rand"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -25,6 +35,7 @@ import (
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/syncer"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/publisher"
 	"github.com/vaultkms/vaultkms/verifier/scan"
@@ -44,6 +55,9 @@ type options struct {
 	kmsSocket, currentKeyID       string
 	transitMount, transitKey      string
 	vaultTokenFile                string
+
+	namespace, hmacSecret string
+	syncer                bool
 }
 
 func main() {
@@ -74,6 +88,9 @@ func run() error {
 	flag.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
 	flag.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
 	flag.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token able to read the Transit key, for the current key_id from Vault")
+	flag.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "vaultkms-system"), "the controller's own namespace (holds its HMAC key)")
+	flag.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
+	flag.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -92,7 +109,12 @@ func run() error {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
+		Scheme: scheme,
+		// Only Secrets this controller manages are cached, so memory does
+		// not grow with the cluster's other Secrets.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{syncer.ManagedByLabel: syncer.ManagedByValue})},
+		}},
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
@@ -108,6 +130,11 @@ func run() error {
 		return err
 	}
 
+	if o.syncer {
+		if err := setupSyncer(o, mgr); err != nil {
+			return err
+		}
+	}
 	if o.etcdEndpoints != "" {
 		p, closeFn, err := newPublisher(o, mgr)
 		if err != nil {
@@ -182,6 +209,67 @@ func keySource(o options) (publisher.KeySource, error) {
 		}, nil
 	}
 	return nil, errors.New("--etcd-endpoints needs the current key_id: give --kms-socket, --transit-key with --vault-token-file, or --current-key-id")
+}
+
+func setupSyncer(o options, mgr ctrl.Manager) error {
+	base, err := vault.NewClient(vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNamespace, Timeout: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	key, err := hmacKey(context.Background(), mgr.GetAPIReader(), kube, o.namespace, o.hmacSecret)
+	if err != nil {
+		return err
+	}
+	m := syncer.NewMetrics(metrics.Registry)
+	r := &syncer.Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Tenants:  &syncer.Tenants{Base: base, Kube: kube, Clock: clock.RealClock{}, Logins: m.Login},
+		Clock:    clock.RealClock{},
+		Recorder: mgr.GetEventRecorder("vaultkms-controller"),
+		HMACKey:  key,
+		Metrics:  m,
+		Log:      mgr.GetLogger().WithName("vaultsecret"),
+	}
+	return r.SetupWithManager(mgr)
+}
+
+// hmacKey reads the key for status HMACs, creating it on first start. It is
+// kept in a Secret so HMACs stay comparable across restarts.
+func hmacKey(ctx context.Context, reader client.Reader, kube kubernetes.Interface, ns, name string) ([]byte, error) {
+	var s corev1.Secret
+	err := reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s)
+	if err == nil && len(s.Data["key"]) >= 32 {
+		return s.Data["key"], nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("read HMAC key Secret %s/%s: %w", ns, name, err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Data:       map[string][]byte{"key": key},
+	}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return hmacKey(ctx, reader, kube, ns, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create HMAC key Secret %s/%s: %w", ns, name, err)
+	}
+	return key, nil
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
 }
 
 func splitComma(s string) []string {

@@ -55,12 +55,14 @@ type procRun struct {
 
 func runProc(name string, args ...string) (procRun, error) {
 	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = nil, os.Stderr
-	devnull, _ := os.Open(os.DevNull)
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return procRun{}, err
+	}
 	defer devnull.Close()
-	cmd.Stdout = devnull
+	cmd.Stdout, cmd.Stderr = devnull, os.Stderr
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
 		err = nil // verify reports stale objects: expected here
 	}

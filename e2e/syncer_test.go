@@ -1,0 +1,354 @@
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+type syncerStack struct {
+	v   *harness.Vault
+	cp  *harness.ControlPlane
+	c   client.Client
+	log *harness.SyncBuffer
+}
+
+// startSyncerStack starts Vault with kubernetes auth reviewing tokens with
+// a real API server, kube-controller-manager for garbage collection, and
+// the controller as a binary.
+func startSyncerStack(t *testing.T) *syncerStack {
+	t.Helper()
+	s := &syncerStack{v: harness.StartVault(t)}
+	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
+	s.cp.StartControllerManager()
+	harness.ConfigureKubernetesAuth(s.v, s.cp, "kubernetes")
+	s.cp.Namespace("vaultkms-system")
+	s.cp.Namespace("app", "app")
+	s.cp.Namespace("other", "app")
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(s.cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.c = c
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := s.cp.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	s.log = startController(t, kubeconfig, "--vault-addr="+s.v.Addr, "--vault-ca-cert="+s.v.CA.CertFile, "--namespace=vaultkms-system")
+	return s
+}
+
+// apply creates a VaultSecret from YAML, exactly as a user would write it.
+func (s *syncerStack) apply(t *testing.T, manifest string) (*v1alpha1.VaultSecret, error) {
+	t.Helper()
+	var vs v1alpha1.VaultSecret
+	if err := yaml.UnmarshalStrict([]byte(manifest), &vs); err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	return &vs, s.c.Create(context.Background(), &vs)
+}
+
+func (s *syncerStack) secret(ns, name string) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	err := s.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &sec)
+	return &sec, err
+}
+
+func (s *syncerStack) waitSecret(t *testing.T, ns, name string, timeout time.Duration, ok func(*corev1.Secret) bool) *corev1.Secret {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		sec, err := s.secret(ns, name)
+		if err == nil && ok(sec) {
+			return sec
+		}
+		if time.Now().After(deadline) {
+			var vss v1alpha1.VaultSecretList
+			s.c.List(context.Background(), &vss, client.InNamespace(ns))
+			for _, vs := range vss.Items {
+				t.Logf("VaultSecret %s status: %+v", vs.Name, vs.Status.Conditions)
+			}
+			t.Fatalf("Secret %s/%s not as expected within %s (err %v)\ncontroller log:\n%s", ns, name, timeout, err, s.log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s *syncerStack) waitReady(t *testing.T, ns, name string, status metav1.ConditionStatus, reason string, timeout time.Duration) *v1alpha1.VaultSecret {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var vs v1alpha1.VaultSecret
+		err := s.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &vs)
+		if err == nil {
+			if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == status && c.Reason == reason && c.ObservedGeneration == vs.Generation {
+				return &vs
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VaultSecret %s/%s not Ready=%s/%s within %s: %+v\ncontroller log:\n%s", ns, name, status, reason, timeout, vs.Status.Conditions, s.log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestVaultSecretKV(t *testing.T) {
+	t.Parallel()
+	s := startSyncerStack(t)
+	ctx := context.Background()
+	s.v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	s.v.Write("auth/kubernetes/role/app", map[string]any{
+		"bound_service_account_names": "app", "bound_service_account_namespaces": "app",
+		"token_policies": "app-read", "token_ttl": "1h",
+	})
+	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "first-value-4f2a", "user": "svc"}})
+
+	// The README's manifest, as written.
+	_, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: app-config, namespace: app}
+spec:
+  auth:
+    kubernetes: {role: app, serviceAccountName: app}   # mount defaults to "kubernetes"
+  source:
+    kv: {mount: secret, path: app/config}               # KV v2 (v1 also supported); optional version
+  ttl: 30s
+  target: {name: app-config}
+`)
+	if err != nil {
+		t.Fatalf("create VaultSecret: %v", err)
+	}
+	sec := s.waitSecret(t, "app", "app-config", 30*time.Second, func(*corev1.Secret) bool { return true })
+	if string(sec.Data["password"]) != "first-value-4f2a" || string(sec.Data["user"]) != "svc" {
+		t.Fatalf("Secret data %v", keys(sec.Data))
+	}
+	if sec.Labels["app.kubernetes.io/managed-by"] != "vaultkms" || len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].Kind != "VaultSecret" {
+		t.Fatalf("Secret metadata: labels %v owners %v", sec.Labels, sec.OwnerReferences)
+	}
+	vs := s.waitReady(t, "app", "app-config", metav1.ConditionTrue, "Synced", 10*time.Second)
+	exp, err := time.Parse(time.RFC3339, sec.Annotations["secrets.vaultkms.io/expires-at"])
+	if err != nil || vs.Status.LastSyncTime == nil {
+		t.Fatalf("expires-at %q: %v", sec.Annotations["secrets.vaultkms.io/expires-at"], err)
+	}
+	if d := exp.Sub(vs.Status.LastSyncTime.Time); d < 29*time.Second || d > 31*time.Second {
+		t.Fatalf("expires %s after the read, want 30s", d)
+	}
+	if !strings.HasPrefix(vs.Status.DataHMAC, "hmac-sha256:") {
+		t.Fatalf("status HMAC %q", vs.Status.DataHMAC)
+	}
+
+	t.Run("a change in Vault is followed", func(t *testing.T) {
+		s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "second-value-9c1d", "user": "svc"}})
+		s.waitSecret(t, "app", "app-config", 40*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["password"]) == "second-value-9c1d" })
+	})
+
+	t.Run("a hand edit is restored", func(t *testing.T) {
+		sec, _ := s.secret("app", "app-config")
+		sec.Data["password"] = []byte("tampered")
+		if err := s.c.Update(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+		s.waitSecret(t, "app", "app-config", 20*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["password"]) == "second-value-9c1d" })
+	})
+
+	t.Run("another namespace cannot borrow the role", func(t *testing.T) {
+		if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: stolen, namespace: other}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/config}}
+  ttl: 30s
+`); err != nil {
+			t.Fatal(err)
+		}
+		vs := s.waitReady(t, "other", "stolen", metav1.ConditionFalse, "AuthFailed", 20*time.Second)
+		if _, err := s.secret("other", "stolen"); !apierrors.IsNotFound(err) {
+			t.Fatalf("a Secret was written in namespace other: %v", err)
+		}
+		msg := meta.FindStatusCondition(vs.Status.Conditions, "Ready").Message
+		if !strings.Contains(msg, "other/app") {
+			t.Fatalf("reason does not name the identity used: %q", msg)
+		}
+	})
+
+	t.Run("an unmanaged Secret is never overwritten", func(t *testing.T) {
+		taken := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "taken"}, Data: map[string][]byte{"mine": []byte("keep")}}
+		if err := s.c.Create(ctx, taken); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: wants-taken, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/config}}
+  target: {name: taken}
+`); err != nil {
+			t.Fatal(err)
+		}
+		s.waitReady(t, "app", "wants-taken", metav1.ConditionFalse, "SecretConflict", 20*time.Second)
+		got, _ := s.secret("app", "taken")
+		if string(got.Data["mine"]) != "keep" || len(got.Data) != 1 {
+			t.Fatal("the unmanaged Secret was changed")
+		}
+	})
+
+	t.Run("bad input is rejected at admission, naming the field", func(t *testing.T) {
+		cases := map[string]string{
+			"two sources": `{apiVersion: secrets.vaultkms.io/v1alpha1, kind: VaultSecret, metadata: {name: bad1, namespace: app},
+  spec: {auth: {kubernetes: {role: app, serviceAccountName: app}}, source: {kv: {mount: secret, path: a}, pki: {mount: pki, role: r, commonName: c}}}}`,
+			"no auth": `{apiVersion: secrets.vaultkms.io/v1alpha1, kind: VaultSecret, metadata: {name: bad2, namespace: app},
+  spec: {auth: {}, source: {kv: {mount: secret, path: a}}}}`,
+			"ttl too short": `{apiVersion: secrets.vaultkms.io/v1alpha1, kind: VaultSecret, metadata: {name: bad3, namespace: app},
+  spec: {auth: {kubernetes: {role: app, serviceAccountName: app}}, source: {kv: {mount: secret, path: a}}, ttl: 10ms}}`,
+			"absolute path": `{apiVersion: secrets.vaultkms.io/v1alpha1, kind: VaultSecret, metadata: {name: bad4, namespace: app},
+  spec: {auth: {kubernetes: {role: app, serviceAccountName: app}}, source: {kv: {mount: secret, path: /etc/x}}}}`,
+		}
+		want := map[string]string{"two sources": "exactly one of kv, dynamic or pki", "no auth": "exactly one of kubernetes or appRole",
+			"ttl too short": "ttl must be between", "absolute path": "spec.source.kv.path"}
+		for name, m := range cases {
+			_, err := s.apply(t, m)
+			if err == nil || !strings.Contains(err.Error(), want[name]) {
+				t.Errorf("%s: %v, want a rejection containing %q", name, err, want[name])
+			}
+		}
+	})
+
+	t.Run("deleted at expiry while Vault is down, back when it returns", func(t *testing.T) {
+		s.v.Stop()
+		start := time.Now()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, err := s.secret("app", "app-config"); apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("Secret outlived its expiry with Vault down")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if time.Since(start) > 35*time.Second {
+			t.Fatalf("deleted %s after Vault stopped; ttl is 30s", time.Since(start))
+		}
+		s.waitReady(t, "app", "app-config", metav1.ConditionFalse, "Expired", 10*time.Second)
+		s.v.Start()
+		s.v.Unseal()
+		s.waitSecret(t, "app", "app-config", 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["password"]) == "second-value-9c1d" })
+	})
+
+	t.Run("deleting the VaultSecret removes its Secret", func(t *testing.T) {
+		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "app-config"}}
+		if err := s.c.Delete(ctx, vs); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := s.secret("app", "app-config"); apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("Secret still there 30s after its VaultSecret was deleted")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	for _, leak := range []string{"first-value-4f2a", "second-value-9c1d", s.v.RootToken} {
+		if strings.Contains(s.log.String(), leak) {
+			t.Fatalf("a secret value or token appeared in the controller's log")
+		}
+	}
+}
+
+func TestVaultSecretPKI(t *testing.T) {
+	t.Parallel()
+	s := startSyncerStack(t)
+	s.v.Enable("pki", "pki")
+	s.v.Write("pki/config/urls", map[string]any{"issuing_certificates": s.v.Addr + "/v1/pki/ca"})
+	s.v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
+	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
+	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc,svc.cluster.local", "allow_subdomains": true, "max_ttl": "1h"})
+	s.v.Policy("web-pki", `path "pki/issue/web" { capabilities = ["update"] }`)
+	s.v.Write("auth/kubernetes/role/web", map[string]any{
+		"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "web-pki", "token_ttl": "1h",
+	})
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: web-tls, namespace: app}
+spec:
+  auth: {kubernetes: {role: web, serviceAccountName: app}}
+  source: {pki: {mount: pki, role: web, commonName: web.app.svc, altNames: [web.app.svc.cluster.local]}}
+  ttl: 30s
+`); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(sec *corev1.Secret) *x509.Certificate {
+		b, _ := pem.Decode(sec.Data["tls.crt"])
+		if b == nil {
+			t.Fatal("tls.crt holds no PEM certificate")
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	sec := s.waitSecret(t, "app", "web-tls", 30*time.Second, func(*corev1.Secret) bool { return true })
+	if sec.Type != corev1.SecretTypeTLS || len(sec.Data["tls.key"]) == 0 || len(sec.Data["ca.crt"]) == 0 {
+		t.Fatalf("Secret type %s keys %v", sec.Type, keys(sec.Data))
+	}
+	cert := parse(sec)
+	if cert.Subject.CommonName != "web.app.svc" || len(cert.DNSNames) < 2 {
+		t.Fatalf("certificate for %q %v", cert.Subject.CommonName, cert.DNSNames)
+	}
+	if life := cert.NotAfter.Sub(cert.NotBefore); life < 25*time.Second || life > 35*time.Second+time.Minute {
+		t.Fatalf("certificate lives %s, asked 30s", life)
+	}
+	exp, _ := time.Parse(time.RFC3339, sec.Annotations["secrets.vaultkms.io/expires-at"])
+	if !exp.Equal(cert.NotAfter.Truncate(time.Second)) {
+		t.Fatalf("expires-at %s, certificate NotAfter %s", exp, cert.NotAfter)
+	}
+	// Re-issued at two thirds of its life, before it expires.
+	next := s.waitSecret(t, "app", "web-tls", 40*time.Second, func(sec *corev1.Secret) bool { return parse(sec).SerialNumber.Cmp(cert.SerialNumber) != 0 })
+	if time.Now().After(cert.NotAfter) {
+		t.Fatal("re-issued only after the old certificate expired")
+	}
+	if parse(next).NotAfter.Before(cert.NotAfter) {
+		t.Fatal("the new certificate ends before the old one")
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
