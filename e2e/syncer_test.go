@@ -352,3 +352,114 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+func TestVaultSecretDynamicPostgres(t *testing.T) {
+	t.Parallel()
+	pg := harness.StartPostgres(t)
+	s := startSyncerStack(t)
+	ctx := context.Background()
+	s.v.Enable("database", "database")
+	s.v.Write("database/config/pg", map[string]any{
+		"plugin_name": "postgresql-database-plugin", "connection_url": pg.URL(),
+		"username": "postgres", "password": pg.Password, "allowed_roles": "app",
+	})
+	// Short lifetimes: default 10s, at most 30s, so renewals and a
+	// rotation happen within the test.
+	s.v.Write("database/roles/app", map[string]any{
+		"db_name":             "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+		"default_ttl":         "10s", "max_ttl": "30s",
+	})
+	s.v.Policy("db-creds", `
+path "database/creds/app" { capabilities = ["read"] }
+path "sys/leases/renew"   { capabilities = ["update"] }
+path "sys/leases/revoke"  { capabilities = ["update"] }
+`)
+	s.v.Write("auth/kubernetes/role/db", map[string]any{
+		"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "db-creds", "token_ttl": "1h",
+	})
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: db, namespace: app}
+spec:
+  auth: {kubernetes: {role: db, serviceAccountName: app}}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 5m
+  revokeGracePeriod: 2s
+`); err != nil {
+		t.Fatal(err)
+	}
+	roleExists := func(name string) bool {
+		var n int
+		if err := pg.Query("postgres", pg.Password, "SELECT count(*) FROM pg_roles WHERE rolname = $1", &n, name); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	sec := s.waitSecret(t, "app", "db", 30*time.Second, func(sec *corev1.Secret) bool { return len(sec.Data["username"]) > 0 })
+	user1, pass1 := string(sec.Data["username"]), string(sec.Data["password"])
+	if err := pg.Ping(user1, pass1); err != nil {
+		t.Fatalf("issued credentials do not log in to PostgreSQL: %v", err)
+	}
+	vs := s.waitReady(t, "app", "db", metav1.ConditionTrue, "Synced", 10*time.Second)
+	t.Logf("lease after issue: %+v", *vs.Status.Lease)
+	lease1 := vs.Status.Lease.ID
+	if lease1 == "" || !strings.HasPrefix(lease1, "database/creds/app/") {
+		t.Fatalf("status lease %+v", vs.Status.Lease)
+	}
+
+	// Past the 10s default TTL the same credentials still work: renewed.
+	time.Sleep(14 * time.Second)
+	sec, _ = s.secret("app", "db")
+	if string(sec.Data["username"]) == user1 {
+		if err := pg.Ping(user1, pass1); err != nil {
+			t.Fatalf("credentials stopped working after the default TTL: not renewed: %v", err)
+		}
+		var now v1alpha1.VaultSecret
+		s.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "db"}, &now)
+		if now.Status.Lease.ID != lease1 || !now.Status.Lease.ExpiresAt.After(vs.Status.Lease.ExpiresAt.Time) {
+			t.Fatalf("lease not renewed: %+v then %+v", vs.Status.Lease, now.Status.Lease)
+		}
+	} else {
+		t.Fatalf("credentials replaced after 14s, before renewals reached the 30s max TTL")
+	}
+
+	// Before the 30s max TTL the controller issues new credentials and,
+	// after the grace period, revokes the old user.
+	sec = s.waitSecret(t, "app", "db", 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["username"]) != user1 })
+	user2, pass2 := string(sec.Data["username"]), string(sec.Data["password"])
+	if err := pg.Ping(user2, pass2); err != nil {
+		t.Fatalf("rotated credentials do not log in: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for roleExists(user1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("old database user %q not revoked after rotation", user1)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := pg.Ping(user1, pass1); err == nil {
+		t.Fatal("old credentials still log in after revocation")
+	}
+
+	// Deleting the VaultSecret revokes its lease: the user disappears.
+	if err := s.c.Delete(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for roleExists(user2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("database user %q still exists after its VaultSecret was deleted", user2)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := s.secret("app", "db"); !apierrors.IsNotFound(err) {
+		t.Fatalf("Secret survives its VaultSecret: %v", err)
+	}
+	for _, leak := range []string{pass1, pass2} {
+		if strings.Contains(s.log.String(), leak) {
+			t.Fatal("a database password appeared in the controller's log")
+		}
+	}
+}

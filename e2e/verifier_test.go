@@ -238,7 +238,7 @@ func startController(t *testing.T, kubeconfig string, args ...string) *harness.S
 	m, _ := harness.FreePort()
 	h, _ := harness.FreePort()
 	log := &harness.SyncBuffer{}
-	cmd := exec.Command(ctrlBin, append([]string{"--kubeconfig=" + kubeconfig,
+	cmd := exec.Command(ctrlBin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -66,8 +66,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	start := r.Clock.Now()
+	// Read around the cache: a cached copy may predate the status this
+	// controller just wrote, and acting on it would fetch again (for a
+	// dynamic source, issue credentials twice).
 	var vs v1alpha1.VaultSecret
-	if err := r.Client.Get(ctx, req.NamespacedName, &vs); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, &vs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !vs.DeletionTimestamp.IsZero() {
@@ -116,12 +119,15 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.R
 		return ctrl.Result{}, "error", err
 	}
 	if !exists {
-		var direct corev1.Secret
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &direct); err == nil && !ownedBy(&direct, vs) {
-			r.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", name))
-			return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs)
+		// Not in the cache: either unmanaged (the cache holds only
+		// managed Secrets), just created and not cached yet, or absent.
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &existing); err == nil {
+			exists = true
+		} else if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, "error", err
 		}
-	} else if !ownedBy(&existing, vs) {
+	}
+	if exists && !ownedBy(&existing, vs) {
 		r.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", name))
 		return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs)
 	}
@@ -145,6 +151,10 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.R
 	}
 	if vs.Spec.Source.Dynamic != nil && st.Lease != nil && exists && !edited && !specChanged {
 		return r.renewOrReissue(ctx, vs, now)
+	}
+	r.Log.V(1).Info("reading Vault", "vaultsecret", client.ObjectKeyFromObject(vs), "secretExists", exists, "editedByHand", edited, "specChanged", specChanged)
+	if edited {
+		r.event(vs, corev1.EventTypeWarning, "Restored", "Sync", "Secret %q was changed by hand; restoring it from Vault", name)
 	}
 	return r.fetchAndWrite(ctx, vs, now, exists, &existing)
 }
@@ -230,7 +240,13 @@ func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecre
 	}
 	ttl := wantedTTL(vs)
 	jitter := jitterFor(string(vs.UID))
-	action, _ := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: renewedAt, ExpiresAt: l.ExpiresAt.Time, Renewable: l.Renewable, Wanted: ttl}, jitter)
+	action, at := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: renewedAt, ExpiresAt: l.ExpiresAt.Time, Renewable: l.Renewable, Wanted: ttl}, jitter)
+	if action == LeaseWait {
+		// Status times are kept to the second, so a wake-up can come a
+		// moment early: wait for the real due time.
+		st.RefreshAt = ptrTime(at)
+		return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs)
+	}
 	if action == LeaseRenew {
 		c, err := r.tenantClient(ctx, vs)
 		if err != nil {
@@ -258,6 +274,13 @@ func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecre
 			return r.failedVault(ctx, vs, now, err)
 		}
 		// Cut short by max TTL, or no longer renewable: new credentials.
+		why := "max TTL reached"
+		if err != nil {
+			why = "renewal refused: " + vault.Describe(err)
+		}
+		r.Log.Info("issuing new credentials", "vaultsecret", client.ObjectKeyFromObject(vs), "reason", why, "asked", asked, "granted", granted)
+	} else {
+		r.Log.Info("issuing new credentials", "vaultsecret", client.ObjectKeyFromObject(vs), "reason", "lease not renewable, or the wanted lifetime (spec.ttl) reached")
 	}
 	var existing corev1.Secret
 	err := r.Client.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: targetName(vs)}, &existing)

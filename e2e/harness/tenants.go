@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -83,14 +82,3 @@ func ConfigureKubernetesAuth(v *Vault, cp *ControlPlane, mount string) {
 		"token_reviewer_jwt": tr.Status.Token,
 	})
 }
-
-// WriteFile writes content to a new file in a temp dir and returns its path.
-func WriteFile(env Env, name string, content []byte) string {
-	env.Helper()
-	p := filepath.Join(env.TempDir(), name)
-	if err := os.WriteFile(p, content, 0o600); err != nil {
-		env.Fatalf("write %s: %v", name, err)
-	}
-	return p
-}
-
