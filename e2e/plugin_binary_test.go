@@ -19,7 +19,7 @@ import (
 
 func buildPlugin(t *testing.T) string {
 	t.Helper()
-	return goBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-plugin")
+	return harness.GoBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-plugin")
 }
 
 type runningPlugin struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +36,6 @@ func startSyncerStack(t *testing.T) *syncerStack {
 	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
 	s.cp.StartControllerManager()
 	harness.ConfigureKubernetesAuth(s.v, s.cp, "kubernetes")
-	s.cp.Namespace("vaultkms-system")
 	s.cp.Namespace("app", "app")
 	s.cp.Namespace("other", "app")
 	scheme := runtime.NewScheme()
@@ -52,10 +50,8 @@ func startSyncerStack(t *testing.T) *syncerStack {
 		t.Fatal(err)
 	}
 	s.c = c
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := s.cp.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	// The controller runs with exactly the chart's RBAC.
+	kubeconfig := s.cp.ApplyChartRBAC("vaultkms-system")
 	s.log = startController(t, kubeconfig, "--vault-addr="+s.v.Addr, "--vault-ca-cert="+s.v.CA.CertFile, "--namespace=vaultkms-system")
 	return s
 }

@@ -28,7 +28,7 @@ import (
 // cli runs kubectl-vaultkms and returns stdout, stderr and the exit code.
 func cli(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(goBuild(t, "github.com/vaultkms/vaultkms/cmd/kubectl-vaultkms"), args...)
+	cmd := exec.Command(harness.GoBuild(t, "github.com/vaultkms/vaultkms/cmd/kubectl-vaultkms"), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -149,7 +149,7 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	}
 
 	// The controller publishes the same findings as EncryptionStatus.
-	startController(t, kubeconfig, "--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+p.Socket, "--scan-interval=1s")
+	startController(t, kubeconfig, "--enable-vaultsecrets=false", "--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+p.Socket, "--scan-interval=1s")
 	es := waitEncryptionStatus(t, cp, func(es *v1alpha1.EncryptionStatus) bool { return es.Status.Total == total })
 	if es.Status.Stale != r.Stale || es.Status.Plaintext != 5 || es.Status.CurrentKeyID != keyID2 ||
 		!cond(es, v1alpha1.ConditionEncrypted, metav1.ConditionFalse, v1alpha1.ReasonPlaintextFound) ||
@@ -231,22 +231,11 @@ func waitEncryptionStatus(t *testing.T, cp *harness.ControlPlane, done func(*v1a
 	}
 }
 
-// startController builds and runs cmd/vaultkms-controller.
+// startController runs the controller, printing its log if the test fails.
 func startController(t *testing.T, kubeconfig string, args ...string) *harness.SyncBuffer {
 	t.Helper()
-	ctrlBin := goBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-controller")
-	m, _ := harness.FreePort()
-	h, _ := harness.FreePort()
-	log := &harness.SyncBuffer{}
-	cmd := exec.Command(ctrlBin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	log := harness.StartController(t, kubeconfig, args...)
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
 		if t.Failed() {
 			t.Logf("controller log:\n%s", log.String())
 		}

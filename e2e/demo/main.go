@@ -16,6 +16,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/internal/vault"
@@ -39,7 +43,8 @@ func main() {
 	keyID := p.WaitKeyID(env, 30*time.Second)
 
 	step("starting etcd and kube-apiserver with an EncryptionConfiguration for the plugin")
-	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{EncryptionConfig: harness.KMSEncryptionConfig("vault", p.Socket)})
+	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{EncryptionConfig: harness.KMSEncryptionConfig("vault", p.Socket),
+		CRDDirs: []string{harness.RepoPath(env, "charts/vaultkms/crds")}})
 
 	step("creating Secret default/demo")
 	ctx := context.Background()
@@ -69,6 +74,8 @@ func main() {
 	fmt.Printf("    password %s\n", got.Data["password"])
 	fmt.Println()
 
+	demoVaultSecret(env, v, cp, p.Socket)
+
 	dir := env.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
@@ -78,6 +85,8 @@ func main() {
 	fmt.Printf("Everything is running. In another terminal:\n\n")
 	fmt.Printf("  export KUBECONFIG=%s\n", kubeconfig)
 	fmt.Printf("  kubectl get secret demo -o yaml            # if kubectl is installed\n")
+	fmt.Printf("  kubectl -n app get vaultsecret,secret      # the VaultSecret and its short-lived Secret\n")
+	fmt.Printf("  kubectl get encryptionstatus cluster -o yaml\n")
 	fmt.Printf("  %s --endpoints=%s get /registry/secrets/default/demo | head -c 120; echo\n", filepath.Join(bin, "etcdctl"), cp.EtcdURL)
 	rootTokenFile := harness.TokenFile(env, v.RootToken)
 	fmt.Printf("  VAULT_ADDR=%s VAULT_CACERT=%s VAULT_TOKEN=$(cat %s) \\\n    %s write -f transit/keys/kubernetes/rotate   # rotate; new writes switch key_id within ~70s\n",
@@ -88,4 +97,62 @@ func main() {
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
 	fmt.Println("\nstopping...")
+}
+
+// demoVaultSecret runs the controller with the chart's RBAC and shows a
+// VaultSecret becoming a Secret, then following a change in Vault.
+func demoVaultSecret(env *harness.Main, v *harness.Vault, cp *harness.ControlPlane, kmsSocket string) {
+	ctx := context.Background()
+	fmt.Println("==> configuring Vault kubernetes auth against this API server; namespace app with service account app")
+	cp.StartControllerManager()
+	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
+	cp.Namespace("app", "app")
+	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h"})
+	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "initial-password"}})
+
+	fmt.Println("==> starting vaultkms-controller with the chart's RBAC (it also publishes EncryptionStatus)")
+	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
+	harness.StartController(env, kubeconfig, "--vault-addr="+v.Addr, "--vault-ca-cert="+v.CA.CertFile, "--namespace=vaultkms-system",
+		"--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+kmsSocket, "--scan-interval=30s")
+
+	scheme := runtime.NewScheme()
+	_ = v1alpha1.AddToScheme(scheme)
+	_ = corev1.AddToScheme(scheme)
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		env.Fatalf("client: %v", err)
+	}
+	ttl := metav1.Duration{Duration: 30 * time.Second}
+	vs := &v1alpha1.VaultSecret{
+		ObjectMeta: metav1.ObjectMeta{Name: "app-config", Namespace: "app"},
+		Spec: v1alpha1.VaultSecretSpec{
+			Auth:   v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}},
+			TTL:    &ttl,
+		},
+	}
+	fmt.Println("==> creating VaultSecret app/app-config (kv secret/app/config, ttl 30s)")
+	if err := c.Create(ctx, vs); err != nil {
+		env.Fatalf("create VaultSecret: %v", err)
+	}
+	wait := func(want string) *corev1.Secret {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			var s corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "app-config"}, &s); err == nil && string(s.Data["password"]) == want {
+				return &s
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		env.Fatalf("Secret app/app-config did not get the expected value within 60s")
+		return nil
+	}
+	s := wait("initial-password")
+	fmt.Printf("  Secret app/app-config: password=%s, expires-at %s\n", s.Data["password"], s.Annotations["secrets.vaultkms.io/expires-at"])
+	fmt.Println("==> changing the password in Vault; the controller re-reads at 2/3 of the ttl")
+	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "rotated-password"}})
+	start := time.Now()
+	s = wait("rotated-password")
+	fmt.Printf("  Secret app/app-config: password=%s after %s, expires-at %s\n\n", s.Data["password"], time.Since(start).Round(time.Second), s.Annotations["secrets.vaultkms.io/expires-at"])
 }

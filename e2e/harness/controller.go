@@ -1,0 +1,78 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var builds sync.Map // package path -> *built
+
+// GoBuild builds a command of this module once per process and returns the
+// binary's path.
+func GoBuild(env Env, pkg string) string {
+	env.Helper()
+	v, _ := builds.LoadOrStore(pkg, &built{})
+	b := v.(*built)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "vaultkms-bin")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, path.Base(pkg))
+		if out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	if b.err != nil {
+		env.Fatalf("build %s: %v", pkg, b.err)
+	}
+	return b.path
+}
+
+// StartController builds and runs cmd/vaultkms-controller with kubeconfig
+// and args on free ports; it stops on cleanup. Its log is returned.
+func StartController(env Env, kubeconfig string, args ...string) *SyncBuffer {
+	env.Helper()
+	bin := GoBuild(env, "github.com/vaultkms/vaultkms/cmd/vaultkms-controller")
+	m, err := FreePort()
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
+	h, err := FreePort()
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
+	log := &SyncBuffer{}
+	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		env.Fatalf("start controller: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	env.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return log
+}
