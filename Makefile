@@ -49,7 +49,8 @@ bench: tools
 
 ## demo: run the whole system locally; Ctrl-C stops everything
 demo: tools
-	$(GO) run ./e2e/demo
+	@$(GO) build -o $(BIN)/vaultkms-demo ./e2e/demo
+	@$(BIN)/vaultkms-demo
 
 ## lint: go vet and gofmt
 lint:

@@ -87,6 +87,7 @@ func main() {
 	fmt.Printf("  kubectl get secret demo -o yaml            # if kubectl is installed\n")
 	fmt.Printf("  kubectl -n app get vaultsecret,secret      # the VaultSecret and its short-lived Secret\n")
 	fmt.Printf("  kubectl get encryptionstatus cluster -o yaml\n")
+	fmt.Printf("  go run ./cmd/kubectl-vaultkms status --kubeconfig=%s --etcd-endpoints=%s --kms-socket=%s\n", kubeconfig, cp.EtcdURL, p.Socket)
 	fmt.Printf("  %s --endpoints=%s get /registry/secrets/default/demo | head -c 120; echo\n", filepath.Join(bin, "etcdctl"), cp.EtcdURL)
 	rootTokenFile := harness.TokenFile(env, v.RootToken)
 	fmt.Printf("  VAULT_ADDR=%s VAULT_CACERT=%s VAULT_TOKEN=$(cat %s) \\\n    %s write -f transit/keys/kubernetes/rotate   # rotate; new writes switch key_id within ~70s\n",
