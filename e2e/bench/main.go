@@ -79,7 +79,9 @@ func merge(a, b result) result {
 func main() {
 	dur := flag.Duration("duration", 3*time.Second, "length of each measured run (each mode runs twice, interleaved)")
 	workers := flag.Int("workers", 8, "concurrent callers")
-	only := flag.String("only", "", "run one part: plugin, scan or reencrypt")
+	only := flag.String("only", "", "run one part: plugin, scan, reencrypt or controller")
+	vaultSecrets := flag.Int("vaultsecrets", 1000, "kv VaultSecrets created at once")
+	unmanaged := flag.Int("unmanaged", 10000, "unmanaged Secrets for the controller memory comparison")
 	scanSizes := flag.String("scan-sizes", "10000,100000", "numbers of secrets to scan, comma separated")
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
@@ -103,6 +105,9 @@ func main() {
 	}
 	if *only == "" || *only == "reencrypt" {
 		benchReencrypt(env, *reencryptN)
+	}
+	if *only == "" || *only == "controller" {
+		benchController(env, *vaultSecrets, *unmanaged)
 	}
 }
 

@@ -42,9 +42,26 @@ func GoBuild(env Env, pkg string) string {
 	return b.path
 }
 
+// Controller is a running vaultkms-controller.
+type Controller struct {
+	Log        *SyncBuffer
+	MetricsURL string
+	Pid        int
+	stop       func()
+}
+
+// Stop stops the controller (cleanup does too).
+func (c *Controller) Stop() { c.stop() }
+
 // StartController builds and runs cmd/vaultkms-controller with kubeconfig
 // and args on free ports; it stops on cleanup. Its log is returned.
 func StartController(env Env, kubeconfig string, args ...string) *SyncBuffer {
+	env.Helper()
+	return RunController(env, kubeconfig, args...).Log
+}
+
+// RunController is StartController returning the whole Controller.
+func RunController(env Env, kubeconfig string, args ...string) *Controller {
 	env.Helper()
 	bin := GoBuild(env, "github.com/vaultkms/vaultkms/cmd/vaultkms-controller")
 	m, err := FreePort()
@@ -65,14 +82,18 @@ func StartController(env Env, kubeconfig string, args ...string) *SyncBuffer {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	env.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return log
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	env.Cleanup(stop)
+	return &Controller{Log: log, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", m), Pid: cmd.Process.Pid, stop: stop}
 }

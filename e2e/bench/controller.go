@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+// scrape sums the samples of each named metric at url.
+func scrape(url string, names ...string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, n := range names {
+		f, ok := fams[n]
+		if !ok {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				out[n] += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[n] += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out, nil
+}
+
+// benchController measures n kv VaultSecrets created at once, the Vault
+// requests per refresh, and controller memory with many unmanaged Secrets.
+func benchController(env *harness.Main, n, unmanaged int) {
+	v := harness.StartVault(env)
+	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(env, "charts/vaultkms/crds")}})
+	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
+	cp.Namespace("app", "app")
+	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h"})
+	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
+	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
+	scheme := runtime.NewScheme()
+	_ = v1alpha1.AddToScheme(scheme)
+	_ = corev1.AddToScheme(scheme)
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		env.Fatalf("client: %v", err)
+	}
+	ctx := context.Background()
+	args := []string{"--vault-addr=" + v.Addr, "--vault-ca-cert=" + v.CA.CertFile, "--namespace=vaultkms-system", "--zap-log-level=info"}
+	rss := func(ctrl *harness.Controller) float64 {
+		time.Sleep(3 * time.Second)
+		m, err := scrape(ctrl.MetricsURL, "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes")
+		if err != nil {
+			env.Fatalf("scrape: %v", err)
+		}
+		return m["process_resident_memory_bytes"] / (1 << 20)
+	}
+
+	fmt.Printf("\nController memory: only managed Secrets are cached\n")
+	idle := harness.RunController(env, kubeconfig, args...)
+	waitMetrics(env, idle.MetricsURL)
+	none := rss(idle)
+	idle.Stop()
+	createUnmanaged(env, c, unmanaged)
+	busy := harness.RunController(env, kubeconfig, args...)
+	waitMetrics(env, busy.MetricsURL)
+	with := rss(busy)
+	fmt.Printf("  RSS with 0 unmanaged Secrets: %.1f MiB; with %d unmanaged Secrets: %.1f MiB (%+.1f MiB)\n", none, unmanaged, with, with-none)
+
+	fmt.Printf("\n%d kv VaultSecrets created at once (ttl 60s)\n", n)
+	ttl := metav1.Duration{Duration: time.Minute}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%04d", i)},
+					Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+						Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
+				if err := c.Create(ctx, vs); err != nil {
+					env.Fatalf("create: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	created := time.Since(start)
+	for {
+		var list v1alpha1.VaultSecretList
+		if err := c.List(ctx, &list, client.InNamespace("app")); err != nil {
+			env.Fatalf("list: %v", err)
+		}
+		ready := 0
+		for _, vs := range list.Items {
+			if cond := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); cond != nil && cond.Status == metav1.ConditionTrue {
+				ready++
+			}
+		}
+		if ready == n {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			env.Fatalf("only %d of %d Ready after 10 minutes", ready, n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	allReady := time.Since(start)
+	before, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total")
+	fmt.Printf("  created in %.1fs; all Ready after %.1fs (%.0f VaultSecrets/s); %g Vault reads and %g logins for the first sync\n",
+		created.Seconds(), allReady.Seconds(), float64(n)/allReady.Seconds(), before["vaultkms_syncer_vault_requests_total"], before["vaultkms_tenant_logins_total"])
+	// One refresh cycle: every VaultSecret re-reads once between 2/3 and
+	// 9/15 of its ttl after its last read; wait a full ttl.
+	time.Sleep(ttl.Duration)
+	after, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", "vaultkms_syncs_total")
+	reads := after["vaultkms_syncer_vault_requests_total"] - before["vaultkms_syncer_vault_requests_total"]
+	logins := after["vaultkms_tenant_logins_total"] - before["vaultkms_tenant_logins_total"]
+	fmt.Printf("  next %s (one refresh each): %.0f Vault reads = %.2f per VaultSecret per refresh, %.0f logins\n", ttl.Duration, reads, reads/float64(n), logins)
+	fmt.Printf("  controller RSS with %d managed Secrets: %.1f MiB\n", n, rss(busy))
+}
+
+func createUnmanaged(env *harness.Main, c client.Client, n int) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	val := []byte(strings.Repeat("x", 1024))
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("unmanaged-%05d", i)}, Data: map[string][]byte{"v": val}}
+				if err := c.Create(ctx, s); err != nil {
+					env.Fatalf("create unmanaged secret: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func waitMetrics(env *harness.Main, url string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := scrape(url, "go_goroutines"); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	env.Fatalf("controller metrics at %s did not answer", url)
+}
