@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,6 +44,9 @@ func startSyncerStack(t *testing.T) *syncerStack {
 		t.Fatal(err)
 	}
 	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := appsv1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
 	c, err := client.New(s.cp.Config, client.Options{Scheme: scheme})
@@ -87,6 +91,21 @@ func (s *syncerStack) waitSecret(t *testing.T, ns, name string, timeout time.Dur
 				t.Logf("VaultSecret %s status: %+v", vs.Name, vs.Status.Conditions)
 			}
 			t.Fatalf("Secret %s/%s not as expected within %s (err %v)\ncontroller log:\n%s", ns, name, timeout, err, s.log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitGone waits until the Secret is deleted and returns how long it took.
+func (s *syncerStack) waitGone(t *testing.T, ns, name string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if _, err := s.secret(ns, name); apierrors.IsNotFound(err) {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("Secret %s/%s still exists after %s\ncontroller log:\n%s", ns, name, timeout, s.log.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -238,19 +257,8 @@ spec:
 
 	t.Run("deleted at expiry while Vault is down, back when it returns", func(t *testing.T) {
 		s.v.Stop()
-		start := time.Now()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := s.secret("app", "app-config"); apierrors.IsNotFound(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("Secret outlived its expiry with Vault down")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if time.Since(start) > 35*time.Second {
-			t.Fatalf("deleted %s after Vault stopped; ttl is 30s", time.Since(start))
+		if took := s.waitGone(t, "app", "app-config", 60*time.Second); took > 35*time.Second {
+			t.Fatalf("deleted %s after Vault stopped; ttl is 30s", took)
 		}
 		s.waitReady(t, "app", "app-config", metav1.ConditionFalse, "Expired", 10*time.Second)
 		s.v.Start()
@@ -263,16 +271,7 @@ spec:
 		if err := s.c.Delete(ctx, vs); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, err := s.secret("app", "app-config"); apierrors.IsNotFound(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("Secret still there 30s after its VaultSecret was deleted")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		s.waitGone(t, "app", "app-config", 30*time.Second)
 	})
 
 	for _, leak := range []string{"first-value-4f2a", "second-value-9c1d", s.v.RootToken} {
@@ -291,6 +290,17 @@ func TestVaultSecretPKI(t *testing.T) {
 	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
 	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc,svc.cluster.local", "allow_subdomains": true, "max_ttl": "1h"})
 	s.v.Policy("web-pki", `path "pki/issue/web" { capabilities = ["update"] }`)
+	// A Deployment to restart when the certificate is re-issued.
+	replicas := int32(0)
+	labels := map[string]string{"app": "web"}
+	if err := s.c.Create(context.Background(), &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web"}}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	s.v.Write("auth/kubernetes/role/web", map[string]any{
 		"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "web-pki", "token_ttl": "1h",
 	})
@@ -302,6 +312,9 @@ spec:
   auth: {kubernetes: {role: web, serviceAccountName: app}}
   source: {pki: {mount: pki, role: web, commonName: web.app.svc, altNames: [web.app.svc.cluster.local]}}
   ttl: 30s
+  target:
+    template: {bundle.pem: "{{ index . \"tls.crt\" }}{{ index . \"ca.crt\" }}"}
+  rolloutRestartTargets: [{kind: Deployment, name: web}]
 `); err != nil {
 		t.Fatal(err)
 	}
@@ -338,6 +351,16 @@ spec:
 	}
 	if parse(next).NotAfter.Before(cert.NotAfter) {
 		t.Fatal("the new certificate ends before the old one")
+	}
+	if want := string(next.Data["tls.crt"]) + string(next.Data["ca.crt"]); string(next.Data["bundle.pem"]) != want {
+		t.Fatal("templated bundle.pem is not tls.crt followed by ca.crt")
+	}
+	var dep appsv1.Deployment
+	if err := s.c.Get(context.Background(), client.ObjectKey{Namespace: "app", Name: "web"}, &dep); err != nil {
+		t.Fatal(err)
+	}
+	if dep.Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"] == "" {
+		t.Fatal("rollout target not restarted after the certificate changed")
 	}
 }
 

@@ -82,14 +82,7 @@ func TestAuthMethods(t *testing.T) {
 	})
 
 	t.Run("approle", func(t *testing.T) {
-		v.EnableAuth("approle", "approle")
-		v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "1h"})
-		dir := t.TempDir()
-		roleID := v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string)
-		secretID := v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string)
-		write(t, filepath.Join(dir, "role-id"), roleID)
-		write(t, filepath.Join(dir, "secret-id"), secretID)
-		p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: vault.AppRole{RoleIDFile: filepath.Join(dir, "role-id"), SecretIDFile: filepath.Join(dir, "secret-id")}})
+		p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: appRole(t, v, "1h", "")})
 		p.WaitKeyID(t, 20*time.Second)
 		roundTrip(t, p.Client(t), "seed-approle")
 	})
@@ -151,14 +144,8 @@ func TestShortLivedTokenIsRenewedAndReplaced(t *testing.T) {
 	v := harness.StartVault(t)
 	v.TransitKey(mount, key)
 	pluginPolicy(v)
-	v.EnableAuth("approle", "approle")
 	// A token lives 2s and can be renewed up to 6s in total.
-	v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "2s", "token_max_ttl": "6s"})
-	dir := t.TempDir()
-	write(t, filepath.Join(dir, "role-id"), v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string))
-	write(t, filepath.Join(dir, "secret-id"), v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string))
-	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: 500 * time.Millisecond,
-		Method: vault.AppRole{RoleIDFile: filepath.Join(dir, "role-id"), SecretIDFile: filepath.Join(dir, "secret-id")}})
+	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: 500 * time.Millisecond, Method: appRole(t, v, "2s", "6s")})
 	p.WaitKeyID(t, 20*time.Second)
 	c := p.Client(t)
 	first := p.Session.Client().Token()
@@ -188,12 +175,7 @@ func TestRevokedTokenIsReplacedWithoutFailingCalls(t *testing.T) {
 	v := harness.StartVault(t)
 	v.TransitKey(mount, key)
 	pluginPolicy(v)
-	v.EnableAuth("approle", "approle")
-	v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "1h"})
-	dir := t.TempDir()
-	write(t, filepath.Join(dir, "role-id"), v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string))
-	write(t, filepath.Join(dir, "secret-id"), v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string))
-	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: vault.AppRole{RoleIDFile: filepath.Join(dir, "role-id"), SecretIDFile: filepath.Join(dir, "secret-id")}})
+	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: appRole(t, v, "1h", "")})
 	p.WaitKeyID(t, 20*time.Second)
 	c := p.Client(t)
 	roundTrip(t, c, "before")
@@ -368,6 +350,27 @@ func TestRotationAndRetiredVersions(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	roundTrip(t, c, "recreated")
+}
+
+// appRole enables AppRole (once), creates role kms with the plugin's
+// policy and token lifetimes, and returns the auth method reading its
+// role ID and secret ID from files.
+func appRole(t *testing.T, v *harness.Vault, ttl, maxTTL string) vault.AppRole {
+	t.Helper()
+	if auths, err := v.Client().Sys().ListAuth(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := auths["approle/"]; !ok {
+		v.EnableAuth("approle", "approle")
+	}
+	role := map[string]any{"token_policies": "kms-plugin", "token_ttl": ttl}
+	if maxTTL != "" {
+		role["token_max_ttl"] = maxTTL
+	}
+	v.Write("auth/approle/role/kms", role)
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "role-id"), v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string))
+	write(t, filepath.Join(dir, "secret-id"), v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string))
+	return vault.AppRole{RoleIDFile: filepath.Join(dir, "role-id"), SecretIDFile: filepath.Join(dir, "secret-id")}
 }
 
 func write(t *testing.T, path, content string) {

@@ -89,7 +89,16 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	create("plain", 5)
 	cp.SetEncryptionConfig(harness.KMSEncryptionConfig(provider, p.Socket))
 	create("v1", 6)
-	v.Write(mount+"/keys/"+key+"/rotate", nil)
+	// Rotate with the CLI, as an operator would, with their own token.
+	out, stderr, code := cli(t, "rotate", "--vault-addr", v.Addr, "--vault-ca-cert", v.CA.CertFile,
+		"--vault-token-file", harness.TokenFile(t, v.RootToken), "--transit-key", key, "-o", "json")
+	var rot struct {
+		PreviousKeyID, CurrentKeyID string
+		Version                     int
+	}
+	if err := json.Unmarshal([]byte(out), &rot); code != 0 || err != nil || rot.Version != 2 || rot.PreviousKeyID != keyID1 {
+		t.Fatalf("rotate: exit %d, %v: %s%s", code, err, out, stderr)
+	}
 	deadline := time.Now().Add(150 * time.Second)
 	for i := 0; ; i++ {
 		create(fmt.Sprintf("probe%d", i), 1)
@@ -114,7 +123,7 @@ func TestVerifyReencryptTrim(t *testing.T) {
 		"--vault-token-file", tokenFile, "--transit-key", key, "--kms-socket", p.Socket}
 
 	total, byProvider, byKeyID := etcdTruth(t, cp)
-	out, stderr, code := cli(t, append([]string{"verify", "-o", "json"}, common...)...)
+	out, stderr, code = cli(t, append([]string{"verify", "-o", "json"}, common...)...)
 	if code != 3 {
 		t.Fatalf("verify with stale objects exited %d, want 3\n%s\n%s", code, out, stderr)
 	}

@@ -22,9 +22,10 @@ type tenantKey struct {
 }
 
 type tenantToken struct {
-	client  *api.Client
-	expires time.Time
-	ttl     time.Duration
+	client    *api.Client
+	expires   time.Time
+	ttl       time.Duration
+	renewable bool
 }
 
 // Tenants logs in to Vault as each tenant's own service account and caches
@@ -49,9 +50,24 @@ func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (
 	tok := t.tokens[k]
 	t.mu.Unlock()
 	now := t.Clock.Now()
-	// Reuse a token with at least a third of its life left.
+	// Reuse a token with at least a third of its life left; renew one
+	// past that while Vault allows, and log in again only when it does not.
 	if tok != nil && (tok.expires.IsZero() || now.Before(tok.expires.Add(-tok.ttl/3))) {
 		return tok.client, nil
+	}
+	if tok != nil && tok.renewable && now.Before(tok.expires) {
+		if s, err := tok.client.Auth().Token().RenewSelfWithContext(ctx, int(tok.ttl.Seconds())); err == nil && s != nil && s.Auth != nil {
+			granted := time.Duration(s.Auth.LeaseDuration) * time.Second
+			if !RenewalCutShort(tok.ttl, granted) {
+				t.mu.Lock()
+				tok.expires = now.Add(granted)
+				t.mu.Unlock()
+				if t.Logins != nil {
+					t.Logins("renewed")
+				}
+				return tok.client, nil
+			}
+		}
 	}
 	c, err := t.login(ctx, k, audiences)
 	if t.Logins != nil {
@@ -92,7 +108,7 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, audiences []string) (*
 		return nil, fmt.Errorf("vault login as %s/%s with role %q: %s", k.Namespace, k.ServiceAccount, k.Role, vault.Describe(err))
 	}
 	c.SetToken(auth.ClientToken)
-	tok := &tenantToken{client: c, ttl: time.Duration(auth.LeaseDuration) * time.Second}
+	tok := &tenantToken{client: c, ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
 	if tok.ttl > 0 {
 		tok.expires = t.Clock.Now().Add(tok.ttl)
 	}

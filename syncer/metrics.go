@@ -31,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		vault: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_syncer_vault_requests_total",
 			Help: "Vault requests made for VaultSecrets, by result."}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_tenant_logins_total",
-			Help: "Vault logins as tenants' service accounts, by result."}, []string{"result"}),
+			Help: "Vault logins as tenants' service accounts by result (ok, error), and renewals of their tokens (renewed)."}, []string{"result"}),
 	}
 	reg.MustRegister(m.syncs, m.latency, m.expiry, m.leases, m.vault, m.logins)
 	return m

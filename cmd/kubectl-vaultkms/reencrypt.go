@@ -73,6 +73,10 @@ func runReencrypt(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Each object costs a read and a write; --qps is the pacing, so the
+	// client's own limiter (5 requests/s by default) must not be.
+	cfg.QPS = float32(max(2**qps+10, 20))
+	cfg.Burst = int(cfg.QPS)
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err

@@ -89,6 +89,7 @@ func main() {
 
 	env := &harness.Main{Quiet: true}
 	defer env.Close()
+	env.StopOnSignal()
 	if *only == "" || *only == "plugin" {
 		benchPlugin(env, *dur, *workers, *inflight)
 	}

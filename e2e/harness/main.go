@@ -3,7 +3,9 @@ package harness
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 )
 
 // Main is an Env for commands (the demo, the benchmarks): Fatalf prints,
@@ -41,6 +43,20 @@ func (m *Main) TempDir() string {
 	}
 	m.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// StopOnSignal runs the cleanups and exits on SIGINT or SIGTERM, so that
+// processes started without a parent-death signal (envtest's etcd and
+// kube-apiserver) are stopped too.
+func (m *Main) StopOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "\nstopping...")
+		m.Close()
+		os.Exit(130)
+	}()
 }
 
 // Close runs the cleanups, newest first.

@@ -1,0 +1,90 @@
+package syncer
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+func TestRenderData(t *testing.T) {
+	vs := &v1alpha1.VaultSecret{Spec: v1alpha1.VaultSecretSpec{Target: v1alpha1.Target{Template: map[string]string{
+		"application.properties": "db.user={{ .username }}\ndb.password={{ .password }}\n",
+	}}}}
+	out, err := renderData(vs, map[string][]byte{"username": []byte("u1"), "password": []byte("p1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out["application.properties"]) != "db.user=u1\ndb.password=p1\n" || string(out["username"]) != "u1" {
+		t.Fatalf("rendered %q", out["application.properties"])
+	}
+	vs.Spec.Target.Template = map[string]string{"x": "{{ .missing }}"}
+	_, err = renderData(vs, map[string][]byte{"password": []byte("hunter2")})
+	if err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("missing key error %v: must name the field and hide the data", err)
+	}
+	vs.Spec.Target.Template = map[string]string{"x": "{{ .broken"}
+	if _, err := renderData(vs, nil); err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) {
+		t.Fatalf("parse error %v", err)
+	}
+}
+
+func TestBuildSecret(t *testing.T) {
+	vs := &v1alpha1.VaultSecret{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "app", UID: "uid-1"},
+		Spec: v1alpha1.VaultSecretSpec{Source: v1alpha1.Source{PKI: &v1alpha1.PKISource{}},
+			Target: v1alpha1.Target{Labels: map[string]string{"team": "a", ManagedByLabel: "someone-else"}, Annotations: map[string]string{"note": "x"}}},
+	}
+	exp := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	s := buildSecret(vs, map[string][]byte{"tls.crt": nil}, exp)
+	if s.Name != "web" || s.Type != corev1.SecretTypeTLS || s.Labels[ManagedByLabel] != ManagedByValue || s.Labels["team"] != "a" {
+		t.Fatalf("secret %+v", s.ObjectMeta)
+	}
+	if s.Annotations[ExpiresAtAnnotation] != "2026-11-25T12:00:00Z" || s.Annotations["note"] != "x" {
+		t.Fatalf("annotations %v", s.Annotations)
+	}
+	if !ownedBy(s, vs) {
+		t.Fatal("not owned by its VaultSecret")
+	}
+	other := vs.DeepCopy()
+	other.UID = "uid-2"
+	if ownedBy(s, other) {
+		t.Fatal("owned by another VaultSecret")
+	}
+}
+
+func TestDataHMAC(t *testing.T) {
+	a := dataHMAC([]byte("k"), map[string][]byte{"a": []byte("1"), "b": []byte("2")})
+	if a != dataHMAC([]byte("k"), map[string][]byte{"b": []byte("2"), "a": []byte("1")}) {
+		t.Fatal("HMAC depends on map order")
+	}
+	// Moving bytes between keys or values must change it.
+	if a == dataHMAC([]byte("k"), map[string][]byte{"a": []byte("12"), "b": []byte("")}) ||
+		a == dataHMAC([]byte("other key"), map[string][]byte{"a": []byte("1"), "b": []byte("2")}) {
+		t.Fatal("HMAC collision")
+	}
+	if !strings.HasPrefix(a, "hmac-sha256:") || len(a) != len("hmac-sha256:")+43 {
+		t.Fatalf("HMAC %q is not a full HMAC-SHA256", a)
+	}
+}
+
+func TestJitterIsStableAndSpread(t *testing.T) {
+	if jitterFor("a") != jitterFor("a") {
+		t.Fatal("jitter must be stable across restarts")
+	}
+	seen := map[int]bool{}
+	for i := range 100 {
+		j := jitterFor(string(rune('a' + i)))
+		if j < 0 || j >= 1 {
+			t.Fatalf("jitter %f outside [0,1)", j)
+		}
+		seen[int(j*10)] = true
+	}
+	if len(seen) < 7 {
+		t.Fatalf("jitter of 100 UIDs falls in only %d of 10 deciles", len(seen))
+	}
+}
