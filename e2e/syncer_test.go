@@ -211,6 +211,34 @@ spec:
 		}
 	})
 
+	t.Run("appRole credentials from the tenant's own Secret", func(t *testing.T) {
+		s.v.EnableAuth("approle", "approle")
+		s.v.Write("auth/approle/role/app", map[string]any{"token_policies": "app-read", "token_ttl": "1h"})
+		roleID := s.v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+		secretID := s.v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
+		if err := s.c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle-creds"},
+			Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"via-approle-1", "via-approle-2"} {
+			if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: `+name+`, namespace: app}
+spec:
+  auth: {appRole: {secretRef: approle-creds}}
+  source: {kv: {mount: secret, path: app/config}}
+  ttl: 1m
+`); err != nil {
+				t.Fatal(err)
+			}
+			s.waitSecret(t, "app", name, 30*time.Second, func(sec *corev1.Secret) bool { return len(sec.Data["password"]) > 0 })
+		}
+		if strings.Contains(s.log.String(), secretID) {
+			t.Fatal("the AppRole secret ID appeared in the controller's log")
+		}
+	})
+
 	t.Run("an unmanaged Secret is never overwritten", func(t *testing.T) {
 		taken := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "taken"}, Data: map[string][]byte{"mine": []byte("keep")}}
 		if err := s.c.Create(ctx, taken); err != nil {
@@ -473,9 +501,8 @@ spec:
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := s.secret("app", "db"); !apierrors.IsNotFound(err) {
-		t.Fatalf("Secret survives its VaultSecret: %v", err)
-	}
+	// The lease is revoked first, then the Secret goes.
+	s.waitGone(t, "app", "db", 30*time.Second)
 	for _, leak := range []string{pass1, pass2} {
 		if strings.Contains(s.log.String(), leak) {
 			t.Fatal("a database password appeared in the controller's log")

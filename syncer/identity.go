@@ -44,8 +44,19 @@ type Tenants struct {
 	tokens map[tenantKey]*tenantToken
 }
 
-// Client returns a Vault client logged in as the tenant.
+// LoginFunc logs a fresh client in and returns the auth secret.
+type LoginFunc func(ctx context.Context, c *api.Client) (*api.SecretAuth, error)
+
+// Client returns a Vault client logged in as the tenant's service account.
 func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (*api.Client, error) {
+	return t.ClientFor(ctx, k, func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
+		return t.serviceAccountLogin(ctx, c, k, audiences)
+	})
+}
+
+// ClientFor returns a cached client for k, logging in with login when there
+// is none or its token can no longer be renewed.
+func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (*api.Client, error) {
 	t.mu.Lock()
 	tok := t.tokens[k]
 	t.mu.Unlock()
@@ -69,7 +80,7 @@ func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (
 			}
 		}
 	}
-	c, err := t.login(ctx, k, audiences)
+	c, err := t.login(ctx, k, login)
 	if t.Logins != nil {
 		if err != nil {
 			t.Logins("error")
@@ -87,7 +98,7 @@ func (t *Tenants) Forget(k tenantKey) {
 	t.mu.Unlock()
 }
 
-func (t *Tenants) login(ctx context.Context, k tenantKey, audiences []string) (*api.Client, error) {
+func (t *Tenants) serviceAccountLogin(ctx context.Context, c *api.Client, k tenantKey, audiences []string) (*api.SecretAuth, error) {
 	secs := t.TokenSeconds
 	if secs == 0 {
 		secs = 600
@@ -98,14 +109,22 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, audiences []string) (*
 	if err != nil {
 		return nil, fmt.Errorf("request a token for service account %s/%s: %w", k.Namespace, k.ServiceAccount, err)
 	}
-	c, err := t.Base.CloneWithHeaders()
-	if err != nil {
-		return nil, err
-	}
 	m := vault.JWT{Method: "kubernetes", Mount: k.Mount, Role: k.Role, Token: func(context.Context) (string, error) { return tr.Status.Token, nil }}
 	auth, err := m.Login(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("vault login as %s/%s with role %q: %s", k.Namespace, k.ServiceAccount, k.Role, vault.Describe(err))
+	}
+	return auth, nil
+}
+
+func (t *Tenants) login(ctx context.Context, k tenantKey, login LoginFunc) (*api.Client, error) {
+	c, err := t.Base.CloneWithHeaders()
+	if err != nil {
+		return nil, err
+	}
+	auth, err := login(ctx, c)
+	if err != nil {
+		return nil, err
 	}
 	c.SetToken(auth.ClientToken)
 	tok := &tenantToken{client: c, ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}

@@ -449,6 +449,9 @@ func (r *Reconciler) revoke(ctx context.Context, vs *v1alpha1.VaultSecret, id st
 }
 
 func tenantKeyFor(vs *v1alpha1.VaultSecret) tenantKey {
+	if a := vs.Spec.Auth.AppRole; a != nil {
+		return tenantKey{Namespace: vs.Namespace, Role: "approle-secret:" + a.SecretRef, Mount: orDefault(a.Mount, "approle")}
+	}
 	k := vs.Spec.Auth.Kubernetes
 	if k == nil {
 		return tenantKey{Namespace: vs.Namespace}
@@ -468,27 +471,25 @@ func (r *Reconciler) tenantClient(ctx context.Context, vs *v1alpha1.VaultSecret)
 }
 
 // appRoleClient logs in with the role and secret IDs in the tenant's own
-// Secret; its tokens are cached per Secret like service account tokens.
+// Secret; its tokens are cached per (namespace, Secret, mount) like service
+// account tokens.
 func (r *Reconciler) appRoleClient(ctx context.Context, vs *v1alpha1.VaultSecret) (*api.Client, error) {
-	a := vs.Spec.Auth.AppRole
-	var s corev1.Secret
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: a.SecretRef}, &s); err != nil {
-		return nil, fmt.Errorf("spec.auth.appRole.secretRef %q: %w", a.SecretRef, err)
-	}
-	roleKey, secretKey := orDefault(a.RoleIDKey, "role-id"), orDefault(a.SecretIDKey, "secret-id")
-	if len(s.Data[roleKey]) == 0 || len(s.Data[secretKey]) == 0 {
-		return nil, fmt.Errorf("spec.auth.appRole: Secret %q needs keys %q and %q", a.SecretRef, roleKey, secretKey)
-	}
-	c, err := r.Tenants.Base.CloneWithHeaders()
-	if err != nil {
-		return nil, err
-	}
-	sec, err := c.Logical().WriteWithContext(ctx, "auth/"+orDefault(a.Mount, "approle")+"/login", map[string]any{"role_id": string(s.Data[roleKey]), "secret_id": string(s.Data[secretKey])})
-	if err != nil || sec == nil || sec.Auth == nil {
-		return nil, fmt.Errorf("vault approle login: %s", vault.Describe(err))
-	}
-	c.SetToken(sec.Auth.ClientToken)
-	return c, nil
+	return r.Tenants.ClientFor(ctx, tenantKeyFor(vs), func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
+		a := vs.Spec.Auth.AppRole
+		var s corev1.Secret
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: a.SecretRef}, &s); err != nil {
+			return nil, fmt.Errorf("spec.auth.appRole.secretRef %q: %w", a.SecretRef, err)
+		}
+		roleKey, secretKey := orDefault(a.RoleIDKey, "role-id"), orDefault(a.SecretIDKey, "secret-id")
+		if len(s.Data[roleKey]) == 0 || len(s.Data[secretKey]) == 0 {
+			return nil, fmt.Errorf("spec.auth.appRole: Secret %q needs keys %q and %q", a.SecretRef, roleKey, secretKey)
+		}
+		sec, err := c.Logical().WriteWithContext(ctx, "auth/"+orDefault(a.Mount, "approle")+"/login", map[string]any{"role_id": string(s.Data[roleKey]), "secret_id": string(s.Data[secretKey])})
+		if err != nil || sec == nil || sec.Auth == nil {
+			return nil, fmt.Errorf("vault approle login with Secret %s/%s: %s", vs.Namespace, a.SecretRef, vault.Describe(err))
+		}
+		return sec.Auth, nil
+	})
 }
 
 func orDefault(v, d string) string {
