@@ -107,3 +107,18 @@ func NextWake(ts ...time.Time) time.Time {
 	}
 	return best
 }
+
+// RetryAfter is how long to wait before retrying a failed refresh: half of
+// how long it has been failing, between 5s and 5m, so a Vault outage or a
+// revoked role does not turn into a storm of logins; but never past the
+// Secret's expiry, which must be acted on.
+func RetryAfter(now, failingSince, expiresAt time.Time) time.Duration {
+	retry := 5 * time.Second
+	if !failingSince.IsZero() {
+		retry = min(max(now.Sub(failingSince)/2, 5*time.Second), 5*time.Minute)
+	}
+	if !expiresAt.IsZero() && now.Before(expiresAt) {
+		retry = min(retry, max(time.Second, expiresAt.Sub(now)))
+	}
+	return retry
+}

@@ -94,3 +94,31 @@ func TestRevokeAtAndExpiry(t *testing.T) {
 		t.Fatalf("NextWake = %s", got)
 	}
 }
+
+func TestRetryAfter(t *testing.T) {
+	cases := []struct {
+		name                  string
+		failingFor, expiresIn time.Duration
+		want                  time.Duration
+	}{
+		{"first failure", 0, 0, 5 * time.Second},
+		{"failing for a minute", time.Minute, 0, 30 * time.Second},
+		{"failing for hours is capped", 3 * time.Hour, 0, 5 * time.Minute},
+		{"expiry comes first", time.Minute, 10 * time.Second, 10 * time.Second},
+		{"already expired: back-off only", time.Minute, -time.Second, 30 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var since, exp time.Time
+			if tc.failingFor > 0 {
+				since = t0.Add(-tc.failingFor)
+			}
+			if tc.expiresIn != 0 {
+				exp = t0.Add(tc.expiresIn)
+			}
+			if got := RetryAfter(t0, since, exp); got != tc.want {
+				t.Fatalf("RetryAfter = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

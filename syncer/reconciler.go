@@ -349,12 +349,16 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, now t
 	} else {
 		r.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
 	}
-	r.setReady(vs, metav1.ConditionFalse, reason, msg)
-	retry := 5 * time.Second
-	if vs.Status.ExpiresAt != nil && !Expired(now, vs.Status.ExpiresAt.Time) {
-		retry = min(retry, max(time.Second, vs.Status.ExpiresAt.Sub(now)))
+	var failingSince time.Time
+	if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse {
+		failingSince = c.LastTransitionTime.Time
 	}
-	return ctrl.Result{RequeueAfter: retry}, "failed", r.writeStatus(ctx, vs)
+	r.setReady(vs, metav1.ConditionFalse, reason, msg)
+	var expiresAt time.Time
+	if vs.Status.ExpiresAt != nil {
+		expiresAt = vs.Status.ExpiresAt.Time
+	}
+	return ctrl.Result{RequeueAfter: RetryAfter(now, failingSince, expiresAt)}, "failed", r.writeStatus(ctx, vs)
 }
 
 func (r *Reconciler) requeue(vs *v1alpha1.VaultSecret, now time.Time) ctrl.Result {
