@@ -145,16 +145,21 @@ func TestVerifyReencryptTrim(t *testing.T) {
 		t.Fatalf("verify --fail-on none exited %d", code)
 	}
 
-	out, _, code = cli(t, append([]string{"status", "-o", "json"}, common...)...)
+	out, _, code = cli(t, append([]string{"status", "-o", "json", "--encryption-config", cp.EncryptionConfigPath}, common...)...)
 	var st struct {
-		Rotation struct{ Stage string }
-		Stale    int
+		Rotation         struct{ Stage string }
+		Stale            int
+		Encrypted        bool
+		EncryptionConfig []struct{ Providers []string }
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
 		t.Fatalf("status: %v exit %d\n%s", err, code, out)
 	}
-	if st.Rotation.Stage != "migrating" || st.Stale != r.Stale {
-		t.Fatalf("status stage %q stale %d", st.Rotation.Stage, st.Stale)
+	if st.Rotation.Stage != "migrating" || st.Stale != r.Stale || st.Encrypted {
+		t.Fatalf("status stage %q stale %d encrypted %v", st.Rotation.Stage, st.Stale, st.Encrypted)
+	}
+	if len(st.EncryptionConfig) != 1 || fmt.Sprint(st.EncryptionConfig[0].Providers) != "[kms:v2:"+provider+" identity]" {
+		t.Fatalf("status provider order %+v", st.EncryptionConfig)
 	}
 
 	// The controller publishes the same findings as EncryptionStatus.

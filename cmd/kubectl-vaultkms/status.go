@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 )
 
 type statusReport struct {
-	Encrypted        bool                     `json:"encrypted"`
+	Encrypted bool `json:"encrypted"`
+	// Config is what --encryption-config says per resource.
+	Config           []encconfig.Resource     `json:"encryptionConfig,omitempty"`
 	CurrentKeyID     string                   `json:"currentKeyID"`
 	KeyIDSource      string                   `json:"keyIDSource"`
 	KeyVersion       int                      `json:"keyVersion"`
@@ -31,6 +35,7 @@ type statusReport struct {
 
 func runStatus(ctx context.Context, args []string) error {
 	c := newCommon("status")
+	configPath := c.fs.String("encryption-config", "", "kube-apiserver's EncryptionConfiguration file, to check provider order")
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -72,6 +77,18 @@ func runStatus(ctx context.Context, args []string) error {
 		facts.APIServersKnown, facts.APIServersAgree = true, agree
 	}
 	st.Encrypted = st.Plaintext == 0
+	if *configPath != "" {
+		var names []string
+		for _, r := range rep.Resources {
+			names = append(names, r.Resource)
+		}
+		if st.Config, err = encconfig.Check(*configPath, c.provider, names); err != nil {
+			return err
+		}
+		for _, r := range st.Config {
+			st.Encrypted = st.Encrypted && r.Encrypted
+		}
+	}
 	st.Decision = rotation.Decide(facts)
 	return emit(os.Stdout, c.output, st, func(w io.Writer) { statusTable(w, st, keyID) })
 }
@@ -84,6 +101,15 @@ func statusTable(w io.Writer, st statusReport, keyID string) {
 		return "NO"
 	}
 	fmt.Fprintf(w, "Encrypted at rest:\t%s (%d plaintext objects)\n", yes(st.Encrypted), st.Plaintext)
+	if len(st.Config) == 0 {
+		fmt.Fprintf(w, "Provider order:\tnot checked (pass --encryption-config)\n")
+	}
+	for _, r := range st.Config {
+		fmt.Fprintf(w, "Provider order (%s):\t%s\n", r.Resource, strings.Join(r.Providers, " > "))
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  problem:\t%s\n", p)
+		}
+	}
 	fmt.Fprintf(w, "Current key:\tversion %d, created %s ago (from %s)\n", st.KeyVersion, st.KeyVersionAge, st.KeyIDSource)
 	fmt.Fprintf(w, "  key_id:\t%s\n", keyID)
 	if st.MinDecryption > 0 {

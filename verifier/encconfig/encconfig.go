@@ -1,0 +1,133 @@
+// Package encconfig reads a kube-apiserver EncryptionConfiguration and
+// says, per resource, which providers it lists and whether writes are
+// encrypted by a KMS v2 provider.
+package encconfig
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+type file struct {
+	Kind      string `json:"kind"`
+	Resources []struct {
+		Resources []string   `json:"resources"`
+		Providers []provider `json:"providers"`
+	} `json:"resources"`
+}
+
+type provider struct {
+	KMS *struct {
+		APIVersion string `json:"apiVersion"`
+		Name       string `json:"name"`
+	} `json:"kms,omitempty"`
+	Identity  *struct{} `json:"identity,omitempty"`
+	AESCBC    *keys     `json:"aescbc,omitempty"`
+	AESGCM    *keys     `json:"aesgcm,omitempty"`
+	Secretbox *keys     `json:"secretbox,omitempty"`
+}
+
+type keys struct {
+	Keys []struct {
+		Name string `json:"name"`
+	} `json:"keys"`
+}
+
+// label names a provider as the verifier labels stored values.
+func (p provider) label() string {
+	switch {
+	case p.KMS != nil:
+		v := p.KMS.APIVersion
+		if v == "" {
+			v = "v1"
+		}
+		return "kms:" + v + ":" + p.KMS.Name
+	case p.Identity != nil:
+		return "identity"
+	case p.AESCBC != nil:
+		return "aescbc"
+	case p.AESGCM != nil:
+		return "aesgcm"
+	case p.Secretbox != nil:
+		return "secretbox"
+	}
+	return "unknown"
+}
+
+// Resource is what the configuration says of one resource.
+type Resource struct {
+	Resource  string   `json:"resource"`
+	Providers []string `json:"providers"`
+	// Encrypted is true when the first (writing) provider encrypts.
+	Encrypted bool `json:"encrypted"`
+	// Problems says what an operator should fix; empty when the first
+	// provider is the expected KMS v2 provider.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Check reads path and reports on each resource (such as "secrets" or
+// "widgets.example.com") for the KMS v2 provider named provider.
+func Check(path, provider string, resources []string) ([]Resource, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--encryption-config: %w", err)
+	}
+	var f file
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("--encryption-config %s: %w", path, err)
+	}
+	if f.Kind != "EncryptionConfiguration" {
+		return nil, fmt.Errorf("--encryption-config %s: kind is %q, want EncryptionConfiguration", path, f.Kind)
+	}
+	var out []Resource
+	for _, res := range resources {
+		r := Resource{Resource: res}
+		for _, group := range f.Resources {
+			if !matches(group.Resources, res) {
+				continue
+			}
+			for _, p := range group.Providers {
+				r.Providers = append(r.Providers, p.label())
+			}
+			break // the first matching entry wins, as in kube-apiserver
+		}
+		switch {
+		case len(r.Providers) == 0:
+			r.Problems = append(r.Problems, "not listed: stored in plaintext")
+		case r.Providers[0] == "identity":
+			r.Problems = append(r.Problems, "identity is first: new writes are stored in plaintext")
+		case r.Providers[0] != "kms:v2:"+provider:
+			r.Encrypted = true
+			r.Problems = append(r.Problems, fmt.Sprintf("first provider is %s, not kms:v2:%s", r.Providers[0], provider))
+		default:
+			r.Encrypted = true
+		}
+		for _, p := range r.Providers {
+			if strings.HasPrefix(p, "kms:v1:") {
+				r.Problems = append(r.Problems, p+" is KMS v1, deprecated: migrate to v2")
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// matches follows kube-apiserver's forms: "secrets", "widgets.example.com",
+// "*.example.com", "*.*".
+func matches(list []string, res string) bool {
+	_, group, _ := strings.Cut(res, ".")
+	for _, r := range list {
+		switch {
+		case r == res, r == "*.*":
+			return true
+		case r == "*."+group && group != "":
+			return true
+		case r == "*." && group == "":
+			return true
+		}
+	}
+	return false
+}
