@@ -63,12 +63,7 @@ func runTrim(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	facts := rotation.Facts{CurrentKeyID: keyID, MinDecryptionVersion: tk.MinDecryption, Plaintext: rep.Plaintext(), Stale: rep.Stale(), ByKeyID: map[string]int{}}
-	for _, r := range rep.Resources {
-		for k, n := range r.ByKeyID {
-			facts.ByKeyID[k] += n
-		}
-	}
+	facts := rotation.Facts{CurrentKeyID: keyID, MinDecryptionVersion: tk.MinDecryption, Plaintext: rep.Plaintext(), Stale: rep.Stale(), ByKeyID: rep.ByKeyID()}
 	if keys, err := c.apiServerKeys(ctx); err == nil && len(keys) > 0 {
 		facts.APIServersKnown = true
 		facts.APIServersAgree, _ = keysource.Agreement(keys, c.provider, keyID)

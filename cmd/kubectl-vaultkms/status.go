@@ -54,12 +54,7 @@ func runStatus(ctx context.Context, args []string) error {
 	st := statusReport{CurrentKeyID: keyID, KeyIDSource: source, KeyVersion: cur.Version, Scan: rep,
 		Plaintext: rep.Plaintext(), Stale: rep.Stale(), ObjectsByVersion: map[int]int{}}
 	st.KeyVersionAge = time.Since(cur.Created).Round(time.Second).String()
-	facts := rotation.Facts{CurrentKeyID: keyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: map[string]int{}}
-	for _, r := range rep.Resources {
-		for k, n := range r.ByKeyID {
-			facts.ByKeyID[k] += n
-		}
-	}
+	facts := rotation.Facts{CurrentKeyID: keyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()}
 	for _, vn := range rotation.VersionCounts(facts.ByKeyID, cur) {
 		st.ObjectsByVersion[vn[0]] = vn[1]
 	}

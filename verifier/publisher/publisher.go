@@ -104,18 +104,14 @@ func Build(rep scan.Report, scanErr error, now time.Time) v1alpha1.EncryptionSta
 	}
 	at := metav1.NewTime(rep.ScannedAt)
 	st.CurrentKeyID, st.Revision, st.ScannedAt = rep.CurrentKeyID, rep.Revision, &at
-	byKeyID := map[string]int{}
 	for _, r := range rep.Resources {
 		st.Total += r.Total
 		st.Plaintext += r.Plaintext
 		st.Stale += r.Stale
 		st.Current += r.Current
 		st.Resources = append(st.Resources, v1alpha1.ResourceEncryption{Resource: r.Resource, Total: r.Total, Plaintext: r.Plaintext, Stale: r.Stale, Current: r.Current, ByProvider: r.ByProvider, ByKeyID: r.ByKeyID})
-		for k, n := range r.ByKeyID {
-			byKeyID[k] += n
-		}
 	}
-	d := rotation.Decide(rotation.Facts{CurrentKeyID: rep.CurrentKeyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: byKeyID})
+	d := rotation.Decide(rotation.Facts{CurrentKeyID: rep.CurrentKeyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()})
 	st.RotationStage, st.NextAction = string(d.Stage), d.NextAction
 	// Without Vault's min_decryption_version the publisher cannot tell
 	// "migrated" (trim pending) from "current"; report what it knows.

@@ -85,6 +85,17 @@ func (r Report) Stale() int {
 	return n
 }
 
+// ByKeyID sums the objects of every resource per stored key_id.
+func (r Report) ByKeyID() map[string]int {
+	out := map[string]int{}
+	for _, c := range r.Resources {
+		for k, n := range c.ByKeyID {
+			out[k] += n
+		}
+	}
+	return out
+}
+
 // Plaintext sums the plaintext objects of every resource.
 func (r Report) Plaintext() int {
 	n := 0

@@ -26,3 +26,10 @@ func TestParseResources(t *testing.T) {
 		}
 	}
 }
+
+func TestReportByKeyID(t *testing.T) {
+	r := Report{Resources: []Counts{{ByKeyID: map[string]int{"a": 2, "b": 1}}, {ByKeyID: map[string]int{"a": 3}}}}
+	if got := r.ByKeyID(); got["a"] != 5 || got["b"] != 1 || len(got) != 2 {
+		t.Fatalf("ByKeyID = %v", got)
+	}
+}
