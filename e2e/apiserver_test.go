@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
-	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
@@ -64,7 +64,7 @@ func TestAPIServerEncryptsThroughVault(t *testing.T) {
 		if sv.KeyID != keyID1 {
 			t.Fatalf("stored key_id %q, want %q", sv.KeyID, keyID1)
 		}
-		if _, err := kmsplugin.ParseKeyID(sv.KeyID); err != nil {
+		if _, err := transitkey.ParseKeyID(sv.KeyID); err != nil {
 			t.Fatalf("stored key_id does not parse: %v", err)
 		}
 		got, err := cp.Client.CoreV1().Secrets("default").Get(ctx, "first", metav1.GetOptions{})
@@ -90,7 +90,7 @@ func TestAPIServerEncryptsThroughVault(t *testing.T) {
 			time.Sleep(2 * time.Second)
 		}
 		t.Logf("new key_id in etcd %s after the rotation", time.Since(start).Round(time.Second))
-		k2, err := kmsplugin.ParseKeyID(keyID2)
+		k2, err := transitkey.ParseKeyID(keyID2)
 		if err != nil || k2.Version != 2 || keyID2 != p.Plugin.CurrentKeyID() {
 			t.Fatalf("key_id after rotation %q (%v), plugin reports %q", keyID2, err, p.Plugin.CurrentKeyID())
 		}

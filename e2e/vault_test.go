@@ -13,8 +13,8 @@ import (
 	kmsapi "k8s.io/kms/apis/v2"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
-	"github.com/vaultkms/vaultkms/kmsplugin"
 )
 
 const (
@@ -76,7 +76,7 @@ func TestAuthMethods(t *testing.T) {
 		p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: vault.TokenFile{Path: harness.TokenFile(t, tok)}})
 		p.WaitKeyID(t, 20*time.Second)
 		id := roundTrip(t, p.Client(t), "seed-token")
-		if _, err := kmsplugin.ParseKeyID(id); err != nil {
+		if _, err := transitkey.ParseKeyID(id); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -309,7 +309,7 @@ func TestRotationAndRetiredVersions(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	id2 := roundTrip(t, c, "v2 seed")
-	k2, _ := kmsplugin.ParseKeyID(id2)
+	k2, _ := transitkey.ParseKeyID(id2)
 	if k2.Version != 2 {
 		t.Fatalf("after one rotation key_id %q has version %d", id2, k2.Version)
 	}
@@ -338,7 +338,7 @@ func TestRotationAndRetiredVersions(t *testing.T) {
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		id := p.Plugin.CurrentKeyID()
-		if k, _ := kmsplugin.ParseKeyID(id); k.Version == 1 {
+		if k, _ := transitkey.ParseKeyID(id); k.Version == 1 {
 			if id == id1 {
 				t.Fatalf("recreated key repeats key_id %q", id)
 			}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/kms/pkg/service"
 	"k8s.io/utils/clock"
 
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -62,7 +63,7 @@ func (c *Config) defaults() {
 
 // transitAPI is the part of Transit the plugin uses.
 type transitAPI interface {
-	ReadKey(ctx context.Context) (KeyInfo, error)
+	ReadKey(ctx context.Context) (transitkey.KeyInfo, error)
 	EncryptBatch(ctx context.Context, items []encryptItem) ([]itemResult, error)
 	DecryptBatch(ctx context.Context, ciphertexts []string) ([]itemResult, error)
 }
@@ -81,7 +82,7 @@ type encryptItem struct {
 
 // currentKey is the key version Status reports and Encrypt pins.
 type currentKey struct {
-	id    KeyID
+	id    transitkey.KeyID
 	text  string
 	since time.Time
 }
@@ -171,7 +172,7 @@ func (p *Plugin) refresh(ctx context.Context) {
 	}
 	p.countRefresh("ok")
 	v := ki.LatestVersion
-	id := KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key, Version: v, Created: ki.Created[v]}
+	id := transitkey.KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key, Version: v, Created: ki.Created[v]}
 	text := id.String()
 	prev := p.current.Load()
 	if prev == nil || prev.text != text {
@@ -287,7 +288,7 @@ func (p *Plugin) encrypt(ctx context.Context, data []byte) (*service.EncryptResp
 	if err != nil {
 		return nil, p.grpcError("encrypt", err)
 	}
-	v, err := ciphertextVersion(ct)
+	v, err := transitkey.CiphertextVersion(ct)
 	if err != nil {
 		return nil, status.Error(codes.Internal, "transit encrypt: "+err.Error())
 	}
@@ -306,18 +307,18 @@ func (p *Plugin) Decrypt(ctx context.Context, _ string, req *service.DecryptRequ
 }
 
 func (p *Plugin) decrypt(ctx context.Context, req *service.DecryptRequest) ([]byte, error) {
-	kid, err := ParseKeyID(req.KeyID)
+	kid, err := transitkey.ParseKeyID(req.KeyID)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	want := KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key}
+	want := transitkey.KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key}
 	if !kid.SameKey(want) {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"seed was wrapped by transit key %q in mount %q (namespace %q), but this plugin uses key %q in mount %q (namespace %q)",
 			kid.Key, kid.Mount, kid.Namespace, want.Key, want.Mount, want.Namespace)
 	}
 	ct := string(req.Ciphertext)
-	v, err := ciphertextVersion(ct)
+	v, err := transitkey.CiphertextVersion(ct)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/kms/pkg/service"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -21,14 +22,14 @@ import (
 // (which key_id, which health); Vault itself is exercised in e2e/.
 type stubTransit struct {
 	mu      sync.Mutex
-	info    KeyInfo
+	info    transitkey.KeyInfo
 	readErr error
 	encErr  error
 	reads   int
 	asked   []int
 }
 
-func (s *stubTransit) ReadKey(context.Context) (KeyInfo, error) {
+func (s *stubTransit) ReadKey(context.Context) (transitkey.KeyInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
@@ -72,8 +73,8 @@ func newTestPlugin(tr *stubTransit) (*Plugin, *clocktesting.FakeClock) {
 	return p, clk
 }
 
-func keyInfo(latest int) KeyInfo {
-	ki := KeyInfo{LatestVersion: latest, MinDecryptionVersion: 1, Created: map[int]time.Time{}}
+func keyInfo(latest int) transitkey.KeyInfo {
+	ki := transitkey.KeyInfo{LatestVersion: latest, MinDecryptionVersion: 1, Created: map[int]time.Time{}}
 	for v := 1; v <= latest; v++ {
 		ki.Created[v] = time.Unix(int64(1000*v), 0).UTC()
 	}
@@ -119,7 +120,7 @@ func TestStatusAndEncryptAgreeAcrossRotation(t *testing.T) {
 	if st2.KeyID == st.KeyID || enc3.KeyID != st2.KeyID || tr.asked[len(tr.asked)-1] != 2 {
 		t.Fatalf("after refresh: status %q, encrypt %q, asked version %d", st2.KeyID, enc3.KeyID, tr.asked[len(tr.asked)-1])
 	}
-	id, err := ParseKeyID(st2.KeyID)
+	id, err := transitkey.ParseKeyID(st2.KeyID)
 	if err != nil || id.Version != 2 || !id.Created.Equal(time.Unix(2000, 0)) {
 		t.Fatalf("key_id %q parsed to %+v, %v", st2.KeyID, id, err)
 	}
@@ -163,7 +164,7 @@ func TestDecryptChecksKeyIDAgainstCiphertext(t *testing.T) {
 	tr := &stubTransit{info: keyInfo(2)}
 	p, _ := newTestPlugin(tr)
 	p.refresh(context.Background())
-	good := KeyID{Mount: "transit", Key: "kms", Version: 2, Created: time.Unix(2000, 0)}.String()
+	good := transitkey.KeyID{Mount: "transit", Key: "kms", Version: 2, Created: time.Unix(2000, 0)}.String()
 	cases := []struct {
 		name string
 		req  service.DecryptRequest
@@ -172,7 +173,7 @@ func TestDecryptChecksKeyIDAgainstCiphertext(t *testing.T) {
 		{"matching", service.DecryptRequest{KeyID: good, Ciphertext: []byte("vault:v2:eA==")}, codes.OK},
 		{"version mismatch", service.DecryptRequest{KeyID: good, Ciphertext: []byte("vault:v1:eA==")}, codes.InvalidArgument},
 		{"foreign key_id", service.DecryptRequest{KeyID: "aws:arn:x", Ciphertext: []byte("vault:v2:eA==")}, codes.InvalidArgument},
-		{"other transit key", service.DecryptRequest{KeyID: KeyID{Mount: "transit", Key: "other", Version: 2, Created: time.Unix(2000, 0)}.String(), Ciphertext: []byte("vault:v2:eA==")}, codes.FailedPrecondition},
+		{"other transit key", service.DecryptRequest{KeyID: transitkey.KeyID{Mount: "transit", Key: "other", Version: 2, Created: time.Unix(2000, 0)}.String(), Ciphertext: []byte("vault:v2:eA==")}, codes.FailedPrecondition},
 		{"not a transit ciphertext", service.DecryptRequest{KeyID: good, Ciphertext: []byte{0, 1, 2}}, codes.InvalidArgument},
 	}
 	for _, tc := range cases {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
@@ -43,7 +43,7 @@ func runStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cur, err := kmsplugin.ParseKeyID(keyID)
+	cur, err := transitkey.ParseKeyID(keyID)
 	if err != nil {
 		return fmt.Errorf("current key_id: %w", err)
 	}

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	kmsapi "k8s.io/kms/apis/v2"
 
-	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 )
 
 // FromPlugin asks the plugin on socket for its Status.
@@ -39,7 +39,7 @@ func FromPlugin(ctx context.Context, socket string) (keyID, healthz string, err 
 
 // TransitKey describes the Transit key as the verifier needs it.
 type TransitKey struct {
-	Current        kmsplugin.KeyID
+	Current        transitkey.KeyID
 	MinDecryption  int
 	Versions       map[int]time.Time
 	LatestVersion  int
@@ -50,12 +50,12 @@ type TransitKey struct {
 // FromVault reads the Transit key and builds the key_id the plugin reports
 // for its latest version.
 func FromVault(ctx context.Context, c *api.Client, namespace, mount, key string) (TransitKey, error) {
-	ki, err := kmsplugin.NewTransit(c, mount, key, nil).ReadKey(ctx)
+	ki, err := transitkey.Read(ctx, c, mount, key)
 	if err != nil {
 		return TransitKey{}, err
 	}
 	return TransitKey{
-		Current:       kmsplugin.KeyID{Namespace: namespace, Mount: mount, Key: key, Version: ki.LatestVersion, Created: ki.Created[ki.LatestVersion]},
+		Current:       transitkey.KeyID{Namespace: namespace, Mount: mount, Key: key, Version: ki.LatestVersion, Created: ki.Created[ki.LatestVersion]},
 		MinDecryption: ki.MinDecryptionVersion,
 		Versions:      ki.Created,
 		LatestVersion: ki.LatestVersion,

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 )
 
 // Stage is where a rotation stands.
@@ -59,7 +59,7 @@ type Decision struct {
 
 // Decide names the stage and the next action.
 func Decide(f Facts) Decision {
-	cur, err := kmsplugin.ParseKeyID(f.CurrentKeyID)
+	cur, err := transitkey.ParseKeyID(f.CurrentKeyID)
 	if err != nil {
 		return Decision{Stage: Migrating, NextAction: "cannot tell the current key_id: " + err.Error()}
 	}
@@ -95,13 +95,13 @@ func Decide(f Facts) Decision {
 
 // LowestVersionInUse returns the oldest version of cur's key that any
 // counted key_id names, or 0.
-func LowestVersionInUse(byKeyID map[string]int, cur kmsplugin.KeyID) int {
+func LowestVersionInUse(byKeyID map[string]int, cur transitkey.KeyID) int {
 	lowest := 0
 	for id, n := range byKeyID {
 		if n == 0 {
 			continue
 		}
-		k, err := kmsplugin.ParseKeyID(id)
+		k, err := transitkey.ParseKeyID(id)
 		if err != nil || !k.SameKey(cur) {
 			continue
 		}
@@ -113,10 +113,10 @@ func LowestVersionInUse(byKeyID map[string]int, cur kmsplugin.KeyID) int {
 }
 
 // VersionCounts sums objects per version of cur's key, oldest first.
-func VersionCounts(byKeyID map[string]int, cur kmsplugin.KeyID) [][2]int {
+func VersionCounts(byKeyID map[string]int, cur transitkey.KeyID) [][2]int {
 	m := map[int]int{}
 	for id, n := range byKeyID {
-		if k, err := kmsplugin.ParseKeyID(id); err == nil && k.SameKey(cur) {
+		if k, err := transitkey.ParseKeyID(id); err == nil && k.SameKey(cur) {
 			m[k.Version] += n
 		}
 	}
@@ -130,7 +130,7 @@ func VersionCounts(byKeyID map[string]int, cur kmsplugin.KeyID) [][2]int {
 
 // CheckTrim says whether min_decryption_version may be raised to to.
 func CheckTrim(f Facts, to int) error {
-	cur, err := kmsplugin.ParseKeyID(f.CurrentKeyID)
+	cur, err := transitkey.ParseKeyID(f.CurrentKeyID)
 	if err != nil {
 		return fmt.Errorf("cannot tell the current key_id: %w", err)
 	}

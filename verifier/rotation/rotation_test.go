@@ -5,15 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vaultkms/vaultkms/kmsplugin"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 )
 
 func kid(v int) string {
-	return kmsplugin.KeyID{Mount: "transit", Key: "kms", Version: v, Created: time.Unix(int64(1000*v), 0)}.String()
+	return transitkey.KeyID{Mount: "transit", Key: "kms", Version: v, Created: time.Unix(int64(1000*v), 0)}.String()
 }
 
 func TestDecide(t *testing.T) {
-	other := kmsplugin.KeyID{Mount: "transit", Key: "other", Version: 1, Created: time.Unix(5, 0)}.String()
+	other := transitkey.KeyID{Mount: "transit", Key: "other", Version: 1, Created: time.Unix(5, 0)}.String()
 	cases := []struct {
 		name   string
 		facts  Facts

@@ -1,4 +1,8 @@
-package kmsplugin
+// Package transitkey names Transit key versions the way vaultkms records
+// them (the key_id kube-apiserver stores beside every object) and reads a
+// Transit key's versions. It is a leaf: the plugin, the verifier and the
+// controller share it without linking each other.
+package transitkey
 
 import (
 	"fmt"
@@ -7,7 +11,7 @@ import (
 	"time"
 )
 
-// KeyIDPrefix starts every key_id this plugin reports. The number after the
+// KeyIDPrefix starts every key_id vaultkms reports. The number after the
 // dot is the format's version, so the format can change without ambiguity.
 const KeyIDPrefix = "vaultkms.v1"
 
@@ -109,8 +113,8 @@ func unescapeField(s string) (string, error) {
 	return b.String(), nil
 }
 
-// ciphertextVersion reads N from a Transit ciphertext "vault:vN:...".
-func ciphertextVersion(ct string) (int, error) {
+// CiphertextVersion reads N from a Transit ciphertext "vault:vN:...".
+func CiphertextVersion(ct string) (int, error) {
 	rest, ok := strings.CutPrefix(ct, "vault:v")
 	if !ok {
 		return 0, fmt.Errorf("ciphertext is not a Transit ciphertext (no vault:v prefix)")

@@ -1,4 +1,4 @@
-package kmsplugin
+package transitkey
 
 import (
 	"strings"
@@ -69,13 +69,13 @@ func TestParseKeyIDRejects(t *testing.T) {
 func TestCiphertextVersion(t *testing.T) {
 	cases := map[string]int{"vault:v1:abc": 1, "vault:v27:": 27}
 	for ct, want := range cases {
-		if got, err := ciphertextVersion(ct); err != nil || got != want {
-			t.Errorf("ciphertextVersion(%q) = %d, %v; want %d", ct, got, err, want)
+		if got, err := CiphertextVersion(ct); err != nil || got != want {
+			t.Errorf("CiphertextVersion(%q) = %d, %v; want %d", ct, got, err, want)
 		}
 	}
 	for _, ct := range []string{"", "vault:", "vault:v:x", "vault:v0:x", "vault:v1", "vault:v01:x", "v1:abc"} {
-		if _, err := ciphertextVersion(ct); err == nil {
-			t.Errorf("ciphertextVersion(%q) succeeded", ct)
+		if _, err := CiphertextVersion(ct); err == nil {
+			t.Errorf("CiphertextVersion(%q) succeeded", ct)
 		}
 	}
 }
@@ -105,7 +105,7 @@ func FuzzCiphertextVersion(f *testing.F) {
 	f.Add("vault:v1:abc")
 	f.Add("vault:v99999999999999999999:x")
 	f.Fuzz(func(t *testing.T, s string) {
-		v, err := ciphertextVersion(s)
+		v, err := CiphertextVersion(s)
 		if err == nil && v < 1 {
 			t.Fatalf("version %d accepted from %q", v, s)
 		}
@@ -120,7 +120,7 @@ func FuzzParseKeyInfo(f *testing.F) {
 			"min_decryption_version": float64(minDec), "min_encryption_version": float64(0),
 			"keys": map[string]any{v1: float64(c1), v2: map[string]any{"creation_time": "2026-01-01T00:00:00Z"}},
 		}
-		ki, err := parseKeyInfo(d)
+		ki, err := ParseKeyInfo(d)
 		if err != nil {
 			return
 		}
