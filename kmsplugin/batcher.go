@@ -2,9 +2,14 @@ package kmsplugin
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 )
+
+// errQueueFull is returned when more calls wait than the queue holds:
+// answering at once lets the caller back off instead of timing out.
+var errQueueFull = errors.New("too many calls are waiting for vault; retry later")
 
 // batcher coalesces concurrent calls into batches. A call that finds a free
 // slot goes out at once, together with whatever is already queued, so a
@@ -17,6 +22,8 @@ type batcher[In, Out any] struct {
 	maxInFlight int
 	// observe, when set, is told each batch's size.
 	observe func(size int)
+	// maxQueue caps waiting calls; 0 means no cap.
+	maxQueue int
 
 	mu       sync.Mutex
 	inFlight int
@@ -40,6 +47,11 @@ func newBatcher[In, Out any](maxBatch, maxInFlight int, do func(context.Context,
 func (b *batcher[In, Out]) Submit(ctx context.Context, in In) (Out, error) {
 	c := &call[In, Out]{ctx: ctx, in: in, done: make(chan struct{})}
 	b.mu.Lock()
+	if b.maxQueue > 0 && len(b.queue) >= b.maxQueue && b.inFlight >= b.maxInFlight {
+		b.mu.Unlock()
+		var zero Out
+		return zero, errQueueFull
+	}
 	b.queue = append(b.queue, c)
 	var batch []*call[In, Out]
 	if b.inFlight < b.maxInFlight {

@@ -19,6 +19,11 @@ type healthInputs struct {
 	Failing       bool
 	FailingSince  time.Time
 	FailureReason string
+	// EncryptFailing is true while Vault answers encrypt requests but
+	// rejects every item (a key that cannot encrypt, a wrong key type):
+	// kube-apiserver must not be told "ok" while no seed can be wrapped.
+	EncryptFailing bool
+	EncryptFailure string
 	// TokenValid, TokenExpiry and TokenReason come from the Vault session.
 	TokenValid  bool
 	TokenExpiry time.Time
@@ -40,6 +45,8 @@ func (h healthInputs) evaluate(now time.Time, maxSilence time.Duration) string {
 		return "transit key not read yet: " + orUnknown(h.FailureReason)
 	case h.Failing:
 		return fmt.Sprintf("vault failing since %s: %s", h.FailingSince.UTC().Format(time.RFC3339), orUnknown(h.FailureReason))
+	case h.EncryptFailing:
+		return "vault rejects every encrypt: " + orUnknown(h.EncryptFailure)
 	case now.Sub(h.LastSuccess) > maxSilence:
 		return fmt.Sprintf("no answer from vault since %s", h.LastSuccess.UTC().Format(time.RFC3339))
 	}

@@ -3,15 +3,18 @@
 package kmsplugin
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/kms/pkg/service"
@@ -41,7 +44,22 @@ type Config struct {
 	// Transit requests per operation. Defaults 128 and 2: fewer requests
 	// in flight make bigger batches, which is what spares Vault's CPU.
 	MaxBatch, MaxInFlight int
+	// MaxQueue caps calls waiting for a Transit request per operation;
+	// beyond it calls fail at once with ResourceExhausted instead of
+	// piling up. Default 4096.
+	MaxQueue int
 }
+
+// Limits kube-apiserver enforces on what a plugin returns.
+const (
+	maxKeyIDLen      = 1024
+	maxCiphertextLen = 1024
+)
+
+// AssociatedDataAnnotation records a hash of --associated-data next to
+// every wrapped seed, so a changed value is named in the error instead of
+// surfacing as Vault's "message authentication failed".
+const AssociatedDataAnnotation = "associated-data.vaultkms.io"
 
 func (c *Config) defaults() {
 	if c.RefreshInterval <= 0 {
@@ -59,24 +77,33 @@ func (c *Config) defaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 2
 	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 4096
+	}
+	c.Mount = transitkey.NormalizeMount(c.Mount)
+	c.Namespace = transitkey.NormalizeNamespace(c.Namespace)
 }
 
 // transitAPI is the part of Transit the plugin uses.
 type transitAPI interface {
 	ReadKey(ctx context.Context) (transitkey.KeyInfo, error)
-	EncryptBatch(ctx context.Context, items []encryptItem) ([]itemResult, error)
-	DecryptBatch(ctx context.Context, ciphertexts []string) ([]itemResult, error)
+	EncryptBatch(ctx context.Context, token string, items []encryptItem) ([]itemResult, error)
+	DecryptBatch(ctx context.Context, token string, ciphertexts []string) ([]itemResult, error)
 }
 
 // tokenWatcher is the part of the Vault session the plugin uses.
 type tokenWatcher interface {
 	State() vault.TokenState
-	// Relogin logs in again after Vault refused the token and waits for it.
-	Relogin(ctx context.Context) error
+	// Token is the token requests are made with.
+	Token() string
+	// Refused reports a 403 to a request made with token; nil means a
+	// newer token is in place and the request may be retried once.
+	Refused(ctx context.Context, token string) error
 }
 
 type encryptItem struct {
 	version   int
+	created   time.Time
 	plaintext []byte
 }
 
@@ -94,7 +121,7 @@ type Plugin struct {
 	transit transitAPI
 	tokens  tokenWatcher
 	clock   clock.WithTicker
-	log     *slog.Logger
+	log     logr.Logger
 	m       *Metrics
 
 	current    atomic.Pointer[currentKey]
@@ -105,22 +132,29 @@ type Plugin struct {
 
 	enc *batcher[encryptItem, string]
 	dec *batcher[string, string]
+	// adHash is the AssociatedDataAnnotation value, nil without AD.
+	adHash []byte
 }
 
 var _ service.Service = (*Plugin)(nil)
 
 // New returns a plugin; call Run to start its refresher.
-func New(cfg Config, transit transitAPI, tokens tokenWatcher, m *Metrics, clk clock.WithTicker, log *slog.Logger) *Plugin {
+func New(cfg Config, transit transitAPI, tokens tokenWatcher, m *Metrics, clk clock.WithTicker, log logr.Logger) *Plugin {
 	cfg.defaults()
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	if log == nil {
-		log = slog.Default()
+	if log.GetSink() == nil {
+		log = logr.Discard()
 	}
 	p := &Plugin{cfg: cfg, transit: transit, tokens: tokens, clock: clk, log: log, m: m, refreshNow: make(chan struct{}, 1)}
 	p.enc = newBatcher(cfg.MaxBatch, cfg.MaxInFlight, p.encryptBatch)
 	p.dec = newBatcher(cfg.MaxBatch, cfg.MaxInFlight, p.decryptBatch)
+	p.enc.maxQueue, p.dec.maxQueue = cfg.MaxQueue, cfg.MaxQueue
+	if len(cfg.AssociatedData) > 0 {
+		sum := sha256.Sum256(cfg.AssociatedData)
+		p.adHash = []byte("sha256:" + hex.EncodeToString(sum[:]))
+	}
 	if m != nil {
 		p.enc.observe = func(n int) { m.batchSize.WithLabelValues("encrypt").Observe(float64(n)) }
 		p.dec.observe = func(n int) { m.batchSize.WithLabelValues("decrypt").Observe(float64(n)) }
@@ -155,6 +189,7 @@ func (p *Plugin) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 	defer cancel()
 	start := p.clock.Now()
+	tok := p.token()
 	ki, err := p.transit.ReadKey(ctx)
 	p.observeVault("read_key", start, err)
 	p.noteVault(err)
@@ -164,9 +199,9 @@ func (p *Plugin) refresh(ctx context.Context) {
 		}
 		p.countRefresh("error")
 		if vault.Classify(err) == vault.KindDenied && p.tokens != nil {
-			p.tokens.Relogin(ctx)
+			p.tokens.Refused(ctx, tok)
 		}
-		p.log.Warn("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
+		p.log.Info("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
 		p.publishHealth()
 		return
 	}
@@ -174,13 +209,23 @@ func (p *Plugin) refresh(ctx context.Context) {
 	v := ki.LatestVersion
 	id := transitkey.KeyID{Namespace: p.cfg.Namespace, Mount: p.cfg.Mount, Key: p.cfg.Key, Version: v, Created: ki.Created[v]}
 	text := id.String()
+	if len(text) > maxKeyIDLen {
+		// kube-apiserver refuses such a key_id; saying so here is clearer.
+		p.hmu.Lock()
+		p.h.KeyKnown = false
+		p.h.FailureReason = fmt.Sprintf("key_id would be %d bytes, kube-apiserver allows %d: use a shorter --transit-key, --transit-mount or --vault-namespace", len(text), maxKeyIDLen)
+		p.hmu.Unlock()
+		p.current.Store(nil)
+		p.publishHealth()
+		return
+	}
 	prev := p.current.Load()
 	if prev == nil || prev.text != text {
 		p.current.Store(&currentKey{id: id, text: text, since: p.clock.Now()})
 		if prev == nil {
-			p.log.Info("transit key read", "version", v, "key_id", text)
+			p.log.Info("transit key read", "version", v, "keyID", text)
 		} else {
-			p.log.Info("transit key changed", "from_version", prev.id.Version, "to_version", v, "key_id", text)
+			p.log.Info("transit key changed", "fromVersion", prev.id.Version, "toVersion", v, "keyID", text)
 		}
 	}
 	p.hmu.Lock()
@@ -284,9 +329,12 @@ func (p *Plugin) encrypt(ctx context.Context, data []byte) (*service.EncryptResp
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 	defer cancel()
-	ct, err := p.enc.Submit(ctx, encryptItem{version: cur.id.Version, plaintext: data})
+	ct, err := p.enc.Submit(ctx, encryptItem{version: cur.id.Version, created: cur.id.Created, plaintext: data})
 	if err != nil {
 		return nil, p.grpcError("encrypt", err)
+	}
+	if len(ct) > maxCiphertextLen {
+		return nil, status.Errorf(codes.Internal, "transit returned a %d-byte ciphertext; kube-apiserver allows %d: use a key type with shorter ciphertexts (aes256-gcm96)", len(ct), maxCiphertextLen)
 	}
 	v, err := transitkey.CiphertextVersion(ct)
 	if err != nil {
@@ -295,7 +343,11 @@ func (p *Plugin) encrypt(ctx context.Context, data []byte) (*service.EncryptResp
 	if v != cur.id.Version {
 		return nil, status.Errorf(codes.Internal, "transit encrypted with key version %d, asked for %d", v, cur.id.Version)
 	}
-	return &service.EncryptResponse{Ciphertext: []byte(ct), KeyID: cur.text}, nil
+	resp := &service.EncryptResponse{Ciphertext: []byte(ct), KeyID: cur.text}
+	if p.adHash != nil {
+		resp.Annotations = map[string][]byte{AssociatedDataAnnotation: p.adHash}
+	}
+	return resp, nil
 }
 
 // Decrypt unwraps a seed wrapped by any key version Vault still allows.
@@ -307,6 +359,12 @@ func (p *Plugin) Decrypt(ctx context.Context, _ string, req *service.DecryptRequ
 }
 
 func (p *Plugin) decrypt(ctx context.Context, req *service.DecryptRequest) ([]byte, error) {
+	if len(req.KeyID) > maxKeyIDLen || len(req.Ciphertext) > maxCiphertextLen {
+		return nil, status.Errorf(codes.InvalidArgument, "key_id (%d bytes) or ciphertext (%d bytes) longer than the %d bytes kube-apiserver allows", len(req.KeyID), len(req.Ciphertext), maxCiphertextLen)
+	}
+	if got, ok := req.Annotations[AssociatedDataAnnotation]; ok && !bytes.Equal(got, p.adHash) {
+		return nil, status.Error(codes.FailedPrecondition, "this seed was wrapped with a different --associated-data than the plugin has now (the annotation "+AssociatedDataAnnotation+" records its hash): start the plugin with the value it was wrapped with")
+	}
 	kid, err := transitkey.ParseKeyID(req.KeyID)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -341,6 +399,9 @@ func (p *Plugin) decrypt(ctx context.Context, req *service.DecryptRequest) ([]by
 // grpcError maps a Vault failure to the gRPC code kube-apiserver expects:
 // Unavailable for anything that waiting can fix.
 func (p *Plugin) grpcError(op string, err error) error {
+	if errors.Is(err, errQueueFull) {
+		return status.Errorf(codes.ResourceExhausted, "%s: %v", op, err)
+	}
 	switch vault.Classify(err) {
 	case vault.KindUnavailable:
 		return status.Errorf(codes.Unavailable, "vault %s: %s", op, vault.Describe(err))
@@ -356,15 +417,77 @@ func (p *Plugin) grpcError(op string, err error) error {
 
 // encryptBatch and decryptBatch are the batchers' Vault calls.
 func (p *Plugin) encryptBatch(ctx context.Context, items []encryptItem) ([]string, []error, error) {
-	return p.transitBatch(ctx, "encrypt", func(ctx context.Context) ([]itemResult, error) {
-		return p.transit.EncryptBatch(ctx, items)
+	// The key is read beside the encrypt: a key deleted and created again
+	// under the same name keeps its version numbers, and only the
+	// version's creation time tells the new key from the old. A seed
+	// wrapped by the new key must not leave with the old key_id.
+	type readResult struct {
+		ki  transitkey.KeyInfo
+		err error
+	}
+	readc := make(chan readResult, 1)
+	go func() {
+		ki, err := p.transit.ReadKey(ctx)
+		readc <- readResult{ki, err}
+	}()
+	outs, errs, err := p.transitBatch(ctx, "encrypt", func(ctx context.Context, tok string) ([]itemResult, error) {
+		return p.transit.EncryptBatch(ctx, tok, items)
 	})
+	rr := <-readc
+	if err != nil {
+		return outs, errs, err
+	}
+	if rr.err == nil {
+		changed := false
+		for i, it := range items {
+			if c, ok := rr.ki.Created[it.version]; !ok || !c.Equal(it.created) {
+				changed = true
+				outs[i], errs[i] = "", &vault.Error{Kind: vault.KindUnavailable, Op: "transit encrypt", Detail: fmt.Sprintf("key version %d changed (the key was deleted and created again); its new key_id is being read, retry", it.version)}
+			}
+		}
+		if changed {
+			p.requestRefresh()
+		}
+	}
+	p.noteEncryptItems(errs)
+	return outs, errs, nil
 }
 
 func (p *Plugin) decryptBatch(ctx context.Context, cts []string) ([]string, []error, error) {
-	return p.transitBatch(ctx, "decrypt", func(ctx context.Context) ([]itemResult, error) {
-		return p.transit.DecryptBatch(ctx, cts)
+	return p.transitBatch(ctx, "decrypt", func(ctx context.Context, tok string) ([]itemResult, error) {
+		return p.transit.DecryptBatch(ctx, tok, cts)
 	})
+}
+
+// noteEncryptItems records, for health, whether an encrypt batch that
+// Vault answered had any item succeed.
+func (p *Plugin) noteEncryptItems(errs []error) {
+	var firstErr error
+	for _, e := range errs {
+		if e == nil {
+			p.hmu.Lock()
+			p.h.EncryptFailing = false
+			p.hmu.Unlock()
+			return
+		}
+		if firstErr == nil {
+			firstErr = e
+		}
+	}
+	if firstErr == nil || vault.Classify(firstErr) == vault.KindUnavailable {
+		return
+	}
+	p.hmu.Lock()
+	p.h.EncryptFailing, p.h.EncryptFailure = true, vault.Describe(firstErr)
+	p.hmu.Unlock()
+	p.publishHealth()
+}
+
+func (p *Plugin) token() string {
+	if p.tokens == nil {
+		return ""
+	}
+	return p.tokens.Token()
 }
 
 // retryWaits are the pauses before the second and third attempt of a
@@ -372,20 +495,22 @@ func (p *Plugin) decryptBatch(ctx context.Context, cts []string) ([]string, []er
 // is always safe; it happens only while the caller's deadline allows.
 var retryWaits = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}
 
-func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.Context) ([]itemResult, error)) ([]string, []error, error) {
+func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.Context, string) ([]itemResult, error)) ([]string, []error, error) {
 	var res []itemResult
 	var err error
 	relogged := false
 	for attempt := 0; ; attempt++ {
 		start := p.clock.Now()
-		res, err = call(ctx)
+		tok := p.token()
+		res, err = call(ctx, tok)
 		p.observeVault(op, start, err)
 		p.noteVault(err)
 		if err != nil && vault.Classify(err) == vault.KindDenied && !relogged && p.tokens != nil {
-			// A revoked or expired token: log in again and retry once,
-			// so kube-apiserver's call still succeeds.
+			// A revoked or expired token: once a newer token is in
+			// place, retry once so kube-apiserver's call still succeeds.
+			// A valid token refused by policy is not retried.
 			relogged = true
-			if p.tokens.Relogin(ctx) == nil {
+			if p.tokens.Refused(ctx, tok) == nil {
 				attempt--
 				continue
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/kms/pkg/service"
@@ -36,7 +37,7 @@ func (s *stubTransit) ReadKey(context.Context) (transitkey.KeyInfo, error) {
 	return s.info, s.readErr
 }
 
-func (s *stubTransit) EncryptBatch(_ context.Context, items []encryptItem) ([]itemResult, error) {
+func (s *stubTransit) EncryptBatch(_ context.Context, _ string, items []encryptItem) ([]itemResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.encErr != nil {
@@ -50,7 +51,7 @@ func (s *stubTransit) EncryptBatch(_ context.Context, items []encryptItem) ([]it
 	return out, nil
 }
 
-func (s *stubTransit) DecryptBatch(_ context.Context, cts []string) ([]itemResult, error) {
+func (s *stubTransit) DecryptBatch(_ context.Context, _ string, cts []string) ([]itemResult, error) {
 	out := make([]itemResult, len(cts))
 	for i := range cts {
 		out[i].Value = "c2VlZA=="
@@ -63,13 +64,14 @@ func itoa(n int) string { return strconv.Itoa(n) }
 type stubTokens struct{ state vault.TokenState }
 
 func (s *stubTokens) State() vault.TokenState { return s.state }
-func (s *stubTokens) Relogin(context.Context) error {
+func (s *stubTokens) Token() string           { return "" }
+func (s *stubTokens) Refused(context.Context, string) error {
 	return errors.New("no vault here")
 }
 
 func newTestPlugin(tr *stubTransit) (*Plugin, *clocktesting.FakeClock) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
-	p := New(Config{Mount: "transit", Key: "kms", RefreshInterval: 10 * time.Second}, tr, &stubTokens{state: vault.TokenState{Valid: true}}, nil, clk, nil)
+	p := New(Config{Mount: "transit", Key: "kms", RefreshInterval: 10 * time.Second}, tr, &stubTokens{state: vault.TokenState{Valid: true}}, nil, clk, logr.Discard())
 	return p, clk
 }
 

@@ -112,7 +112,7 @@ func (t *Tenants) serviceAccountLogin(ctx context.Context, c *api.Client, k tena
 	m := vault.JWT{Method: "kubernetes", Mount: k.Mount, Role: k.Role, Token: func(context.Context) (string, error) { return tr.Status.Token, nil }}
 	auth, err := m.Login(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("vault login as %s/%s with role %q: %s", k.Namespace, k.ServiceAccount, k.Role, vault.Describe(err))
+		return nil, fmt.Errorf("vault login as %s/%s with role %q: %w", k.Namespace, k.ServiceAccount, k.Role, err)
 	}
 	return auth, nil
 }

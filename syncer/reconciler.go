@@ -163,7 +163,7 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.R
 func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time, exists bool, existing *corev1.Secret) (ctrl.Result, string, error) {
 	c, err := r.tenantClient(ctx, vs)
 	if err != nil {
-		return r.failed(ctx, vs, now, ReasonAuthFailed, err)
+		return r.failed(ctx, vs, now, authFailureReason(err), err)
 	}
 	ttl := wantedTTL(vs)
 	var f fetched
@@ -250,7 +250,7 @@ func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecre
 	if action == LeaseRenew {
 		c, err := r.tenantClient(ctx, vs)
 		if err != nil {
-			return r.failed(ctx, vs, now, ReasonAuthFailed, err)
+			return r.failed(ctx, vs, now, authFailureReason(err), err)
 		}
 		asked := l.ExpiresAt.Sub(renewedAt)
 		granted, err := renewLease(ctx, c, l.ID, asked)
@@ -489,8 +489,11 @@ func (r *Reconciler) appRoleClient(ctx context.Context, vs *v1alpha1.VaultSecret
 			return nil, fmt.Errorf("spec.auth.appRole: Secret %q needs keys %q and %q", a.SecretRef, roleKey, secretKey)
 		}
 		sec, err := c.Logical().WriteWithContext(ctx, "auth/"+orDefault(a.Mount, "approle")+"/login", map[string]any{"role_id": string(s.Data[roleKey]), "secret_id": string(s.Data[secretKey])})
-		if err != nil || sec == nil || sec.Auth == nil {
-			return nil, fmt.Errorf("vault approle login with Secret %s/%s: %s", vs.Namespace, a.SecretRef, vault.Describe(err))
+		if err != nil {
+			return nil, fmt.Errorf("vault approle login with Secret %s/%s: %w", vs.Namespace, a.SecretRef, vault.Wrap("log in", err))
+		}
+		if sec == nil || sec.Auth == nil {
+			return nil, fmt.Errorf("vault approle login with Secret %s/%s: vault returned no token", vs.Namespace, a.SecretRef)
 		}
 		return sec.Auth, nil
 	})

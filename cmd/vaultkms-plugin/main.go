@@ -3,6 +3,8 @@
 //
 // Every flag can also be set as VAULTKMS_<FLAG>, the flag's name in
 // capitals with dashes as underscores; a flag on the command line wins.
+// No VAULT_* variable is read: the configuration is the flags and their
+// VAULTKMS_* names only.
 package main
 
 import (
@@ -10,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vaultkms/vaultkms/internal/logging"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/kmsplugin"
 )
@@ -49,9 +51,9 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.listen, "listen", "unix:///run/vaultkms/kms.sock", "unix socket the KMS v2 API is served on")
 	fs.StringVar(&o.socketMode, "socket-mode", "0600", "permissions of the socket file (octal)")
 	fs.StringVar(&o.socketGroup, "socket-group", "", "group (name or numeric id) given to the socket file; empty keeps the process's group")
-	fs.StringVar(&o.vaultAddr, "vault-addr", getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
-	fs.StringVar(&o.vaultCACert, "vault-ca-cert", getenv("VAULT_CACERT"), "PEM file with the CA of Vault's serving certificate (default $VAULT_CACERT)")
-	fs.StringVar(&o.vaultNS, "vault-namespace", getenv("VAULT_NAMESPACE"), "Vault Enterprise namespace (default $VAULT_NAMESPACE)")
+	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, or several separated by commas, tried in order (https://, or http:// only to loopback)")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "PEM file with the CA of Vault's serving certificate; re-read when it changes (default: system roots)")
+	fs.StringVar(&o.vaultNS, "vault-namespace", "", "Vault Enterprise namespace")
 	fs.DurationVar(&o.vaultTimeout, "vault-timeout", 5*time.Second, "longest a single Vault request may take")
 	fs.StringVar(&o.transitMount, "transit-mount", "transit", "mount path of the Transit secrets engine")
 	fs.StringVar(&o.transitKey, "transit-key", "", "name of the Transit key that wraps DEK seeds (required)")
@@ -61,7 +63,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding a Vault token (auth-method token); re-read when it changes")
 	fs.StringVar(&o.approleRoleIDFile, "approle-role-id-file", "", "file holding the AppRole role ID")
 	fs.StringVar(&o.approleSecretID, "approle-secret-id-file", "", "file holding the AppRole secret ID")
-	fs.StringVar(&o.clientCert, "client-cert", "", "PEM client certificate presented to Vault (auth-method cert)")
+	fs.StringVar(&o.clientCert, "client-cert", "", "PEM client certificate presented to Vault (auth-method cert); re-read when it changes")
 	fs.StringVar(&o.clientKey, "client-key", "", "PEM key of --client-cert")
 	fs.StringVar(&o.jwtFile, "jwt-file", "", "file holding the JWT (auth-method jwt; kubernetes defaults to the pod's service account token)")
 	fs.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8787", "address serving /healthz, /readyz and /metrics; empty disables it")
@@ -139,19 +141,15 @@ func (o *options) authMethodFor() (vault.Method, error) {
 	return nil, fmt.Errorf("--auth-method %q is not one of token, approle, cert, jwt, kubernetes", o.authMethod)
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+// dropVaultEnvironment removes every VAULT_* variable from the process's
+// environment. vaultkms never uses them, but the api package parses them
+// (and fails on a malformed one) whenever a client is created or cloned.
+func dropVaultEnvironment() {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "VAULT_") {
+			os.Unsetenv(name)
+		}
 	}
-	hopts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, hopts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
 
 func lookupGroup(g string) (int, error) {
@@ -187,10 +185,12 @@ func run(args []string) error {
 		fmt.Println("vaultkms-plugin", kmsplugin.Version)
 		return nil
 	}
-	log, err := newLogger(o.logFormat, o.logLevel)
+	log, err := logging.New(os.Stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
 	}
+	logging.RouteKlog(log)
+	dropVaultEnvironment()
 	if o.transitKey == "" {
 		return errors.New("--transit-key is required: name the Transit key that wraps DEK seeds")
 	}
@@ -201,6 +201,9 @@ func run(args []string) error {
 	mode, err := strconv.ParseUint(o.socketMode, 8, 32)
 	if err != nil || mode > 0o777 {
 		return fmt.Errorf("--socket-mode %q: give octal permissions such as 0600", o.socketMode)
+	}
+	if mode&^0o660 != 0 {
+		return fmt.Errorf("--socket-mode %q is wider than 0660: only the owner and the socket's group may reach the plugin", o.socketMode)
 	}
 	gid, err := lookupGroup(o.socketGroup)
 	if err != nil {
@@ -228,7 +231,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(path)
+	// The listener removes the socket on close, and only if the file is
+	// still the one it created.
 
 	session := vault.NewSession(client, method, log)
 	reg := kmsplugin.NewRegistry()

@@ -9,6 +9,7 @@ import (
 func TestFlagsFromEnvironment(t *testing.T) {
 	env := map[string]string{
 		"VAULT_ADDR":                    "https://from-vault-addr:8200",
+		"VAULTKMS_VAULT_ADDR":           "https://a:8200,https://b:8200",
 		"VAULTKMS_TRANSIT_KEY":          "kms",
 		"VAULTKMS_TRANSIT_MOUNT":        "kms-transit",
 		"VAULTKMS_VAULT_TIMEOUT":        "2s",
@@ -19,8 +20,8 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.vaultAddr != "https://from-vault-addr:8200" {
-		t.Errorf("vault-addr %q: want the $VAULT_ADDR default", o.vaultAddr)
+	if o.vaultAddr != "https://a:8200,https://b:8200" {
+		t.Errorf("vault-addr %q: want VAULTKMS_VAULT_ADDR, never $VAULT_ADDR", o.vaultAddr)
 	}
 	if o.transitKey != "kms" || o.transitMount != "kms-transit" || o.vaultTimeout != 2*time.Second || o.approleRoleIDFile != "/etc/vaultkms/role-id" {
 		t.Errorf("environment not applied: %+v", o)

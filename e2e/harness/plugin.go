@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	kmsapi "k8s.io/kms/apis/v2"
 
+	"github.com/vaultkms/vaultkms/internal/logging"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/kmsplugin"
 )
@@ -40,6 +40,18 @@ type PluginOptions struct {
 	FilePoll time.Duration
 	// MaxInFlight caps concurrent Transit requests per operation.
 	MaxInFlight int
+	// MaxQueue caps calls waiting for Vault per operation.
+	MaxQueue int
+	// Addr overrides the Vault address (a comma-separated list, say);
+	// CACert overrides the CA file.
+	Addr, CACert string
+	// Namespace is recorded in key_id.
+	Namespace string
+	// Backoff, when set, replaces the session's login back-off.
+	Backoff *vault.BackoffPolicy
+	// FileCheckInterval is how often the CA and client certificate files
+	// are checked for changes.
+	FileCheckInterval time.Duration
 }
 
 // StartPlugin serves a plugin against v; it stops on cleanup.
@@ -51,17 +63,29 @@ func StartPlugin(env Env, v *Vault, opts PluginOptions) *Plugin {
 	if opts.Method == nil {
 		opts.Method = vault.TokenFile{Path: TokenFile(env, v.RootToken)}
 	}
-	client, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second, ClientCert: opts.ClientCert, ClientKey: opts.ClientKey})
+	if opts.Addr == "" {
+		opts.Addr = v.Addr
+	}
+	if opts.CACert == "" {
+		opts.CACert = v.CA.CertFile
+	}
+	client, err := vault.NewClient(vault.Config{Address: opts.Addr, CACert: opts.CACert, Timeout: 5 * time.Second, ClientCert: opts.ClientCert, ClientKey: opts.ClientKey, FileCheckInterval: opts.FileCheckInterval})
 	if err != nil {
 		env.Fatalf("%v", err)
 	}
 	p := &Plugin{Socket: filepath.Join(SocketDir(env), "kms.sock"), Registry: kmsplugin.NewRegistry(), Log: &SyncBuffer{}}
-	log := slog.New(slog.NewTextHandler(p.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, err := logging.New(p.Log, "text", "debug")
+	if err != nil {
+		env.Fatalf("%v", err)
+	}
 	p.Session = vault.NewSession(client, opts.Method, log)
 	if opts.FilePoll > 0 {
 		p.Session.FilePoll = opts.FilePoll
 	}
-	p.Plugin = kmsplugin.New(kmsplugin.Config{Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData, MaxInFlight: opts.MaxInFlight},
+	if opts.Backoff != nil {
+		p.Session.Backoff = *opts.Backoff
+	}
+	p.Plugin = kmsplugin.New(kmsplugin.Config{Namespace: opts.Namespace, Mount: opts.Mount, Key: opts.Key, RefreshInterval: opts.RefreshInterval, AssociatedData: opts.AssociatedData, MaxInFlight: opts.MaxInFlight, MaxQueue: opts.MaxQueue},
 		kmsplugin.NewTransit(client, opts.Mount, opts.Key, opts.AssociatedData), p.Session, kmsplugin.NewMetrics(p.Registry), nil, log)
 	lis, err := kmsplugin.ListenUnix(p.Socket, 0o600, -1)
 	if err != nil {

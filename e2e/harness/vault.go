@@ -1,11 +1,15 @@
 package harness
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -220,6 +224,79 @@ func (v *Vault) TransitKey(mount, key string) {
 		v.Enable(mount, "transit")
 	}
 	v.Write(mount+"/keys/"+key, map[string]any{"type": "aes256-gcm96"})
+}
+
+// Pause stops the server process with SIGSTOP: connections stay open and
+// nothing answers, like a Vault that hangs. Resume continues it.
+func (v *Vault) Pause()  { v.proc.cmd.Process.Signal(syscall.SIGSTOP) }
+func (v *Vault) Resume() { v.proc.cmd.Process.Signal(syscall.SIGCONT) }
+
+// EnableFileAudit enables a file audit device and returns the log's path.
+// Every request and response is one JSON line; tests count Vault's own
+// record of requests with AuditCount.
+func (v *Vault) EnableFileAudit() string {
+	v.env.Helper()
+	p := filepath.Join(v.Dir, "audit.log")
+	if err := v.Client().Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": p}}); err != nil {
+		v.env.Fatalf("enable file audit: %v", err)
+	}
+	return p
+}
+
+// AuditCount counts the successful responses in audit log p to requests
+// for path (such as "auth/approle/login").
+func AuditCount(env Env, p, path string) int {
+	env.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		env.Fatalf("open audit log: %v", err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var e struct {
+			Type    string `json:"type"`
+			Error   string `json:"error"`
+			Request struct {
+				Path string `json:"path"`
+			} `json:"request"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "response" && e.Request.Path == path && e.Error == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// ServeCert replaces the server's TLS certificate with one from a new CA,
+// restarts and unseals the server, and returns the new CA: clients that
+// trust only the old CA can no longer connect.
+func (v *Vault) ServeCert() *CA {
+	v.env.Helper()
+	dir := v.env.TempDir()
+	ca, err := NewCA(dir, "vault2")
+	if err != nil {
+		v.env.Fatalf("new CA: %v", err)
+	}
+	crt, key, err := ca.Issue(dir, "vault-server", true)
+	if err != nil {
+		v.env.Fatalf("issue: %v", err)
+	}
+	cfgPath := filepath.Join(v.Dir, "vault.hcl")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		v.env.Fatalf("%v", err)
+	}
+	cfg := regexp.MustCompile(`tls_cert_file = ".*"`).ReplaceAllString(string(b), fmt.Sprintf("tls_cert_file = %q", crt))
+	cfg = regexp.MustCompile(`tls_key_file  = ".*"`).ReplaceAllString(cfg, fmt.Sprintf("tls_key_file  = %q", key))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		v.env.Fatalf("%v", err)
+	}
+	v.CA = ca
+	v.Restart()
+	return ca
 }
 
 // Log returns the server's log.

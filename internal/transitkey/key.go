@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -26,13 +25,14 @@ type KeyInfo struct {
 
 // Read reads the versions of the Transit key mount/key.
 func Read(ctx context.Context, client *api.Client, mount, key string) (KeyInfo, error) {
-	mount = strings.Trim(mount, "/")
+	mount = NormalizeMount(mount)
+	op := fmt.Sprintf("read transit key %q", mount+"/"+key)
 	s, err := client.Logical().ReadWithContext(ctx, mount+"/keys/"+key)
 	if err != nil {
-		return KeyInfo{}, fmt.Errorf("read transit key %q: %w", mount+"/"+key, err)
+		return KeyInfo{}, vault.Wrap(op, err)
 	}
 	if s == nil || s.Data == nil {
-		return KeyInfo{}, fmt.Errorf("read transit key %q: %w", mount+"/"+key, &vault.StatusError{Code: 404, Errors: []string{"transit key not found"}})
+		return KeyInfo{}, vault.Wrap(op, &vault.StatusError{Code: 404, Errors: []string{"transit key not found"}})
 	}
 	return ParseKeyInfo(s.Data)
 }

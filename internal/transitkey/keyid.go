@@ -47,9 +47,47 @@ func (k KeyID) String() string {
 	}, ":")
 }
 
-// SameKey tells whether o names a version of the same Transit key.
+// SameKey tells whether o names a version of the same Transit key,
+// however the mount and namespace were spelled ("transit/" and "transit"
+// name the same mount).
 func (k KeyID) SameKey(o KeyID) bool {
-	return k.Namespace == o.Namespace && k.Mount == o.Mount && k.Key == o.Key
+	a, b := k.Normalized(), o.Normalized()
+	return a.Namespace == b.Namespace && a.Mount == b.Mount && a.Key == b.Key
+}
+
+// Normalized returns k with its mount and namespace in canonical form, the
+// form vaultkms records.
+func (k KeyID) Normalized() KeyID {
+	k.Namespace = NormalizeNamespace(k.Namespace)
+	k.Mount = NormalizeMount(k.Mount)
+	return k
+}
+
+// NormalizeMount returns a Transit mount path in the one form vaultkms
+// records: no leading or trailing slash, no empty segments
+// ("/transit/" and "transit" are the same mount to Vault).
+func NormalizeMount(m string) string { return normalizePath(m) }
+
+// NormalizeNamespace returns a Vault namespace path in canonical form: no
+// leading or trailing slash, no empty segments; "root" and "" are both the
+// root namespace and become "".
+func NormalizeNamespace(ns string) string {
+	ns = normalizePath(ns)
+	if ns == "root" {
+		return ""
+	}
+	return ns
+}
+
+func normalizePath(p string) string {
+	parts := strings.Split(strings.TrimSpace(p), "/")
+	out := parts[:0]
+	for _, s := range parts {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, "/")
 }
 
 // ParseKeyID parses the text form of a KeyID.

@@ -129,3 +129,24 @@ func FuzzParseKeyInfo(f *testing.F) {
 		}
 	})
 }
+
+func TestNormalizeAndSameKey(t *testing.T) {
+	for in, want := range map[string]string{"transit": "transit", "transit/": "transit", "/transit/": "transit", "kms//transit/": "kms/transit", " transit ": "transit"} {
+		if got := NormalizeMount(in); got != want {
+			t.Errorf("NormalizeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"": "", "root": "", "/root/": "", "team-a/": "team-a", "a//b": "a/b"} {
+		if got := NormalizeNamespace(in); got != want {
+			t.Errorf("NormalizeNamespace(%q) = %q, want %q", in, got, want)
+		}
+	}
+	stored := KeyID{Namespace: "team-a/", Mount: "transit/", Key: "kms", Version: 1}
+	now := KeyID{Namespace: "team-a", Mount: "transit", Key: "kms", Version: 2}
+	if !stored.SameKey(now) {
+		t.Fatal("a key_id recorded with trailing slashes must name the same key")
+	}
+	if stored.SameKey(KeyID{Namespace: "team-a", Mount: "transit2", Key: "kms"}) || stored.SameKey(KeyID{Mount: "transit", Key: "kms"}) {
+		t.Fatal("a different mount or namespace is a different key")
+	}
+}

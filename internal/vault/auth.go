@@ -50,6 +50,10 @@ type TokenFile struct{ Path string }
 
 func (m TokenFile) Name() string { return "token" }
 
+// Borrowed reports that the token belongs to whoever writes the file: the
+// session never revokes it.
+func (m TokenFile) Borrowed() bool { return true }
+
 func (m TokenFile) Fingerprint() (string, error) {
 	b, err := os.ReadFile(m.Path)
 	if err != nil {
@@ -71,7 +75,7 @@ func (m TokenFile) Login(ctx context.Context, c *api.Client) (*api.SecretAuth, e
 	lc.SetToken(tok)
 	s, err := lc.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("look up token from file %q: %w", m.Path, err)
+		return nil, Wrap(fmt.Sprintf("look up the token from file %q", m.Path), err)
 	}
 	ttl, err := s.TokenTTL()
 	if err != nil {
@@ -154,7 +158,7 @@ func login(ctx context.Context, c *api.Client, mount string, body map[string]any
 	path := "auth/" + strings.Trim(mount, "/") + "/login"
 	s, err := lc.Logical().WriteWithContext(ctx, path, body)
 	if err != nil {
-		return nil, fmt.Errorf("log in at %s: %w", path, err)
+		return nil, Wrap("log in at "+path, err)
 	}
 	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
 		return nil, fmt.Errorf("log in at %s: vault returned no token", path)

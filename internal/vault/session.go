@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/hashicorp/vault/api"
 	"k8s.io/utils/clock"
 )
@@ -18,7 +19,7 @@ type TokenState struct {
 	Valid bool
 	// Expiry is when the token stops working; zero means it never expires.
 	Expiry time.Time
-	// Renewable tells whether Vault lets the token be renewed.
+	// Renewable tells whether the session still renews the token.
 	Renewable bool
 	// Reason says why the token is not valid.
 	Reason string
@@ -26,47 +27,134 @@ type TokenState struct {
 	Method string
 }
 
-// Session keeps one Vault client logged in: it logs in, renews the token with
-// Vault's LifetimeWatcher, logs in again when the token can no longer be
-// renewed or Vault refuses it, and re-reads a token file that changes.
-// The client it returns carries the current token at all times.
+// Borrower is a Method whose token belongs to someone else (a token file
+// written by an operator or Vault Agent): the session never revokes it.
+type Borrower interface{ Borrowed() bool }
+
+// ErrTokenValid is returned by Refused when Vault refused a request but
+// the token itself is valid: a policy does not allow the path, and logging
+// in again would not change that.
+var ErrTokenValid = errors.New("vault refused the request, but the token is valid: a policy does not allow this path (logging in again would not help)")
+
+// Session keeps one Vault client logged in. It renews the token while
+// Vault lets it, replaces it shortly before it expires, logs in again when
+// Vault refuses it or a credential file changes, and revokes the tokens it
+// replaced. Logins are paced by a back-off that only a token held for
+// StableHold resets, so no failure mode can make it log in faster than the
+// documented bound (see LoginBound).
 type Session struct {
 	client *api.Client
 	method Method
-	log    *slog.Logger
+	log    logr.Logger
 	clock  clock.WithTicker
 
 	// FilePoll is how often a Fingerprinter's file is checked.
 	FilePoll time.Duration
-	// Backoff bounds the wait between failed logins.
-	MinBackoff, MaxBackoff time.Duration
+	// Backoff paces logins, failed or not; see NextLoginWait.
+	Backoff BackoffPolicy
+	// VerifyInterval is how long a token found valid after a 403 is
+	// trusted before another 403 makes the session check it again.
+	VerifyInterval time.Duration
 
-	relogin chan struct{}
+	relogin chan string
 	ready   chan struct{}
 	once    sync.Once
-	// loggedIn is closed and replaced at every successful login.
-	loggedIn chan struct{}
+	logins  atomic.Int64
 
-	mu    sync.Mutex
-	state TokenState
-	token string
+	mu       sync.Mutex
+	state    TokenState
+	token    string
+	loggedIn chan struct{} // closed and replaced at every new token
+	check    *tokenCheck
+	// validToken was found valid at validAt after a 403.
+	validToken string
+	validAt    time.Time
 }
 
+type tokenCheck struct {
+	token string
+	done  chan struct{}
+	valid bool
+	err   error
+}
+
+// BackoffPolicy paces logins.
+type BackoffPolicy struct {
+	// Min is the first wait, Max the longest.
+	Min, Max time.Duration
+	// StableHold is how long a token must be kept before the wait halves
+	// (down to Min); a token replaced sooner doubles it (up to Max), like
+	// a failed login. Halving rather than resetting keeps a token that
+	// alternates between long holds and instant refusals from logging in
+	// faster than a steady failure would.
+	StableHold time.Duration
+}
+
+// DefaultBackoff: a token that is dropped at once, every time, costs at
+// most 7 logins in the first minute (LoginBound) and 2 a minute after
+// that; tokens kept 10s or more keep the wait at 0.5s.
+var DefaultBackoff = BackoffPolicy{Min: 500 * time.Millisecond, Max: 30 * time.Second, StableHold: 10 * time.Second}
+
+// NextLoginWait returns how long after the last login attempt the next one
+// may start. prev is the previous wait (0 before any), held how long the
+// last token was kept (ignored when failed).
+func NextLoginWait(prev, held time.Duration, failed bool, p BackoffPolicy) time.Duration {
+	if !failed && held >= p.StableHold {
+		return max(p.Min, prev/2)
+	}
+	if prev <= 0 {
+		return p.Min
+	}
+	return min(2*prev, p.Max)
+}
+
+// LoginBound is the most logins a session can make in window, whatever
+// Vault answers: the first at once, then waits growing by NextLoginWait.
+func LoginBound(window time.Duration, p BackoffPolicy) int {
+	n, at, wait := 1, time.Duration(0), time.Duration(0)
+	for {
+		wait = NextLoginWait(wait, 0, true, p)
+		at += wait
+		if at > window {
+			return n
+		}
+		n++
+	}
+}
+
+// ReplaceGrace is how long before its expiry a token is replaced: a fifth
+// of its lifetime, at most 30s.
+func ReplaceGrace(ttl time.Duration) time.Duration { return min(ttl/5, 30*time.Second) }
+
 // NewSession returns a session that logs c in with m once Run is called.
-func NewSession(c *api.Client, m Method, log *slog.Logger) *Session {
-	if log == nil {
-		log = slog.Default()
+func NewSession(c *api.Client, m Method, log logr.Logger) *Session {
+	if log.GetSink() == nil {
+		log = logr.Discard()
 	}
 	return &Session{
-		client: c, method: m, log: log, clock: clock.RealClock{},
-		FilePoll: 5 * time.Second, MinBackoff: 250 * time.Millisecond, MaxBackoff: 15 * time.Second,
-		relogin: make(chan struct{}, 1), ready: make(chan struct{}), loggedIn: make(chan struct{}),
+		client: c, method: m, log: log.WithValues("method", m.Name()), clock: clock.RealClock{},
+		FilePoll: 5 * time.Second, Backoff: DefaultBackoff, VerifyInterval: 10 * time.Second,
+		relogin: make(chan string, 1), ready: make(chan struct{}), loggedIn: make(chan struct{}),
 		state: TokenState{Reason: "not logged in yet", Method: m.Name()},
 	}
 }
 
+// SetClock replaces the clock, for tests.
+func (s *Session) SetClock(c clock.WithTicker) { s.clock = c }
+
 // Client returns the shared client; its token follows the session.
 func (s *Session) Client() *api.Client { return s.client }
+
+// Token returns the current token, to be passed back to Refused when Vault
+// refuses a request made with it.
+func (s *Session) Token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}
+
+// Logins counts successful logins.
+func (s *Session) Logins() int64 { return s.logins.Load() }
 
 // Ready is closed after the first successful login.
 func (s *Session) Ready() <-chan struct{} { return s.ready }
@@ -83,121 +171,217 @@ func (s *Session) State() TokenState {
 	return st
 }
 
-// Refused tells the session that Vault answered 403 to a request: the token
-// was revoked or lost its policy. The session logs in again, once, however
-// many requests report it.
-func (s *Session) Refused() {
+// Refused tells the session that Vault answered 403 to a request made with
+// token. It returns nil once a newer token is in place (retry the request
+// once), ErrTokenValid when the token is fine and the path is what Vault
+// refused (do not retry), or another error. However many callers report
+// the same token, it is checked once and replaced at most once; a token
+// found valid is not checked again for VerifyInterval, so a missing policy
+// costs no login at all.
+func (s *Session) Refused(ctx context.Context, token string) error {
 	s.mu.Lock()
-	s.state.Valid = false
-	s.state.Reason = "vault refused the token (403)"
+	if token != s.token {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.validToken == token && s.clock.Since(s.validAt) < s.VerifyInterval {
+		s.mu.Unlock()
+		return ErrTokenValid
+	}
+	next := s.loggedIn
+	c := s.check
+	if c == nil || c.token != token {
+		c = &tokenCheck{token: token, done: make(chan struct{})}
+		s.check = c
+		go s.verify(c)
+	}
 	s.mu.Unlock()
 	select {
-	case s.relogin <- struct{}{}:
-	default:
+	case <-c.done:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-}
-
-// Relogin reports a refusal like Refused and waits until the session has
-// logged in again, so the caller can retry its request once.
-func (s *Session) Relogin(ctx context.Context) error {
-	s.mu.Lock()
-	next := s.loggedIn
-	s.mu.Unlock()
-	s.Refused()
+	switch {
+	case c.valid:
+		return ErrTokenValid
+	case c.err != nil:
+		return c.err
+	}
 	select {
 	case <-next:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("waiting for a new vault token: %w", ctx.Err())
+	}
+}
+
+// verify looks the refused token up: valid means the refusal was about
+// the path; refused means the token is gone and is replaced.
+func (s *Session) verify(c *tokenCheck) {
+	defer close(c.done)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc, err := s.client.CloneWithHeaders()
+	if err != nil {
+		c.err = fmt.Errorf("clone vault client: %w", err)
+		return
+	}
+	lc.SetToken(c.token)
+	_, err = lc.Auth().Token().LookupSelfWithContext(ctx)
+	switch {
+	case err == nil:
+		c.valid = true
+		s.mu.Lock()
+		s.validToken, s.validAt = c.token, s.clock.Now()
+		s.mu.Unlock()
+		s.log.Info("vault refused a request though the token is valid; check the policy", "reason", "path denied")
+	case Classify(err) == KindDenied:
+		s.mu.Lock()
+		if s.token == c.token {
+			s.state.Valid = false
+			s.state.Reason = "vault refused the token (403)"
+		}
+		s.mu.Unlock()
+		select {
+		case s.relogin <- c.token:
+		default:
+		}
+	default:
+		c.err = Wrap("check the refused token", err)
 	}
 }
 
 // Run logs in and keeps the token alive until ctx ends.
 func (s *Session) Run(ctx context.Context) {
-	backoff := s.MinBackoff
+	var wait time.Duration
+	var last time.Time
 	for ctx.Err() == nil {
+		if !last.IsZero() {
+			if d := last.Add(wait).Sub(s.clock.Now()); d > 0 {
+				s.sleep(ctx, d)
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		}
+		last = s.clock.Now()
+		// The fingerprint is taken before the login reads the file, so a
+		// change that lands during the login is seen afterwards.
+		fp, hasFP := s.method.(Fingerprinter)
+		var sum string
+		if hasFP {
+			sum, _ = fp.Fingerprint()
+		}
 		auth, err := s.method.Login(ctx, s.client)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			wait = NextLoginWait(wait, 0, true, s.Backoff)
 			s.setInvalid("login failed: " + Describe(err))
-			s.log.Warn("vault login failed", "method", s.method.Name(), "error", Describe(err), "retry_in", backoff)
-			s.sleep(ctx, backoff)
-			backoff = min(backoff*2, s.MaxBackoff)
+			s.log.Info("vault login failed", "error", Describe(err), "retryIn", wait)
 			continue
 		}
-		backoff = s.MinBackoff
-		s.setToken(auth)
-		s.log.Info("vault login succeeded", "method", s.method.Name(), "ttl", time.Duration(auth.LeaseDuration)*time.Second, "renewable", auth.Renewable)
+		s.logins.Add(1)
+		prev := s.setToken(auth)
+		if _, borrowed := s.method.(Borrower); prev != "" && prev != auth.ClientToken && !borrowed {
+			go s.revoke(prev)
+		}
+		s.log.Info("vault login succeeded", "ttl", time.Duration(auth.LeaseDuration)*time.Second, "renewable", auth.Renewable)
 		s.once.Do(func() { close(s.ready) })
-		s.hold(ctx, auth)
+		obtained := s.clock.Now()
+		s.hold(ctx, auth, fp, sum)
+		wait = NextLoginWait(wait, s.clock.Since(obtained), false, s.Backoff)
 	}
 }
 
-// hold keeps one token until it must be replaced.
-func (s *Session) hold(ctx context.Context, auth *api.SecretAuth) {
-	// Drain a refusal reported against the previous token.
-	select {
-	case <-s.relogin:
-	default:
+// hold keeps one token until it must be replaced: renewing it at half its
+// remaining lifetime while Vault allows, and giving it up ReplaceGrace
+// before it expires, when Vault refuses it, or when the credential file
+// changes. A renewal Vault refuses (403: no renew-self) or cannot answer
+// (429, unavailable) never drops the token early.
+func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprinter, sum string) {
+	token := auth.ClientToken
+	ttl := time.Duration(auth.LeaseDuration) * time.Second
+	now := s.clock.Now()
+	renewable := auth.Renewable && ttl > 0
+	var expiry, renewAt time.Time
+	if ttl > 0 {
+		expiry = now.Add(ttl)
+		renewAt = now.Add(ttl / 2)
 	}
-	var done <-chan error
-	var renewed <-chan *api.RenewOutput
-	if auth.Renewable && auth.LeaseDuration > 0 {
-		w, err := s.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{
-			Secret:        &api.Secret{Auth: auth},
-			RenewBehavior: api.RenewBehaviorErrorOnErrors,
-		})
-		if err != nil {
-			s.log.Warn("vault token renewal unavailable", "error", err)
-		} else {
-			go w.Start()
-			defer w.Stop()
-			done, renewed = w.DoneCh(), w.RenewCh()
-		}
-	}
-	var expire <-chan time.Time
-	if auth.LeaseDuration > 0 && done == nil {
-		t := s.clock.NewTimer(time.Duration(auth.LeaseDuration) * time.Second)
-		defer t.Stop()
-		expire = t.C()
-	}
-	fp, hasFP := s.method.(Fingerprinter)
-	var last string
+	grace := ReplaceGrace(ttl)
+	retry := time.Second
 	var poll <-chan time.Time
-	if hasFP {
-		last, _ = fp.Fingerprint()
+	if fp != nil {
 		t := s.clock.NewTicker(s.FilePoll)
 		defer t.Stop()
 		poll = t.C()
 	}
 	for {
+		var timer clock.Timer
+		var fire <-chan time.Time
+		if ttl > 0 {
+			next := expiry.Add(-grace)
+			if renewable && renewAt.Before(next) {
+				next = renewAt
+			}
+			timer = s.clock.NewTimer(max(0, next.Sub(s.clock.Now())))
+			fire = timer.C()
+		}
+		stop := func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}
 		select {
 		case <-ctx.Done():
+			stop()
 			return
-		case err := <-done:
-			if err != nil {
-				s.log.Info("vault token renewal stopped; logging in again", "error", Describe(err))
-			} else {
-				s.log.Info("vault token reached its maximum lifetime; logging in again")
+		case <-fire:
+			now := s.clock.Now()
+			if !now.Before(expiry.Add(-grace)) {
+				s.log.Info("vault token is close to its expiry; logging in again")
+				return
 			}
-			return
-		case r := <-renewed:
-			if r != nil && r.Secret != nil && r.Secret.Auth != nil {
+			got, err := s.renew(ctx, token, ttl)
+			switch {
+			case err == nil:
+				expiry = now.Add(got)
 				s.mu.Lock()
-				s.state.Expiry = s.clock.Now().Add(time.Duration(r.Secret.Auth.LeaseDuration) * time.Second)
+				if s.token == token {
+					s.state.Expiry = expiry
+				}
 				s.mu.Unlock()
+				if got < ttl {
+					// Capped by the token's maximum lifetime: keep it
+					// until shortly before then.
+					renewable = false
+					s.setRenewable(token, false)
+					s.log.Info("vault token reached its maximum lifetime; it is replaced shortly before it expires", "expiresIn", got)
+				} else {
+					renewAt = now.Add(got / 2)
+					retry = time.Second
+				}
+			case Classify(err) == KindDenied:
+				renewable = false
+				s.setRenewable(token, false)
+				s.log.Info("vault refused to renew the token; it is used until shortly before it expires", "error", Describe(err))
+			default:
+				renewAt = now.Add(retry)
+				s.log.Info("vault token renewal failed; retrying", "error", Describe(err), "retryIn", retry)
+				retry = min(2*retry, max(time.Second, ttl/4))
 			}
-		case <-expire:
-			s.log.Info("vault token expired; logging in again")
-			return
-		case <-s.relogin:
-			s.log.Info("vault refused the token; logging in again")
-			return
+		case t := <-s.relogin:
+			stop()
+			if t == token {
+				s.log.Info("vault refused the token; logging in again")
+				return
+			}
 		case <-poll:
+			stop()
 			cur, err := fp.Fingerprint()
-			if err == nil && cur != last {
+			if err == nil && cur != sum {
 				s.log.Info("credential file changed; logging in again")
 				return
 			}
@@ -205,10 +389,45 @@ func (s *Session) hold(ctx context.Context, auth *api.SecretAuth) {
 	}
 }
 
-func (s *Session) setToken(auth *api.SecretAuth) {
+func (s *Session) renew(ctx context.Context, token string, increment time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lc, err := s.client.CloneWithHeaders()
+	if err != nil {
+		return 0, fmt.Errorf("clone vault client: %w", err)
+	}
+	lc.SetToken(token)
+	sec, err := lc.Auth().Token().RenewSelfWithContext(ctx, int(increment.Seconds()))
+	if err != nil {
+		return 0, Wrap("renew the vault token", err)
+	}
+	if sec == nil || sec.Auth == nil {
+		return 0, &Error{Kind: KindOther, Op: "renew the vault token", Detail: "vault returned no auth data"}
+	}
+	return time.Duration(sec.Auth.LeaseDuration) * time.Second, nil
+}
+
+// revoke revokes a token the session obtained and no longer uses, so
+// replaced tokens do not pile up in Vault until they expire.
+func (s *Session) revoke(token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc, err := s.client.CloneWithHeaders()
+	if err != nil {
+		return
+	}
+	lc.SetToken(token)
+	if err := lc.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil && Classify(err) != KindDenied {
+		s.log.Info("revoking a replaced vault token failed; it lives until it expires", "error", Describe(Wrap("revoke", err)))
+	}
+}
+
+// setToken installs a new token and returns the one it replaces.
+func (s *Session) setToken(auth *api.SecretAuth) string {
 	s.client.SetToken(auth.ClientToken)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	prev := s.token
 	s.token = auth.ClientToken
 	s.state = TokenState{Valid: true, Renewable: auth.Renewable, Method: s.method.Name()}
 	if auth.LeaseDuration > 0 {
@@ -216,6 +435,15 @@ func (s *Session) setToken(auth *api.SecretAuth) {
 	}
 	close(s.loggedIn)
 	s.loggedIn = make(chan struct{})
+	return prev
+}
+
+func (s *Session) setRenewable(token string, r bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token == token {
+		s.state.Renewable = r
+	}
 }
 
 func (s *Session) setInvalid(reason string) {
