@@ -98,7 +98,7 @@ type tokenWatcher interface {
 	Token() string
 	// Refused reports a 403 to a request made with token; nil means a
 	// newer token is in place and the request may be retried once.
-	Refused(ctx context.Context, token string) error
+	Refused(ctx context.Context, token string, cause error) error
 }
 
 type encryptItem struct {
@@ -199,7 +199,7 @@ func (p *Plugin) refresh(ctx context.Context) {
 		}
 		p.countRefresh("error")
 		if vault.Classify(err) == vault.KindDenied && p.tokens != nil {
-			p.tokens.Refused(ctx, tok)
+			p.tokens.Refused(ctx, tok, err)
 		}
 		p.log.Info("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
 		p.publishHealth()
@@ -510,7 +510,7 @@ func (p *Plugin) transitBatch(ctx context.Context, op string, call func(context.
 			// place, retry once so kube-apiserver's call still succeeds.
 			// A valid token refused by policy is not retried.
 			relogged = true
-			if p.tokens.Refused(ctx, tok) == nil {
+			if p.tokens.Refused(ctx, tok, err) == nil {
 				attempt--
 				continue
 			}

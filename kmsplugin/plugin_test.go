@@ -65,7 +65,7 @@ type stubTokens struct{ state vault.TokenState }
 
 func (s *stubTokens) State() vault.TokenState { return s.state }
 func (s *stubTokens) Token() string           { return "" }
-func (s *stubTokens) Refused(context.Context, string) error {
+func (s *stubTokens) Refused(context.Context, string, error) error {
 	return errors.New("no vault here")
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,20 +172,20 @@ func (s *Session) State() TokenState {
 	return st
 }
 
-// Refused tells the session that Vault answered 403 to a request made with
-// token. It returns nil once a newer token is in place (retry the request
+// Refused tells the session that Vault answered 403 (cause) to a request
+// made with token. It returns nil once a newer token is in place (retry the request
 // once), ErrTokenValid when the token is fine and the path is what Vault
 // refused (do not retry), or another error. However many callers report
 // the same token, it is checked once and replaced at most once; a token
-// found valid is not checked again for VerifyInterval, so a missing policy
-// costs no login at all.
-func (s *Session) Refused(ctx context.Context, token string) error {
+// found valid is not checked again for VerifyInterval (unless Vault's
+// answer says "invalid token"), so a missing policy costs no login at all.
+func (s *Session) Refused(ctx context.Context, token string, cause error) error {
 	s.mu.Lock()
 	if token != s.token {
 		s.mu.Unlock()
 		return nil
 	}
-	if s.validToken == token && s.clock.Since(s.validAt) < s.VerifyInterval {
+	if s.validToken == token && s.clock.Since(s.validAt) < s.VerifyInterval && !saysInvalidToken(cause) {
 		s.mu.Unlock()
 		return ErrTokenValid
 	}
@@ -215,10 +216,25 @@ func (s *Session) Refused(ctx context.Context, token string) error {
 	}
 }
 
+// saysInvalidToken tells whether Vault's 403 names the token itself as
+// invalid (revoked, expired, unknown), not only the path as denied.
+func saysInvalidToken(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "invalid token")
+}
+
 // verify looks the refused token up: valid means the refusal was about
 // the path; refused means the token is gone and is replaced.
 func (s *Session) verify(c *tokenCheck) {
-	defer close(c.done)
+	defer func() {
+		// A finished check is forgotten; its verdict lives on in
+		// validToken or in the new token.
+		s.mu.Lock()
+		if s.check == c {
+			s.check = nil
+		}
+		s.mu.Unlock()
+		close(c.done)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	lc, err := s.client.CloneWithHeaders()
