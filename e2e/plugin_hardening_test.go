@@ -556,7 +556,7 @@ func appRoleRole(t *testing.T, v *harness.Vault, mountPath string, settings map[
 	}
 	v.Write("auth/"+mountPath+"/role/kms", role)
 	dir := t.TempDir()
-	write(t, filepath.Join(dir, "role-id"), v.Read("auth/"+mountPath+"/role/kms/role-id").Data["role_id"].(string))
+	write(t, filepath.Join(dir, "role-id"), v.Read("auth/" + mountPath + "/role/kms/role-id").Data["role_id"].(string))
 	write(t, filepath.Join(dir, "secret-id"), v.Write("auth/"+mountPath+"/role/kms/secret-id", nil).Data["secret_id"].(string))
 	return vault.AppRole{Mount: mountPath, RoleIDFile: filepath.Join(dir, "role-id"), SecretIDFile: filepath.Join(dir, "secret-id")}
 }

@@ -51,7 +51,7 @@ func TestReplaceGrace(t *testing.T) {
 
 func TestParseAddresses(t *testing.T) {
 	good := map[string]int{
-		"https://vault.example:8200":                   1,
+		"https://vault.example:8200":                    1,
 		"https://a:8200, https://b:8200,https://c:8200": 3,
 		"http://127.0.0.1:8200":                         1,
 		"http://localhost:8100":                         1,
