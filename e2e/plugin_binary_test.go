@@ -70,6 +70,10 @@ func TestPluginBinary(t *testing.T) {
 		"VAULTKMS_TOKEN_FILE=" + tokenFile,
 		"VAULTKMS_HEALTH_ADDR=" + health,
 		"VAULT_TOKEN=must-not-be-used",
+		// None of these may change anything; a malformed one must not
+		// even stop the client from being built.
+		"VAULT_ADDR=http://127.0.0.1:1", "VAULT_AGENT_ADDR=http://127.0.0.1:1",
+		"VAULT_SKIP_VERIFY=not-a-bool", "VAULT_NAMESPACE=elsewhere", "VAULT_HEADERS=not-json",
 	}
 	rp := startPluginBinary(t, env)
 	waitHTTP(t, "http://"+health+"/readyz", 200, 30*time.Second)

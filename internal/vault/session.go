@@ -253,14 +253,27 @@ func (s *Session) verify(c *tokenCheck) {
 		s.log.Info("vault refused a request though the token is valid; check the policy", "reason", "path denied")
 	case Classify(err) == KindDenied:
 		s.mu.Lock()
-		if s.token == c.token {
+		current := s.token == c.token
+		if current {
 			s.state.Valid = false
 			s.state.Reason = "vault refused the token (403)"
 		}
 		s.mu.Unlock()
-		select {
-		case s.relogin <- c.token:
-		default:
+		if !current {
+			return // already replaced
+		}
+		// Only the current token's refusal matters: replace whatever
+		// older refusal still waits in the channel.
+		for {
+			select {
+			case s.relogin <- c.token:
+				return
+			default:
+			}
+			select {
+			case <-s.relogin:
+			default:
+			}
 		}
 	default:
 		c.err = Wrap("check the refused token", err)
