@@ -209,7 +209,9 @@ func Check(reports []Report, provider, keyID string, settle time.Duration, now t
 			servers = append(servers, s)
 		}
 	}
-	sort.Slice(servers, func(i, j int) bool { return servers[i].URL+servers[i].APIServerIDHash < servers[j].URL+servers[j].APIServerIDHash })
+	sort.Slice(servers, func(i, j int) bool {
+		return servers[i].URL+servers[i].APIServerIDHash < servers[j].URL+servers[j].APIServerIDHash
+	})
 	if len(problems) > 0 {
 		return servers, errors.New(strings.Join(problems, "; "))
 	}
