@@ -45,7 +45,12 @@ func cli(t *testing.T, args ...string) (string, string, int) {
 // of etcd, independent of the scanner.
 func etcdTruth(t *testing.T, cp *harness.ControlPlane) (total int, byProvider, byKeyID map[string]int) {
 	t.Helper()
-	resp, err := cp.Etcd().Get(context.Background(), "/registry/secrets/", clientv3.WithPrefix())
+	return etcdTruthAt(t, cp, "/registry/secrets/")
+}
+
+func etcdTruthAt(t *testing.T, cp *harness.ControlPlane, prefix string) (total int, byProvider, byKeyID map[string]int) {
+	t.Helper()
+	resp, err := cp.Etcd().Get(context.Background(), prefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +182,8 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 3 {
 		t.Fatalf("status: %v exit %d (want 3)\n%s%s", err, code, out, stderr)
 	}
-	if st.Rotation.Stage != "migrating" || st.Stale != r.Stale+4 || st.Encrypted || len(st.Scan.Resources) != 2 {
+	cmTotal, _, cmByKeyID := etcdTruthAt(t, cp, "/registry/configmaps/")
+	if st.Rotation.Stage != "migrating" || st.Stale != r.Stale+cmTotal-cmByKeyID[keyID2] || st.Encrypted || len(st.Scan.Resources) != 2 {
 		t.Fatalf("status stage %q stale %d encrypted %v resources %d", st.Rotation.Stage, st.Stale, st.Encrypted, len(st.Scan.Resources))
 	}
 	if len(st.EncryptionConfig) != 2 || fmt.Sprint(st.EncryptionConfig[0].Providers) != "[kms:v2:"+provider+" identity]" {
@@ -224,8 +230,9 @@ func TestVerifyReencryptTrim(t *testing.T) {
 		t.Fatalf("verify of secrets after reencrypt exited %d", code)
 	}
 	out, stderr, code = trim()
-	if code != 4 || !strings.Contains(stderr, "v1=4") {
-		t.Fatalf("trim with ConfigMaps still under version 1: exit %d, want 4 naming v1=4\n%s%s", code, out, stderr)
+	_, _, cmByKeyID = etcdTruthAt(t, cp, "/registry/configmaps/")
+	if want := fmt.Sprintf("v1=%d", cmByKeyID[keyID1]); code != 4 || cmByKeyID[keyID1] < 4 || !strings.Contains(stderr, want) {
+		t.Fatalf("trim with ConfigMaps still under version 1: exit %d, want 4 naming %s\n%s%s", code, want, out, stderr)
 	}
 
 	// reencrypt takes the ConfigMaps from the EncryptionConfiguration.
@@ -306,7 +313,6 @@ func waitEncryptionStatus(t *testing.T, cp *harness.ControlPlane, done func(*v1a
 		time.Sleep(500 * time.Millisecond)
 	}
 }
-
 
 // startController runs the controller, printing its log if the test fails.
 func startController(t *testing.T, kubeconfig string, args ...string) *harness.SyncBuffer {

@@ -43,6 +43,7 @@ type common struct {
 	encryptionConfig string
 	provider         string
 	allowNoEvidence  bool
+	wholePrefix      bool
 
 	kmsSocket, currentKeyID                string
 	vaultAddr, vaultCACert, vaultNamespace string

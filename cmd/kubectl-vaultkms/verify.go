@@ -13,6 +13,7 @@ import (
 func runVerify(ctx context.Context, ios streams, args []string) error {
 	c := newCommon("verify", ios)
 	failOn := c.fs.String("fail-on", "stale", "exit 3 when the scan finds: stale (includes plaintext), plaintext, or none")
+	c.fs.BoolVar(&c.wholePrefix, "whole-prefix", false, "scan every key under --etcd-prefix, whatever its resource (the scan trim relies on)")
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -57,9 +58,13 @@ func (c *common) noEvidence(rep scan.Report) error {
 // scans them at one revision. onRestart is told when compaction restarts
 // the scan (everything visit saw will be seen again).
 func (c *common) scan(ctx context.Context, keyID string, visit func(string, []byte, storedvalue.Value, bool), onRestart func()) (scan.Report, error) {
-	names, wild, err := c.resourceNames()
-	if err != nil {
-		return scan.Report{}, err
+	var names []scan.Resource
+	var wild []string
+	var err error
+	if !c.wholePrefix {
+		if names, wild, err = c.resourceNames(); err != nil {
+			return scan.Report{}, err
+		}
 	}
 	cli, err := c.dialEtcd(ctx)
 	if err != nil {
@@ -69,9 +74,11 @@ func (c *common) scan(ctx context.Context, keyID string, visit func(string, []by
 	if err := scan.CheckPrefix(ctx, cli, c.etcdPrefix); err != nil && !c.allowNoEvidence {
 		return scan.Report{}, refused("%v", err)
 	}
-	targets, err := scan.Resolve(ctx, cli, c.etcdPrefix, names)
-	if err != nil {
-		return scan.Report{}, usageErr("%v", err)
+	var targets []scan.Target
+	if !c.wholePrefix {
+		if targets, err = scan.Resolve(ctx, cli, c.etcdPrefix, names); err != nil {
+			return scan.Report{}, usageErr("%v", err)
+		}
 	}
 	for _, w := range wild {
 		c.warnf("the EncryptionConfiguration entry %q is a wildcard and was not scanned: name its resources with --resources", w)
