@@ -80,8 +80,10 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	v.TransitKey(mount, key)
 	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: time.Second})
 	keyID1 := p.WaitKeyID(t, 20*time.Second)
+	// The API server advertises the address it listens on, so trim finds
+	// it in the kubernetes EndpointSlice and can read its metrics.
 	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig(provider, p.Socket, "secrets", "configmaps"),
-		CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
+		CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}, Args: map[string]string{"advertise-address": "127.0.0.1"}})
 	ctx := context.Background()
 	values := map[string]string{}
 	create := func(prefix string, n int) {
