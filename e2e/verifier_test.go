@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	neturl "net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/verifier/apiservers"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
@@ -80,10 +84,8 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	v.TransitKey(mount, key)
 	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, RefreshInterval: time.Second})
 	keyID1 := p.WaitKeyID(t, 20*time.Second)
-	// The API server advertises the address it listens on, so trim finds
-	// it in the kubernetes EndpointSlice and can read its metrics.
 	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig(provider, p.Socket, "secrets", "configmaps"),
-		CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}, Args: map[string]string{"advertise-address": "127.0.0.1"}})
+		CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
 	ctx := context.Background()
 	values := map[string]string{}
 	create := func(prefix string, n int) {
@@ -145,8 +147,18 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
 		t.Fatal(err)
 	}
+	// The API server advertises a non-loopback address (Endpoints refuse
+	// loopback) but listens on 127.0.0.1 only: discovery finds it, and
+	// the metrics are read from the address it listens on, as an operator
+	// behind a load balancer lists each API server.
+	found, err := apiservers.Discover(ctx, cp.Client)
+	host, _ := neturl.Parse(cp.Config.Host)
+	if err != nil || len(found) != 1 || !strings.HasSuffix(found[0], ":"+host.Port()+"/metrics") {
+		t.Fatalf("API servers found from the kubernetes EndpointSlices: %v %v (API server at %s)", found, err, cp.Config.Host)
+	}
+	metricsURL := strings.TrimSuffix(cp.Config.Host, "/") + "/metrics"
 	common := []string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--vault-addr", v.Addr, "--vault-ca-cert", v.CA.CertFile,
-		"--vault-token-file", tokenFile, "--transit-key", key, "--kms-socket", "unix://" + p.Socket}
+		"--vault-token-file", tokenFile, "--transit-key", key, "--kms-socket", "unix://" + p.Socket, "--apiserver-metrics-url", metricsURL}
 
 	total, byProvider, byKeyID := etcdTruth(t, cp)
 	out, stderr, code = cli(t, append([]string{"verify", "-o", "json"}, common...)...)
@@ -246,6 +258,19 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	if es.Status.Current != total || !cond(es, v1alpha1.ConditionEncrypted, metav1.ConditionTrue, v1alpha1.ReasonEncryptionCompleted) ||
 		!cond(es, v1alpha1.ConditionKeyCurrent, metav1.ConditionTrue, v1alpha1.ReasonEncryptionCompleted) {
 		t.Fatalf("EncryptionStatus after reencrypt: %+v", es.Status)
+	}
+	// The STALE column of `kubectl get encryptionstatus` reads
+	// .status.stale: it must be stored as 0, not left out.
+	dyn, err := dynamic.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := dyn.Resource(v1alpha1.GroupVersion.WithResource("encryptionstatuses")).Get(ctx, "cluster", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, found, err := unstructured.NestedInt64(raw.Object, "status", "stale"); !found || err != nil || n != 0 {
+		t.Fatalf("EncryptionStatus .status.stale = %d (found %v, %v), want a stored 0", n, found, err)
 	}
 
 	// Every other gate, each failing closed.
