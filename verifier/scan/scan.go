@@ -185,10 +185,10 @@ type scanner struct {
 	rev    int64
 	counts map[string]*Counts
 	order  []string
-	// avg is the mean value size seen so far, to size value pages.
-	avg, seen int64
-	last      *Counts
-	lastDir   string
+	// avg is the mean value size of the last page, to size value pages.
+	avg     int64
+	last    *Counts
+	lastDir string
 }
 
 func (s *scanner) resource(name string) *Counts {
@@ -218,7 +218,9 @@ func (s *scanner) run(ctx context.Context) error {
 // read from disk), then reads the values of each run of listed keys with a
 // range that ends at the run's last key. etcd counts every key from a
 // range's start to its end on each request, so a plain limit-paged read
-// costs the server O(n²/page); bounded ranges keep it O(n).
+// costs the server O(n²/page); bounded ranges keep it O(n). Value reads are
+// pipelined (Depth at once) so etcd prepares the next page while this
+// process decodes the current one.
 func (s *scanner) scanRange(ctx context.Context, resource, prefix string) error {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
@@ -228,32 +230,81 @@ func (s *scanner) scanRange(ctx context.Context, resource, prefix string) error 
 			return fmt.Errorf("list keys under %s at revision %d: %w", prefix, s.rev, err)
 		}
 		keys := resp.Kvs
-		for i := 0; i < len(keys); {
+		i := 0
+		if s.avg == 0 && len(keys) > 0 {
+			// Learn the value size with one small read before sizing
+			// pages by bytes.
+			n := min(16, len(keys))
+			if err := s.readValues(ctx, resource, []span{{string(keys[0].Key), string(keys[n-1].Key) + "\x00"}}); err != nil {
+				return err
+			}
+			i = n
+		}
+		var spans []span
+		for i < len(keys) {
 			n := s.valuesPerPage(len(keys) - i)
-			lo, hi := string(keys[i].Key), string(keys[i+n-1].Key)+"\x00"
-			vresp, err := s.get(ctx, lo, clientv3.WithRange(hi))
-			if err != nil {
-				return fmt.Errorf("read values %s..%s at revision %d: %w", lo, hi[:len(hi)-1], s.rev, err)
-			}
-			var bytes int64
-			for _, item := range vresp.Kvs {
-				bytes += int64(len(item.Value))
-				s.classify(resource, item.Key, item.Value)
-			}
-			s.seen += int64(len(vresp.Kvs))
-			if len(vresp.Kvs) > 0 {
-				s.avg = max(1, bytes/int64(len(vresp.Kvs)))
-			}
-			if s.opts.Progress != nil && s.last != nil {
-				s.opts.Progress(s.last.Resource, s.last.Total)
-			}
+			spans = append(spans, span{string(keys[i].Key), string(keys[i+n-1].Key) + "\x00"})
 			i += n
+		}
+		if err := s.readValues(ctx, resource, spans); err != nil {
+			return err
 		}
 		if !resp.More || len(keys) == 0 {
 			return nil
 		}
 		from = string(keys[len(keys)-1].Key) + "\x00"
 	}
+}
+
+// span is a key range [lo, hi) whose values one request reads.
+type span struct{ lo, hi string }
+
+// depth is how many value reads are in flight at once.
+const depth = 2
+
+// readValues reads each span's values, depth at a time, and classifies
+// them in key order.
+func (s *scanner) readValues(ctx context.Context, resource string, spans []span) error {
+	type result struct {
+		resp *clientv3.GetResponse
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	futures := make([]chan result, len(spans))
+	start := func(k int) {
+		ch := make(chan result, 1)
+		futures[k] = ch
+		sp := spans[k]
+		go func() {
+			r, err := s.get(ctx, sp.lo, clientv3.WithRange(sp.hi))
+			ch <- result{r, err}
+		}()
+	}
+	for k := 0; k < min(depth, len(spans)); k++ {
+		start(k)
+	}
+	for k, sp := range spans {
+		r := <-futures[k]
+		if k+depth < len(spans) {
+			start(k + depth)
+		}
+		if r.err != nil {
+			return fmt.Errorf("read values %s..%s at revision %d: %w", sp.lo, sp.hi[:len(sp.hi)-1], s.rev, r.err)
+		}
+		var bytes int64
+		for _, item := range r.resp.Kvs {
+			bytes += int64(len(item.Value))
+			s.classify(resource, item.Key, item.Value)
+		}
+		if len(r.resp.Kvs) > 0 {
+			s.avg = max(1, bytes/int64(len(r.resp.Kvs)))
+		}
+		if s.opts.Progress != nil && s.last != nil {
+			s.opts.Progress(s.last.Resource, s.last.Total)
+		}
+	}
+	return nil
 }
 
 // valuesPerPage picks how many keys the next value read covers so that it
@@ -267,7 +318,8 @@ func (s *scanner) valuesPerPage(left int) int {
 }
 
 // get reads at the scan's revision: the first read fixes it, later ones are
-// served by the member at that revision without a quorum round trip.
+// served by the member at that revision without a quorum round trip. Value
+// reads run concurrently only after the revision is fixed.
 func (s *scanner) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	if s.rev != 0 {
 		opts = append(opts, clientv3.WithRev(s.rev), clientv3.WithSerializable())
