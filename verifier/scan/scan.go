@@ -126,6 +126,10 @@ type Options struct {
 	PageBytes int64
 	// KeysPerPage bounds the keys listed in one request (default 10000).
 	KeysPerPage int64
+	// Parallel is how many value pages are read at once (default 4): etcd
+	// serves each on its own goroutine, so several in flight use every
+	// core. Memory grows with Parallel × PageBytes.
+	Parallel int
 	// Progress, when set, is told the number of keys read so far.
 	Progress func(resource string, done int)
 	// OnRestart, when set, is told that compaction forced a new start:
@@ -153,6 +157,9 @@ func Run(ctx context.Context, kv KV, opts Options) (Report, error) {
 	}
 	if opts.KeysPerPage <= 0 {
 		opts.KeysPerPage = 10000
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
 	}
 	rep := Report{CurrentKeyID: opts.CurrentKeyID, Prefix: opts.Prefix, WholePrefix: len(opts.Targets) == 0}
 	for attempt := 0; ; attempt++ {
@@ -219,7 +226,7 @@ func (s *scanner) run(ctx context.Context) error {
 // range that ends at the run's last key. etcd counts every key from a
 // range's start to its end on each request, so a plain limit-paged read
 // costs the server O(n²/page); bounded ranges keep it O(n). Value reads are
-// pipelined (Depth at once) so etcd prepares the next page while this
+// pipelined (Parallel at once) so etcd prepares the next pages while this
 // process decodes the current one.
 func (s *scanner) scanRange(ctx context.Context, resource, prefix string) error {
 	end := clientv3.GetPrefixRangeEnd(prefix)
@@ -259,10 +266,7 @@ func (s *scanner) scanRange(ctx context.Context, resource, prefix string) error 
 // span is a key range [lo, hi) whose values one request reads.
 type span struct{ lo, hi string }
 
-// depth is how many value reads are in flight at once.
-const depth = 2
-
-// readValues reads each span's values, depth at a time, and classifies
+// readValues reads each span's values, Parallel at a time, and classifies
 // them in key order.
 func (s *scanner) readValues(ctx context.Context, resource string, spans []span) error {
 	type result struct {
@@ -271,6 +275,7 @@ func (s *scanner) readValues(ctx context.Context, resource string, spans []span)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	depth := s.opts.Parallel
 	futures := make([]chan result, len(spans))
 	start := func(k int) {
 		ch := make(chan result, 1)
