@@ -120,7 +120,7 @@ type Options struct {
 	// CurrentKeyID is the key_id that counts as current; empty makes
 	// every KMS v2 object stale.
 	CurrentKeyID string
-	// PageBytes bounds the values read in one request (default 4 MiB).
+	// PageBytes bounds the values read in one request (default 1 MiB).
 	// The bound is aimed at from the sizes seen so far, so one page may
 	// exceed it by the spread of value sizes.
 	PageBytes int64
@@ -153,7 +153,7 @@ func Run(ctx context.Context, kv KV, opts Options) (Report, error) {
 	}
 	opts.Prefix = strings.TrimSuffix(opts.Prefix, "/")
 	if opts.PageBytes <= 0 {
-		opts.PageBytes = 4 << 20
+		opts.PageBytes = 1 << 20
 	}
 	if opts.KeysPerPage <= 0 {
 		opts.KeysPerPage = 10000
