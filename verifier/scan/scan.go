@@ -354,9 +354,10 @@ func (s *scanner) classify(resource string, key, value []byte) {
 		// Whole prefix: keys come sorted, so the resource changes rarely;
 		// compare the directory before computing the name.
 		dir := keyDir(key, len(s.opts.Prefix)+1)
-		if c == nil || dir != s.lastDir {
+		// string(dir) in a comparison does not allocate.
+		if c == nil || string(dir) != s.lastDir {
 			c = s.resource(ResourceOf(s.opts.Prefix, string(key)))
-			s.lastDir = dir
+			s.lastDir = string(dir)
 		}
 	}
 	s.last = c
@@ -388,9 +389,9 @@ func (s *scanner) classify(resource string, key, value []byte) {
 
 // keyDir returns the first two path segments of key after skip bytes,
 // enough to tell resources apart ("services/specs", "example.com/widgets").
-func keyDir(key []byte, skip int) string {
+func keyDir(key []byte, skip int) []byte {
 	if skip > len(key) {
-		return string(key)
+		return key
 	}
 	rest := key[skip:]
 	slashes := 0
@@ -398,11 +399,11 @@ func keyDir(key []byte, skip int) string {
 		if b == '/' {
 			slashes++
 			if slashes == 2 {
-				return string(rest[:i])
+				return rest[:i]
 			}
 		}
 	}
-	return string(rest)
+	return rest
 }
 
 // SortedKeys returns m's keys in order, for stable output.
