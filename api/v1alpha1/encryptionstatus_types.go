@@ -16,11 +16,14 @@ const (
 	ReasonPlaintextFound      = "PlaintextFound"
 	ReasonMigrating           = "Migrating"
 	ReasonScanFailed          = "ScanFailed"
+	// ReasonNoEvidence: the scan found no object at all, which proves
+	// nothing (a wrong prefix or the wrong etcd looks the same).
+	ReasonNoEvidence = "NoEvidence"
 )
 
-// EncryptionStatus publishes what the controller's last scan of etcd found:
-// how many objects are encrypted, under which key_id, and where a key
-// rotation stands. The controller owns the one named "cluster".
+// EncryptionStatus publishes what vaultkms-auditor's last scan of etcd
+// found: how many objects are encrypted, under which key_id, and where a key
+// rotation stands. The auditor owns the one named "cluster".
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=encstatus
@@ -49,15 +52,16 @@ type EncryptionStatusStatus struct {
 	// +optional
 	ScannedAt *metav1.Time `json:"scannedAt,omitempty"`
 	// Total, Plaintext, Stale and Current sum all scanned resources;
-	// stale includes plaintext.
+	// stale includes plaintext. They are written even when zero, so
+	// `kubectl get encryptionstatus` shows 0 rather than a blank.
 	// +optional
-	Total int `json:"total,omitempty"`
+	Total int `json:"total"`
 	// +optional
-	Plaintext int `json:"plaintext,omitempty"`
+	Plaintext int `json:"plaintext"`
 	// +optional
-	Stale int `json:"stale,omitempty"`
+	Stale int `json:"stale"`
 	// +optional
-	Current int `json:"current,omitempty"`
+	Current int `json:"current"`
 	// RotationStage is current, rotated-awaiting-api-servers, migrating or
 	// migrated.
 	// +optional

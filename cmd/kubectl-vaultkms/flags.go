@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,28 +11,39 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/spf13/pflag"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/verifier/apiservers"
+	"github.com/vaultkms/vaultkms/verifier/encconfig"
+	"github.com/vaultkms/vaultkms/verifier/etcdconn"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 )
 
-// common holds the flags most commands share.
+// common holds the flags most commands share, and the command's streams.
 type common struct {
-	fs *pflag.FlagSet
+	fs  *pflag.FlagSet
+	ios streams
 
-	kubeconfig, context string
-	output              string
+	// Kubeconfig flags follow the kubectl plugin convention: the same
+	// names and meaning as kubectl's own (--kubeconfig, --context, -n,
+	// --server, --token, ...).
+	rules     *clientcmd.ClientConfigLoadingRules
+	overrides *clientcmd.ConfigOverrides
 
-	etcdEndpoints                 []string
-	etcdCACert, etcdCert, etcdKey string
-	etcdPrefix                    string
-	resources                     string
-	provider                      string
+	output string
+
+	etcd             etcdconn.Config
+	etcdPasswordFile string
+	etcdPrefix       string
+	resources        string
+	encryptionConfig string
+	provider         string
+	allowNoEvidence  bool
+	wholePrefix      bool
 
 	kmsSocket, currentKeyID                string
 	vaultAddr, vaultCACert, vaultNamespace string
@@ -44,20 +53,29 @@ type common struct {
 	noAPIServerMetrics                     bool
 }
 
-func newCommon(name string) *common {
-	c := &common{fs: pflag.NewFlagSet(name, pflag.ContinueOnError)}
+func newCommon(name string, ios streams) *common {
+	c := &common{fs: pflag.NewFlagSet(name, pflag.ContinueOnError), ios: ios}
 	fs := c.fs
-	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-	fs.StringVar(&c.context, "context", "", "kubeconfig context to use")
+	fs.SetOutput(ios.ErrOut)
+	c.rules = clientcmd.NewDefaultClientConfigLoadingRules()
+	c.overrides = &clientcmd.ConfigOverrides{}
+	fs.StringVar(&c.rules.ExplicitPath, clientcmd.RecommendedConfigPathFlag, "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	clientcmd.BindOverrideFlags(c.overrides, fs, clientcmd.RecommendedConfigOverrideFlags(""))
 	fs.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
-	fs.StringSliceVar(&c.etcdEndpoints, "etcd-endpoints", nil, "etcd client URLs, comma separated (read-only access is enough)")
-	fs.StringVar(&c.etcdCACert, "etcd-cacert", "", "CA of etcd's serving certificate")
-	fs.StringVar(&c.etcdCert, "etcd-cert", "", "client certificate for etcd")
-	fs.StringVar(&c.etcdKey, "etcd-key", "", "key of --etcd-cert")
+	fs.StringSliceVar(&c.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma separated (read-only access is enough)")
+	fs.StringVar(&c.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
+	fs.StringVar(&c.etcd.Cert, "etcd-cert", "", "client certificate for etcd")
+	fs.StringVar(&c.etcd.Key, "etcd-key", "", "key of --etcd-cert")
+	fs.StringVar(&c.etcd.Username, "etcd-user", "", "etcd user (etcd with auth enabled); a role that may only read the prefix is enough")
+	fs.StringVar(&c.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
+	fs.DurationVar(&c.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
+	fs.DurationVar(&c.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
 	fs.StringVar(&c.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
-	fs.StringVar(&c.resources, "resources", "secrets", "resources to scan: secrets, configmaps, <plural>.<group>, comma separated")
+	fs.StringVar(&c.resources, "resources", "", "resources to scan: secrets, configmaps, deployments.apps, <plural>.<group>, comma separated (default: those --encryption-config encrypts, else secrets)")
+	fs.StringVar(&c.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration file: the resources to scan and the provider order to check")
 	fs.StringVar(&c.provider, "provider", "vault", "name of the KMS v2 provider in the EncryptionConfiguration")
-	fs.StringVar(&c.kmsSocket, "kms-socket", "", "the plugin's socket; its Status gives the current key_id")
+	fs.BoolVar(&c.allowNoEvidence, "allow-no-evidence", false, "accept a scan that finds nothing as proof (normally it proves nothing: wrong prefix or wrong etcd)")
+	fs.StringVar(&c.kmsSocket, "kms-socket", "", "the plugin's socket (a path or unix:///path); its Status gives the current key_id")
 	fs.StringVar(&c.currentKeyID, "current-key-id", "", "take this key_id as current instead of asking the plugin or Vault")
 	fs.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
 	fs.StringVar(&c.vaultCACert, "vault-ca-cert", os.Getenv("VAULT_CACERT"), "CA of Vault's serving certificate (default $VAULT_CACERT)")
@@ -65,8 +83,8 @@ func newCommon(name string) *common {
 	fs.StringVar(&c.transitMount, "transit-mount", "transit", "Transit mount path")
 	fs.StringVar(&c.transitKey, "transit-key", "", "Transit key the plugin uses")
 	fs.StringVar(&c.vaultTokenFile, "vault-token-file", "", "file with your Vault token (default $VAULT_TOKEN, then ~/.vault-token)")
-	fs.StringSliceVar(&c.metricsFrom, "apiserver-metrics-url", nil, "extra API server /metrics URLs to check (each API server behind a load balancer); the kubeconfig's server is always asked")
-	fs.BoolVar(&c.noAPIServerMetrics, "no-apiserver-metrics", false, "do not ask API servers which key_id they use")
+	fs.StringSliceVar(&c.metricsFrom, "apiserver-metrics-url", nil, "the /metrics URL of every API server; default: found from the kubernetes EndpointSlices")
+	fs.BoolVar(&c.noAPIServerMetrics, "no-apiserver-metrics", false, "do not ask API servers which key_id they use (status and verify only; trim never skips this)")
 	return c
 }
 
@@ -85,31 +103,35 @@ func (c *common) parse(args []string) error {
 	default:
 		return usageErr("-o %q: use table, json or yaml", c.output)
 	}
+	if c.kmsSocket != "" {
+		if _, err := keysource.SocketPath(c.kmsSocket); err != nil {
+			return usageErr("%v", err)
+		}
+	}
 	return nil
 }
 
-func (c *common) etcd() (*clientv3.Client, error) {
-	if len(c.etcdEndpoints) == 0 {
+func (c *common) warnf(format string, args ...any) {
+	fmt.Fprintf(c.ios.ErrOut, "warning: "+format+"\n", args...)
+}
+
+func (c *common) dialEtcd(ctx context.Context) (*etcdconn.Client, error) {
+	if len(c.etcd.Endpoints) == 0 {
 		return nil, usageErr("--etcd-endpoints is required: the scan reads etcd directly (read-only)")
 	}
-	cfg := clientv3.Config{Endpoints: c.etcdEndpoints, DialTimeout: 10 * time.Second}
-	if c.etcdCACert != "" || c.etcdCert != "" {
-		info := transport.TLSInfo{TrustedCAFile: c.etcdCACert, CertFile: c.etcdCert, KeyFile: c.etcdKey}
-		tc, err := info.ClientConfig()
+	cfg := c.etcd
+	if c.etcdPasswordFile != "" {
+		b, err := os.ReadFile(c.etcdPasswordFile)
 		if err != nil {
-			return nil, fmt.Errorf("etcd TLS: %w", err)
+			return nil, fmt.Errorf("--etcd-password-file: %w", err)
 		}
-		cfg.TLS = tc
+		cfg.Password = strings.TrimSpace(string(b))
 	}
-	return clientv3.New(cfg)
+	return etcdconn.Dial(ctx, cfg)
 }
 
 func (c *common) restConfig() (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if c.kubeconfig != "" {
-		rules.ExplicitPath = c.kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: c.context}).ClientConfig()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(c.rules, c.overrides).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -151,8 +173,8 @@ func (c *common) operatorToken() (string, error) {
 	return "", usageErr("no Vault token: set --vault-token-file, VAULT_TOKEN or log in with `vault login`")
 }
 
-// currentKey finds the current key_id: from the plugin if --kms-socket is
-// given, else from Vault.
+// currentKey finds the current key_id: from Vault if --transit-key and
+// --vault-addr are given, else from the plugin.
 func (c *common) currentKey(ctx context.Context) (keyID, source string, tk *keysource.TransitKey, err error) {
 	if c.currentKeyID != "" {
 		return c.currentKeyID, "flag", nil, nil
@@ -175,10 +197,10 @@ func (c *common) currentKey(ctx context.Context) (keyID, source string, tk *keys
 			return "", "", nil, err
 		}
 		if keyID != "" && id != keyID {
-			fmt.Fprintf(os.Stderr, "warning: the plugin reports %s but Vault's latest version is %s; the plugin re-reads the key every few seconds\n", id, keyID)
+			c.warnf("the plugin reports %s but Vault's latest version is %s; the plugin re-reads the key every few seconds", id, keyID)
 		}
 		if health != "ok" {
-			fmt.Fprintf(os.Stderr, "warning: the plugin is not healthy: %s\n", health)
+			c.warnf("the plugin is not healthy: %s", health)
 		}
 		if keyID == "" {
 			keyID, source = id, "plugin"
@@ -190,52 +212,81 @@ func (c *common) currentKey(ctx context.Context) (keyID, source string, tk *keys
 	return keyID, source, tk, nil
 }
 
-// apiServerKeys reads the key_id hashes the API servers report.
-func (c *common) apiServerKeys(ctx context.Context) ([]keysource.APIServerKey, error) {
-	if c.noAPIServerMetrics {
-		return nil, nil
-	}
+// apiServerReports reads every API server's key_id reports: from the
+// --apiserver-metrics-url list, else from each endpoint of the kubernetes
+// EndpointSlices.
+func (c *common) apiServerReports(ctx context.Context) ([]apiservers.Report, error) {
 	cfg, err := c.restConfig()
 	if err != nil {
 		return nil, err
 	}
-	var all []keysource.APIServerKey
-	rc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	urls := append([]string{strings.TrimSuffix(cfg.Host, "/") + "/metrics"}, c.metricsFrom...)
-	seen := map[string]bool{}
-	for _, u := range urls {
-		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
-		resp, err := rc.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("API server metrics %s: %w", u, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			return nil, fmt.Errorf("API server metrics %s: HTTP %d %v", u, resp.StatusCode, err)
-		}
-		keys, err := keysource.FromAPIServerMetrics(strings.NewReader(string(body)))
+	urls := c.metricsFrom
+	if len(urls) == 0 {
+		kube, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		for _, k := range keys {
-			id := k.APIServerIDHash + "/" + k.Provider
-			if !seen[id] {
-				seen[id] = true
-				all = append(all, k)
+		if urls, err = apiservers.Discover(ctx, kube); err != nil {
+			return nil, err
+		}
+	}
+	return apiservers.Fetch(ctx, cfg, urls)
+}
+
+// apiServerKeys flattens the reports to the newest key per API server, for
+// status; unreadable API servers are warned about.
+func (c *common) apiServerKeys(ctx context.Context) ([]keysource.APIServerKey, error) {
+	if c.noAPIServerMetrics {
+		return nil, nil
+	}
+	reports, err := c.apiServerReports(ctx)
+	if err != nil {
+		return nil, err
+	}
+	newest := map[[2]string]keysource.APIServerKey{}
+	for _, r := range reports {
+		if r.Err != "" {
+			c.warnf("API server metrics %s: %s", r.URL, r.Err)
+		}
+		for _, k := range r.Keys {
+			id := [2]string{k.APIServerIDHash, k.Provider}
+			if cur, ok := newest[id]; !ok || k.LastSeen.After(cur.LastSeen) {
+				newest[id] = k
 			}
 		}
 	}
-	return all, nil
+	var out []keysource.APIServerKey
+	for _, k := range newest {
+		out = append(out, k)
+	}
+	return out, nil
 }
 
-func (c *common) scanOptions() (scan.Options, error) {
-	res, err := scan.ParseResources(c.resources)
-	if err != nil {
-		return scan.Options{}, usageErr("%v", err)
+// resourceNames returns what to scan: --resources, else what
+// --encryption-config encrypts with the provider, else secrets. The second
+// result names configured resources that cannot be scanned by name
+// (wildcards).
+func (c *common) resourceNames() ([]scan.Resource, []string, error) {
+	if c.resources != "" {
+		res, err := scan.ParseResources(c.resources)
+		if err != nil {
+			return nil, nil, usageErr("%v", err)
+		}
+		return res, nil, nil
 	}
-	return scan.Options{Prefix: c.etcdPrefix, Resources: res, Provider: c.provider}, nil
+	if c.encryptionConfig != "" {
+		names, wild, err := encconfig.Encrypted(c.encryptionConfig, c.provider)
+		if err != nil {
+			return nil, nil, err
+		}
+		var res []scan.Resource
+		for _, n := range names {
+			res = append(res, scan.Resource(n))
+		}
+		if len(res) == 0 {
+			return nil, wild, fmt.Errorf("--encryption-config %s lists no resource by name under provider %q; name them with --resources", c.encryptionConfig, c.provider)
+		}
+		return res, wild, nil
+	}
+	return []scan.Resource{"secrets"}, nil, nil
 }

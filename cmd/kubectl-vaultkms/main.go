@@ -3,16 +3,26 @@
 // stands, and the tools to finish one. Installed on PATH it runs as
 // `kubectl vaultkms`.
 //
-// Exit codes: 0 success; 1 an error; 2 bad usage; 3 verify found what
-// --fail-on names (stale or plaintext objects); 4 trim refused.
+// Exit codes (docs/rotation.md):
+//
+//	0  success; for status: nothing to do
+//	1  an error (etcd, Vault or the API server could not be read)
+//	2  bad usage
+//	3  action needed: verify found stale or plaintext objects (--fail-on),
+//	   status found a rotation stage that needs the operator, reencrypt
+//	   left objects stale
+//	4  refused or no evidence: trim or rotate refused; verify or status
+//	   scanned nothing, or the prefix holds no namespaces/default
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -24,6 +34,14 @@ const (
 	exitFinding = 3
 	exitRefused = 4
 )
+
+// streams are where a command reads and writes, injected so the commands
+// can be tested.
+type streams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
 
 // exitErr carries an exit code with its message.
 type exitErr struct {
@@ -38,10 +56,16 @@ func usageErr(format string, args ...any) error {
 	return &exitErr{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-var commands = []struct {
+func refused(format string, args ...any) error {
+	return &exitErr{code: exitRefused, err: fmt.Errorf(format, args...)}
+}
+
+type command struct {
 	name, summary string
-	run           func(ctx context.Context, args []string) error
-}{
+	run           func(ctx context.Context, ios streams, args []string) error
+}
+
+var commands = []command{
 	{"verify", "scan etcd and count objects per provider and key_id; non-zero exit when anything is stale", runVerify},
 	{"status", "are we encrypted, and where is the rotation? one screen, with the next action", runStatus},
 	{"reencrypt", "rewrite every stale object through the API server under the current key", runReencrypt},
@@ -49,33 +73,41 @@ var commands = []struct {
 	{"trim", "retire Transit key versions nothing in etcd needs any more", runTrim},
 }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "kubectl vaultkms: encryption at rest with Vault Transit, verified\n\nCommands:\n")
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "kubectl vaultkms: encryption at rest with Vault Transit, verified\n\nCommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(os.Stderr, "\nRun `kubectl vaultkms <command> --help` for its flags.\n")
+	fmt.Fprintf(w, "\nRun `kubectl vaultkms <command> --help` for its flags.\n")
 }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	// A scan streams pages of about 1 MiB, a few at once; a soft limit on
+	// the Go runtime's memory (the binary's own code adds about 25 MiB of
+	// RSS on top) keeps garbage from piling up to twice the live size.
+	// GOMEMLIMIT still overrides it.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(32 << 20)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
 }
 
-func run(args []string) int {
+func run(ctx context.Context, ios streams, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage()
+		usage(ios.ErrOut)
 		if len(args) == 0 {
 			return exitUsage
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	for _, c := range commands {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, args[1:])
+		err := c.run(ctx, ios, args[1:])
 		if err == nil {
 			return 0
 		}
@@ -85,14 +117,14 @@ func run(args []string) int {
 		var ee *exitErr
 		if errors.As(err, &ee) {
 			if ee.code != exitFinding {
-				fmt.Fprintln(os.Stderr, "error:", ee.err)
+				fmt.Fprintln(ios.ErrOut, "error:", ee.err)
 			}
 			return ee.code
 		}
-		fmt.Fprintln(os.Stderr, "error:", err)
+		fmt.Fprintln(ios.ErrOut, "error:", err)
 		return exitError
 	}
-	fmt.Fprintf(os.Stderr, "error: unknown command %q\n\n", args[0])
-	usage()
+	fmt.Fprintf(ios.ErrOut, "error: unknown command %q\n\n", args[0])
+	usage(ios.ErrOut)
 	return exitUsage
 }

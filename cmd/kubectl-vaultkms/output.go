@@ -35,13 +35,15 @@ func emit(w io.Writer, format string, v any, table func(w io.Writer)) error {
 // progress draws a one-line progress indicator on a terminal and stays
 // silent when stderr is not one (piped, in CI).
 type progress struct {
+	w     io.Writer
 	on    bool
 	total int
 	label string
 }
 
-func newProgress(label string, total int) *progress {
-	return &progress{on: term.IsTerminal(int(os.Stderr.Fd())), total: total, label: label}
+func newProgress(w io.Writer, label string, total int) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, on: ok && term.IsTerminal(int(f.Fd())), total: total, label: label}
 }
 
 func (p *progress) set(label string, done int) {
@@ -52,16 +54,16 @@ func (p *progress) set(label string, done int) {
 		p.label = label
 	}
 	if p.total <= 0 {
-		fmt.Fprintf(os.Stderr, "\r\033[K%s: %d", p.label, done)
+		fmt.Fprintf(p.w, "\r\033[K%s: %d", p.label, done)
 		return
 	}
 	const width = 30
 	filled := min(width, done*width/max(1, p.total))
-	fmt.Fprintf(os.Stderr, "\r\033[K%s [%s%s] %d/%d", p.label, strings.Repeat("=", filled), strings.Repeat(" ", width-filled), done, p.total)
+	fmt.Fprintf(p.w, "\r\033[K%s [%s%s] %d/%d", p.label, strings.Repeat("=", filled), strings.Repeat(" ", width-filled), done, p.total)
 }
 
 func (p *progress) done() {
 	if p.on {
-		fmt.Fprint(os.Stderr, "\r\033[K")
+		fmt.Fprint(p.w, "\r\033[K")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -16,12 +15,13 @@ import (
 
 	"github.com/vaultkms/vaultkms/verifier/rewrite"
 	"github.com/vaultkms/vaultkms/verifier/scan"
-	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
 type reencryptReport struct {
 	Resources []reencryptResource `json:"resources"`
 	After     *scan.Report        `json:"after,omitempty"`
+	// NotScanned names configured resources that were not covered.
+	NotScanned []string `json:"notScanned,omitempty"`
 }
 
 type reencryptResource struct {
@@ -30,8 +30,8 @@ type reencryptResource struct {
 	rewrite.Result
 }
 
-func runReencrypt(ctx context.Context, args []string) error {
-	c := newCommon("reencrypt")
+func runReencrypt(ctx context.Context, ios streams, args []string) error {
+	c := newCommon("reencrypt", ios)
 	qps := c.fs.Float64("qps", 50, "writes per second through the API server")
 	workers := c.fs.Int("workers", 4, "objects rewritten at once")
 	if err := c.parse(args); err != nil {
@@ -46,28 +46,18 @@ func runReencrypt(ctx context.Context, args []string) error {
 	}
 	// The scan finds what is stale now; objects rewritten by an earlier,
 	// interrupted run are current and skipped, which makes a rerun resume.
-	stale := map[string][]rewrite.Object{}
-	opts, err := c.scanOptions()
+	// A compaction restarts the scan: the set starts over with it, so no
+	// object is queued twice.
+	stale := rewrite.NewStaleSet(c.etcdPrefix)
+	rep, err := c.scan(ctx, keyID, stale.Visit, stale.Reset)
 	if err != nil {
 		return err
 	}
-	var parseErr error
-	visit := func(res string, key []byte, _ storedvalue.Value, isStale bool) {
-		if !isStale {
-			return
-		}
-		o, err := rewrite.ParseKey(scan.Resource(res).KeyPrefix(opts.Prefix), string(key))
-		if err != nil {
-			parseErr = err
-			return
-		}
-		stale[res] = append(stale[res], o)
-	}
-	if _, err := scanWith(ctx, c, keyID, &scan.Options{Visit: visit}); err != nil {
+	if err := stale.Err(); err != nil {
 		return err
 	}
-	if parseErr != nil {
-		return parseErr
+	if err := c.noEvidence(rep); err != nil {
+		return err
 	}
 	cfg, err := c.restConfig()
 	if err != nil {
@@ -89,15 +79,16 @@ func runReencrypt(ctx context.Context, args []string) error {
 	limiter := rate.NewLimiter(rate.Limit(*qps), 1)
 	var out reencryptReport
 	start := time.Now()
-	for _, res := range opts.Resources {
-		objs := stale[string(res)]
+	for _, r := range rep.Resources {
+		res := scan.Resource(r.Resource)
+		objs := stale.Objects(r.Resource)
 		rr := reencryptResource{Resource: string(res), Stale: len(objs)}
 		if len(objs) > 0 {
 			gvr, err := resolve(mapper, res)
 			if err != nil {
 				return err
 			}
-			p := newProgress("reencrypt "+string(res), len(objs))
+			p := newProgress(ios.ErrOut, "reencrypt "+string(res), len(objs))
 			rw := &rewrite.Rewriter{Client: dyn, Resource: gvr, Limiter: limiter, Workers: *workers, Progress: func(n int) { p.set("", n) }}
 			rr.Result, err = rw.Run(ctx, objs)
 			p.done()
@@ -108,14 +99,13 @@ func runReencrypt(ctx context.Context, args []string) error {
 		out.Resources = append(out.Resources, rr)
 	}
 	elapsed := time.Since(start)
-	if len(c.etcdEndpoints) > 0 {
-		after, err := scanWith(ctx, c, keyID, nil)
-		if err != nil {
-			return err
-		}
-		out.After = &after
+	after, err := c.scan(ctx, keyID, nil, nil)
+	if err != nil {
+		return err
 	}
-	err = emit(os.Stdout, c.output, out, func(w io.Writer) {
+	out.After = &after
+	out.NotScanned = rep.NotScanned
+	err = emit(ios.Out, c.output, out, func(w io.Writer) {
 		fmt.Fprintf(w, "RESOURCE\tSTALE\tREWRITTEN\tGONE\tFAILED\n")
 		for _, r := range out.Resources {
 			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\n", r.Resource, r.Stale, r.Rewritten, r.Gone, r.Failed)

@@ -4,14 +4,28 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
+	"time"
 
+	"github.com/vaultkms/vaultkms/verifier/apiservers"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
+	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
-func runRotate(ctx context.Context, args []string) error {
-	c := newCommon("rotate")
+// unfinished tells whether the Transit key still has versions below its
+// latest that can decrypt: the previous rotation was not trimmed.
+func unfinished(tk keysource.TransitKey) error {
+	if tk.LatestVersion > max(1, tk.MinDecryption) {
+		return fmt.Errorf("the rotation to version %d is unfinished: versions %d..%d still decrypt (min_decryption_version %d); finish it with `kubectl vaultkms reencrypt` and `kubectl vaultkms trim`, or pass --force",
+			tk.LatestVersion, max(1, tk.MinDecryption), tk.LatestVersion-1, max(1, tk.MinDecryption))
+	}
+	return nil
+}
+
+func runRotate(ctx context.Context, ios streams, args []string) error {
+	c := newCommon("rotate", ios)
+	force := c.fs.Bool("force", false, "rotate even though the previous rotation was not finished (trimmed)")
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -23,6 +37,9 @@ func runRotate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := unfinished(before); err != nil && !*force {
+		return refused("rotate refused: %v", err)
+	}
 	path := c.transitMount + "/keys/" + c.transitKey + "/rotate"
 	if _, err := vc.Logical().WriteWithContext(ctx, path, nil); err != nil {
 		return fmt.Errorf("rotate transit key %q: %w", c.transitMount+"/"+c.transitKey, err)
@@ -32,7 +49,7 @@ func runRotate(ctx context.Context, args []string) error {
 		return err
 	}
 	out := map[string]any{"previousKeyID": before.Current.String(), "currentKeyID": after.Current.String(), "version": after.LatestVersion}
-	return emit(os.Stdout, c.output, out, func(w io.Writer) {
+	return emit(ios.Out, c.output, out, func(w io.Writer) {
 		fmt.Fprintf(w, "Rotated %s/%s: version %d -> %d\n", c.transitMount, c.transitKey, before.LatestVersion, after.LatestVersion)
 		fmt.Fprintf(w, "new key_id:\t%s\n\n", after.Current.String())
 		fmt.Fprintf(w, "The plugin picks the new version up within its refresh interval (10s), and each\n")
@@ -43,12 +60,33 @@ func runRotate(ctx context.Context, args []string) error {
 	})
 }
 
-func runTrim(ctx context.Context, args []string) error {
-	c := newCommon("trim")
-	to := c.fs.Int("to", 0, "min_decryption_version to set (default: the oldest version still in use)")
-	dryRun := c.fs.Bool("dry-run", false, "say what would be done without changing Vault")
+type trimReport struct {
+	From       int                 `json:"from"`
+	To         int                 `json:"to"`
+	DryRun     bool                `json:"dryRun"`
+	Revision   int64               `json:"revision"`
+	Evidence   rotation.Evidence   `json:"evidence"`
+	APIServers []apiservers.Server `json:"apiServers"`
+	Undo       string              `json:"undo"`
+}
+
+// runTrim raises min_decryption_version only on proof: every API server
+// has reported the current key_id for the settle time (checked before and
+// after the scan), and a scan of the whole etcd prefix finds no KMS v2
+// value of this key below the target version, whatever its resource.
+func runTrim(ctx context.Context, ios streams, args []string) error {
+	c := newCommon("trim", ios)
+	to := c.fs.Int("to", 0, "min_decryption_version to set (default: the latest version)")
+	dryRun := c.fs.Bool("dry-run", false, "check every gate and say what would be done without changing Vault")
+	settle := c.fs.Duration("settle-time", apiservers.DefaultSettle, "how long every API server must have reported the current key_id before the scan")
 	if err := c.parse(args); err != nil {
 		return err
+	}
+	if c.noAPIServerMetrics {
+		return usageErr("trim never skips the API server gate: drop --no-apiserver-metrics")
+	}
+	if c.resources != "" {
+		c.warnf("trim scans every resource under --etcd-prefix; --resources is ignored")
 	}
 	vc, err := c.vaultClient()
 	if err != nil {
@@ -58,41 +96,83 @@ func runTrim(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	target := *to
+	if target == 0 {
+		target = tk.LatestVersion
+	}
 	keyID := tk.Current.String()
-	rep, err := scanWith(ctx, c, keyID, nil)
+	facts := rotation.TrimFacts{Current: tk.Current, MinDecryptionVersion: tk.MinDecryption, AllowNoEvidence: c.allowNoEvidence}
+	// Gate 1: every API server on the target key_id for the settle time.
+	before, gateErr := c.gate(ctx, keyID, *settle)
+	if gateErr != nil {
+		facts.APIServers = gateErr
+		return refused("trim refused: %v", rotation.CheckTrim(facts, target))
+	}
+	// Gate 2: the whole prefix, every resource.
+	rep, ev, err := c.scanWhole(ctx, keyID, tk)
 	if err != nil {
 		return err
 	}
-	facts := rotation.Facts{CurrentKeyID: keyID, MinDecryptionVersion: tk.MinDecryption, Plaintext: rep.Plaintext(), Stale: rep.Stale(), ByKeyID: rep.ByKeyID()}
-	if keys, err := c.apiServerKeys(ctx); err == nil && len(keys) > 0 {
-		facts.APIServersKnown = true
-		facts.APIServersAgree, _ = keysource.Agreement(keys, c.provider, keyID)
-	} else if err != nil {
-		fmt.Fprintf(os.Stderr, "warning: cannot read API server metrics: %v\n", err)
+	facts.Evidence = ev
+	// Gate 3: the same API servers, still on the target key_id.
+	after, gateErr := c.gate(ctx, keyID, *settle)
+	if gateErr == nil {
+		gateErr = apiservers.Same(before, after)
 	}
-	target := *to
-	if target == 0 {
-		target = rotation.Decide(facts).TrimTo
-		if target == 0 {
-			target = tk.LatestVersion
-		}
-	}
+	facts.APIServers = gateErr
 	if err := rotation.CheckTrim(facts, target); err != nil {
-		return &exitErr{code: exitRefused, err: fmt.Errorf("trim refused: %w", err)}
+		return refused("trim refused: %w", err)
 	}
+	from := max(1, tk.MinDecryption)
+	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: rep.Revision, Evidence: ev, APIServers: after,
+		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.transitMount, c.transitKey, from)}
 	if !*dryRun {
 		path := c.transitMount + "/keys/" + c.transitKey + "/config"
 		if _, err := vc.Logical().WriteWithContext(ctx, path, map[string]any{"min_decryption_version": target}); err != nil {
 			return fmt.Errorf("set min_decryption_version on %q: %w", c.transitMount+"/"+c.transitKey, err)
 		}
 	}
-	out := map[string]any{"from": max(1, tk.MinDecryption), "to": target, "dryRun": *dryRun, "revision": rep.Revision}
-	return emit(os.Stdout, c.output, out, func(w io.Writer) {
+	return emit(ios.Out, c.output, out, func(w io.Writer) {
 		verb := "Raised"
 		if *dryRun {
 			verb = "Would raise"
 		}
 		fmt.Fprintf(w, "%s min_decryption_version of %s/%s from %d to %d: versions below %d can no longer decrypt.\n",
-			verb, c.transitMount, c.transitKey, max(1, tk.MinDecryption), target, target)
+			verb, c.transitMount, c.transitKey, from, target, target)
+		fmt.Fprintf(w, "Proof: %d API servers on the current key_id for at least %s; %d keys scanned under %s at revision %d, %d values under this key, none below version %d.\n",
+			len(after), *settle, ev.Total, c.etcdPrefix, rep.Revision, ev.Found(), target)
+		fmt.Fprintf(w, "Undo (the key versions still exist in Vault):\n  %s\n", out.Undo)
+		fmt.Fprintf(w, "Warning: etcd backups taken before the re-encryption may hold values under versions below %d;\nrestoring one needs this undo first.\n", target)
 	})
+}
+
+// gate reads every API server's reports and checks them at this moment.
+func (c *common) gate(ctx context.Context, keyID string, settle time.Duration) ([]apiservers.Server, error) {
+	reports, err := c.apiServerReports(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return apiservers.Check(reports, c.provider, keyID, settle, time.Now())
+}
+
+// scanWhole scans every key under the prefix and gathers the evidence of
+// which versions of the key etcd still holds.
+func (c *common) scanWhole(ctx context.Context, keyID string, tk keysource.TransitKey) (scan.Report, rotation.Evidence, error) {
+	cli, err := c.dialEtcd(ctx)
+	if err != nil {
+		return scan.Report{}, rotation.Evidence{}, err
+	}
+	defer cli.Close()
+	if err := scan.CheckPrefix(ctx, cli, c.etcdPrefix); err != nil {
+		return scan.Report{}, rotation.Evidence{}, refused("trim refused: %v", err)
+	}
+	var ev rotation.Evidence
+	p := newProgress(c.ios.ErrOut, "scanning", 0)
+	rep, err := scan.Run(ctx, cli, scan.Options{Prefix: c.etcdPrefix, Provider: c.provider, CurrentKeyID: keyID,
+		Progress:  func(res string, n int) { p.set("scanning "+res, n) },
+		OnRestart: func(int64) { ev = rotation.Evidence{} },
+		Visit:     func(_ string, _ []byte, v storedvalue.Value, _ bool) { ev.Add(v, tk.Current) },
+	})
+	p.done()
+	return rep, ev, err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -33,9 +32,8 @@ type statusReport struct {
 	Scan             scan.Report              `json:"scan"`
 }
 
-func runStatus(ctx context.Context, args []string) error {
-	c := newCommon("status")
-	configPath := c.fs.String("encryption-config", "", "kube-apiserver's EncryptionConfiguration file, to check provider order")
+func runStatus(ctx context.Context, ios streams, args []string) error {
+	c := newCommon("status", ios)
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -47,37 +45,40 @@ func runStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("current key_id: %w", err)
 	}
-	rep, err := scanWith(ctx, c, keyID, nil)
+	rep, err := c.scan(ctx, keyID, nil, nil)
 	if err != nil {
 		return err
 	}
 	st := statusReport{CurrentKeyID: keyID, KeyIDSource: source, KeyVersion: cur.Version, Scan: rep,
 		Plaintext: rep.Plaintext(), Stale: rep.Stale(), ObjectsByVersion: map[int]int{}}
 	st.KeyVersionAge = time.Since(cur.Created).Round(time.Second).String()
-	facts := rotation.Facts{CurrentKeyID: keyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()}
+	facts := rotation.Facts{CurrentKeyID: keyID, Scanned: rep.Total(), Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()}
+	if c.allowNoEvidence && facts.Scanned == 0 {
+		facts.Scanned = -1 // the operator accepts an empty scan
+	}
 	for _, vn := range rotation.VersionCounts(facts.ByKeyID, cur) {
 		st.ObjectsByVersion[vn[0]] = vn[1]
 	}
 	if tk != nil {
-		st.MinDecryption = tk.MinDecryption
-		facts.MinDecryptionVersion = tk.MinDecryption
+		st.MinDecryption = max(1, tk.MinDecryption)
+		facts.MinDecryptionVersion = st.MinDecryption
 	}
 	keys, err := c.apiServerKeys(ctx)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "warning: cannot read API server metrics: %v\n", err)
+		c.warnf("cannot read API server metrics: %v", err)
 	} else if len(keys) > 0 {
 		st.APIServers = keys
 		agree, _ := keysource.Agreement(keys, c.provider, keyID)
 		st.APIServersAgree = &agree
 		facts.APIServersKnown, facts.APIServersAgree = true, agree
 	}
-	st.Encrypted = st.Plaintext == 0
-	if *configPath != "" {
+	st.Encrypted = st.Plaintext == 0 && rep.Total() > 0
+	if c.encryptionConfig != "" {
 		var names []string
 		for _, r := range rep.Resources {
 			names = append(names, r.Resource)
 		}
-		if st.Config, err = encconfig.Check(*configPath, c.provider, names); err != nil {
+		if st.Config, err = encconfig.Check(c.encryptionConfig, c.provider, names); err != nil {
 			return err
 		}
 		for _, r := range st.Config {
@@ -85,7 +86,18 @@ func runStatus(ctx context.Context, args []string) error {
 		}
 	}
 	st.Decision = rotation.Decide(facts)
-	return emit(os.Stdout, c.output, st, func(w io.Writer) { statusTable(w, st, keyID) })
+	if err := emit(ios.Out, c.output, st, func(w io.Writer) { statusTable(w, st, keyID) }); err != nil {
+		return err
+	}
+	switch {
+	case st.Decision.Stage == rotation.NoEvidence:
+		return refused("no evidence: %s", st.Decision.NextAction)
+	case st.Decision.Stage.NeedsAction():
+		return &exitErr{code: exitFinding, err: fmt.Errorf("action needed: %s", st.Decision.NextAction)}
+	case !st.Encrypted:
+		return &exitErr{code: exitFinding, err: fmt.Errorf("not encrypted at rest")}
+	}
+	return nil
 }
 
 func statusTable(w io.Writer, st statusReport, keyID string) {
@@ -124,6 +136,9 @@ func statusTable(w io.Writer, st statusReport, keyID string) {
 		fmt.Fprintf(w, "v%d=%d ", vn, st.ObjectsByVersion[vn])
 	}
 	fmt.Fprintf(w, "\nStale objects:\t%d (of %d scanned at revision %d)\n", st.Stale, total(st.Scan), st.Scan.Revision)
+	for _, n := range st.Scan.NotScanned {
+		fmt.Fprintf(w, "Not scanned:\t%s (wildcard in the EncryptionConfiguration)\n", n)
+	}
 	fmt.Fprintf(w, "Rotation stage:\t%s\n", st.Decision.Stage)
 	fmt.Fprintf(w, "Next action:\t%s\n", st.Decision.NextAction)
 }

@@ -4,15 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
-func runVerify(ctx context.Context, args []string) error {
-	c := newCommon("verify")
+func runVerify(ctx context.Context, ios streams, args []string) error {
+	c := newCommon("verify", ios)
 	failOn := c.fs.String("fail-on", "stale", "exit 3 when the scan finds: stale (includes plaintext), plaintext, or none")
+	c.fs.BoolVar(&c.wholePrefix, "whole-prefix", false, "scan every key under --etcd-prefix, whatever its resource (the scan trim relies on)")
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -21,11 +22,18 @@ func runVerify(ctx context.Context, args []string) error {
 	default:
 		return usageErr("--fail-on %q: use stale, plaintext or none", *failOn)
 	}
-	rep, err := doScan(ctx, c)
+	keyID, _, _, err := c.currentKey(ctx)
 	if err != nil {
 		return err
 	}
-	if err := emit(os.Stdout, c.output, rep, func(w io.Writer) { reportTable(w, rep) }); err != nil {
+	rep, err := c.scan(ctx, keyID, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := emit(ios.Out, c.output, rep, func(w io.Writer) { reportTable(w, rep) }); err != nil {
+		return err
+	}
+	if err := c.noEvidence(rep); err != nil {
 		return err
 	}
 	switch {
@@ -37,37 +45,57 @@ func runVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-// doScan finds the current key_id and scans etcd.
-func doScan(ctx context.Context, c *common) (scan.Report, error) {
-	keyID, _, _, err := c.currentKey(ctx)
-	if err != nil {
-		return scan.Report{}, err
+// noEvidence refuses a scan that found nothing, unless the operator said
+// that is expected.
+func (c *common) noEvidence(rep scan.Report) error {
+	if rep.Total() == 0 && !c.allowNoEvidence {
+		return refused("the scan found no objects under %s at revision %d: that is no evidence of encryption; check --etcd-endpoints, --etcd-prefix and --resources (or pass --allow-no-evidence)", rep.Prefix, rep.Revision)
 	}
-	return scanWith(ctx, c, keyID, nil)
+	return nil
 }
 
-func scanWith(ctx context.Context, c *common, keyID string, opts *scan.Options) (scan.Report, error) {
-	o, err := c.scanOptions()
-	if err != nil {
-		return scan.Report{}, err
+// scan checks the prefix, resolves the resources to their etcd paths and
+// scans them at one revision. onRestart is told when compaction restarts
+// the scan (everything visit saw will be seen again).
+func (c *common) scan(ctx context.Context, keyID string, visit func(string, []byte, storedvalue.Value, bool), onRestart func()) (scan.Report, error) {
+	var names []scan.Resource
+	var wild []string
+	var err error
+	if !c.wholePrefix {
+		if names, wild, err = c.resourceNames(); err != nil {
+			return scan.Report{}, err
+		}
 	}
-	if opts != nil {
-		o.Visit = opts.Visit
-	}
-	o.CurrentKeyID = keyID
-	cli, err := c.etcd()
+	cli, err := c.dialEtcd(ctx)
 	if err != nil {
 		return scan.Report{}, err
 	}
 	defer cli.Close()
-	p := newProgress("scanning", 0)
-	o.Progress = func(res string, n int) { p.set("scanning "+res, n) }
-	o.OnRestart = func(rev int64) {
-		p.done()
-		fmt.Fprintf(os.Stderr, "etcd compacted revision %d during the scan; starting over at a newer revision\n", rev)
+	if err := scan.CheckPrefix(ctx, cli, c.etcdPrefix); err != nil && !c.allowNoEvidence {
+		return scan.Report{}, refused("%v", err)
 	}
+	var targets []scan.Target
+	if !c.wholePrefix {
+		if targets, err = scan.Resolve(ctx, cli, c.etcdPrefix, names); err != nil {
+			return scan.Report{}, usageErr("%v", err)
+		}
+	}
+	for _, w := range wild {
+		c.warnf("the EncryptionConfiguration entry %q is a wildcard and was not scanned: name its resources with --resources", w)
+	}
+	p := newProgress(c.ios.ErrOut, "scanning", 0)
+	o := scan.Options{Prefix: c.etcdPrefix, Targets: targets, Provider: c.provider, CurrentKeyID: keyID, Visit: visit,
+		Progress: func(res string, n int) { p.set("scanning "+res, n) },
+		OnRestart: func(rev int64) {
+			p.done()
+			fmt.Fprintf(c.ios.ErrOut, "etcd compacted revision %d during the scan; starting over at a newer revision\n", rev)
+			if onRestart != nil {
+				onRestart()
+			}
+		}}
 	rep, err := scan.Run(ctx, cli, o)
 	p.done()
+	rep.NotScanned = wild
 	return rep, err
 }
 
@@ -82,6 +110,9 @@ func reportTable(w io.Writer, rep scan.Report) {
 			prov = append(prov, fmt.Sprintf("%s=%d", k, r.ByProvider[k]))
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\n", r.Resource, r.Total, r.Current, r.Stale, r.Plaintext, strings.Join(prov, " "))
+	}
+	for _, n := range rep.NotScanned {
+		fmt.Fprintf(w, "%s\tnot scanned (wildcard)\n", n)
 	}
 	fmt.Fprintf(w, "\nKEY_ID\tRESOURCE\tOBJECTS\n")
 	for _, r := range rep.Resources {

@@ -68,19 +68,62 @@ type Resource struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Check reads path and reports on each resource (such as "secrets" or
-// "widgets.example.com") for the KMS v2 provider named provider.
-func Check(path, provider string, resources []string) ([]Resource, error) {
+func load(path string) (file, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--encryption-config: %w", err)
+		return file{}, fmt.Errorf("--encryption-config: %w", err)
 	}
 	var f file
 	if err := yaml.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("--encryption-config %s: %w", path, err)
+		return file{}, fmt.Errorf("--encryption-config %s: %w", path, err)
 	}
 	if f.Kind != "EncryptionConfiguration" {
-		return nil, fmt.Errorf("--encryption-config %s: kind is %q, want EncryptionConfiguration", path, f.Kind)
+		return file{}, fmt.Errorf("--encryption-config %s: kind is %q, want EncryptionConfiguration", path, f.Kind)
+	}
+	return f, nil
+}
+
+// Encrypted lists the resources the configuration names with the KMS v2
+// provider among their providers (writing or still reading), in file
+// order; wildcard entries ("*.*", "*.apps") cannot be scanned by name and
+// are returned apart so the caller can say they were not scanned.
+func Encrypted(path, provider string) (names, wildcards []string, err error) {
+	f, err := load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]bool{}
+	for _, group := range f.Resources {
+		uses := false
+		for _, p := range group.Providers {
+			if p.label() == "kms:v2:"+provider {
+				uses = true
+			}
+		}
+		if !uses {
+			continue
+		}
+		for _, r := range group.Resources {
+			if seen[r] {
+				continue
+			}
+			seen[r] = true
+			if strings.Contains(r, "*") {
+				wildcards = append(wildcards, r)
+			} else {
+				names = append(names, r)
+			}
+		}
+	}
+	return names, wildcards, nil
+}
+
+// Check reads path and reports on each resource (such as "secrets" or
+// "widgets.example.com") for the KMS v2 provider named provider.
+func Check(path, provider string, resources []string) ([]Resource, error) {
+	f, err := load(path)
+	if err != nil {
+		return nil, err
 	}
 	var out []Resource
 	for _, res := range resources {

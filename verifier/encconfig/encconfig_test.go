@@ -62,3 +62,17 @@ func TestCheckRejectsOtherFiles(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestEncrypted(t *testing.T) {
+	const c = cfg + `  - resources: ["deployments.apps", "*.*"]
+    providers:
+      - kms: {apiVersion: v2, name: vault, endpoint: unix:///run/vaultkms/kms.sock}
+`
+	names, wild, err := Encrypted(write(t, c), "vault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(names, ",") != "secrets,configmaps,deployments.apps" || strings.Join(wild, ",") != "*.*" {
+		t.Fatalf("Encrypted = %v, wildcards %v", names, wild)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -23,9 +24,27 @@ import (
 	"github.com/vaultkms/vaultkms/internal/transitkey"
 )
 
+// SocketPath accepts the plugin socket as a path (/run/vaultkms/kms.sock)
+// or as the EncryptionConfiguration writes it (unix:///run/vaultkms/kms.sock).
+func SocketPath(s string) (string, error) {
+	p := s
+	if rest, ok := strings.CutPrefix(s, "unix://"); ok {
+		p = rest
+	}
+	if !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("--kms-socket %q: give an absolute path or unix:///absolute/path, as in the EncryptionConfiguration's endpoint", s)
+	}
+	return p, nil
+}
+
 // FromPlugin asks the plugin on socket for its Status.
 func FromPlugin(ctx context.Context, socket string) (keyID, healthz string, err error) {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	path, err := SocketPath(socket)
+	if err != nil {
+		return "", "", err
+	}
+	// "unix:" with an absolute path has no authority to misread.
+	conn, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return "", "", fmt.Errorf("connect to plugin socket %q: %w", socket, err)
 	}
@@ -79,9 +98,9 @@ type APIServerKey struct {
 
 const keyIDMetric = "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds"
 
-// FromAPIServerMetrics reads one API server's /metrics text and returns,
-// per API server and provider, the key_id hash with the newest timestamp.
-func FromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
+// AllFromAPIServerMetrics reads one API server's /metrics text and returns
+// every key_id hash it reports, with when it last saw each.
+func AllFromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(r)
 	if err != nil {
@@ -91,14 +110,27 @@ func FromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
 	if !ok {
 		return nil, nil
 	}
-	newest := map[[2]string]APIServerKey{}
+	var out []APIServerKey
 	for _, m := range fam.GetMetric() {
-		k := APIServerKey{
+		out = append(out, APIServerKey{
 			APIServerIDHash: label(m, "apiserver_id_hash"),
 			Provider:        label(m, "provider_name"),
 			KeyIDHash:       label(m, "key_id_hash"),
 			LastSeen:        time.Unix(int64(m.GetGauge().GetValue()), 0).UTC(),
-		}
+		})
+	}
+	return out, nil
+}
+
+// FromAPIServerMetrics reads one API server's /metrics text and returns,
+// per API server and provider, the key_id hash with the newest timestamp.
+func FromAPIServerMetrics(r io.Reader) ([]APIServerKey, error) {
+	all, err := AllFromAPIServerMetrics(r)
+	if err != nil {
+		return nil, err
+	}
+	newest := map[[2]string]APIServerKey{}
+	for _, k := range all {
 		id := [2]string{k.APIServerIDHash, k.Provider}
 		if cur, ok := newest[id]; !ok || k.LastSeen.After(cur.LastSeen) {
 			newest[id] = k

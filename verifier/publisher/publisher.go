@@ -1,4 +1,4 @@
-// Package publisher scans etcd on a schedule inside the controller and
+// Package publisher scans etcd on a schedule inside vaultkms-auditor and
 // publishes the result as the cluster-scoped EncryptionStatus "cluster",
 // with Prometheus metrics and events when objects become stale or
 // plaintext.
@@ -7,6 +7,7 @@ package publisher
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -30,6 +31,27 @@ const Name = "cluster"
 // KeySource tells the current key_id (from the plugin, Vault or a flag).
 type KeySource func(ctx context.Context) (string, error)
 
+// MinInterval is the shortest time between scans: each scan reads all of
+// etcd's prefix, so a typo such as --scan-interval=1ms must not turn the
+// auditor into a load generator.
+const MinInterval = 5 * time.Second
+
+// CheckInterval refuses an interval below MinInterval.
+func CheckInterval(d time.Duration) error {
+	if d < MinInterval {
+		return fmt.Errorf("--scan-interval %s is below the floor of %s: every scan reads the whole of etcd's prefix", d, MinInterval)
+	}
+	return nil
+}
+
+// NextDelay is the wait before the next scan: the interval plus up to a
+// tenth more, so several auditors (or restarts) do not scan in step.
+// jitter is a number in [0, 1).
+func NextDelay(interval time.Duration, jitter float64) time.Duration {
+	interval = max(interval, MinInterval)
+	return interval + time.Duration(jitter*float64(interval)/10)
+}
+
 // Publisher is a manager Runnable.
 type Publisher struct {
 	Client    client.Client
@@ -50,14 +72,14 @@ func (p *Publisher) Start(ctx context.Context) error {
 	if p.Clock == nil {
 		p.Clock = clock.RealClock{}
 	}
-	t := time.NewTicker(p.Interval)
-	defer t.Stop()
 	for {
 		if err := p.ScanOnce(ctx); err != nil && ctx.Err() == nil {
 			p.Log.Error(err, "encryption scan failed")
 		}
+		t := time.NewTimer(NextDelay(p.Interval, rand.Float64()))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
 		}
@@ -111,12 +133,13 @@ func Build(rep scan.Report, scanErr error, now time.Time) v1alpha1.EncryptionSta
 		st.Current += r.Current
 		st.Resources = append(st.Resources, v1alpha1.ResourceEncryption{Resource: r.Resource, Total: r.Total, Plaintext: r.Plaintext, Stale: r.Stale, Current: r.Current, ByProvider: r.ByProvider, ByKeyID: r.ByKeyID})
 	}
-	d := rotation.Decide(rotation.Facts{CurrentKeyID: rep.CurrentKeyID, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()})
+	d := rotation.Decide(rotation.Facts{CurrentKeyID: rep.CurrentKeyID, Scanned: st.Total, Plaintext: st.Plaintext, Stale: st.Stale, ByKeyID: rep.ByKeyID()})
 	st.RotationStage, st.NextAction = string(d.Stage), d.NextAction
-	// Without Vault's min_decryption_version the publisher cannot tell
-	// "migrated" (trim pending) from "current"; report what it knows.
-	if d.Stage == rotation.Migrated {
-		st.RotationStage, st.NextAction = string(rotation.Current), "nothing is stale; `kubectl vaultkms status` tells whether older key versions can be trimmed"
+	if d.Stage == rotation.NoEvidence {
+		for _, t := range []string{v1alpha1.ConditionEncrypted, v1alpha1.ConditionKeyCurrent} {
+			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: metav1.ConditionUnknown, Reason: v1alpha1.ReasonNoEvidence, Message: d.NextAction, LastTransitionTime: metav1.NewTime(now)})
+		}
+		return st
 	}
 	enc := metav1.Condition{Type: v1alpha1.ConditionEncrypted, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonEncryptionCompleted,
 		Message: fmt.Sprintf("all %d objects are encrypted", st.Total), LastTransitionTime: metav1.NewTime(now)}

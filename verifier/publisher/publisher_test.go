@@ -35,6 +35,7 @@ func TestBuild(t *testing.T) {
 		{"all current", report(0, 0, 5), nil, "True", "True", v1alpha1.ReasonEncryptionCompleted, v1alpha1.ReasonEncryptionCompleted, "current"},
 		{"plaintext and old", report(2, 3, 5), nil, "False", "False", v1alpha1.ReasonPlaintextFound, v1alpha1.ReasonMigrating, "migrating"},
 		{"old only", report(0, 3, 5), nil, "True", "False", v1alpha1.ReasonEncryptionCompleted, v1alpha1.ReasonMigrating, "migrating"},
+		{"nothing found is no evidence", report(0, 0, 0), nil, "Unknown", "Unknown", v1alpha1.ReasonNoEvidence, v1alpha1.ReasonNoEvidence, "no-evidence"},
 		{"scan failed", scan.Report{}, errors.New("etcd unreachable"), "Unknown", "Unknown", v1alpha1.ReasonScanFailed, v1alpha1.ReasonScanFailed, ""},
 	}
 	for _, tc := range cases {
@@ -55,5 +56,27 @@ func TestBuild(t *testing.T) {
 				t.Fatalf("failure message %q", enc.Message)
 			}
 		})
+	}
+}
+
+func TestInterval(t *testing.T) {
+	if err := CheckInterval(time.Second); err == nil || !strings.Contains(err.Error(), "--scan-interval") {
+		t.Fatalf("CheckInterval(1s) = %v, want a refusal naming the flag", err)
+	}
+	if err := CheckInterval(MinInterval); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		interval time.Duration
+		jitter   float64
+		want     time.Duration
+	}{
+		{time.Minute, 0, time.Minute},
+		{time.Minute, 0.5, time.Minute + 3*time.Second},
+		{time.Millisecond, 0, MinInterval},
+	} {
+		if got := NextDelay(tc.interval, tc.jitter); got != tc.want {
+			t.Errorf("NextDelay(%s, %v) = %s, want %s", tc.interval, tc.jitter, got, tc.want)
+		}
 	}
 }

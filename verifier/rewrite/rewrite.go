@@ -17,6 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
 // Object names one stored object, parsed from its etcd key.
@@ -152,3 +155,50 @@ func (r *Rewriter) one(ctx context.Context, o Object) error {
 		}
 	}
 }
+
+// StaleSet collects, from a scan's Visit calls, the stale objects of each
+// resource, once each. Reset empties it when the scan restarts after a
+// compaction, so a restarted scan never queues an object twice.
+type StaleSet struct {
+	prefix string
+	byRes  map[string][]Object
+	seen   map[string]bool
+	err    error
+}
+
+// NewStaleSet collects stale objects stored under the etcd prefix.
+func NewStaleSet(prefix string) *StaleSet {
+	s := &StaleSet{prefix: prefix}
+	s.Reset()
+	return s
+}
+
+// Reset forgets everything collected.
+func (s *StaleSet) Reset() {
+	s.byRes, s.seen, s.err = map[string][]Object{}, map[string]bool{}, nil
+}
+
+// Visit has the signature of scan.Options.Visit.
+func (s *StaleSet) Visit(resource string, key []byte, _ storedvalue.Value, stale bool) {
+	if !stale || s.seen[string(key)] {
+		return
+	}
+	o, err := ParseKey(scan.Resource(resource).KeyPrefix(s.prefix), string(key))
+	if err != nil {
+		if s.err == nil {
+			s.err = err
+		}
+		return
+	}
+	s.seen[string(key)] = true
+	s.byRes[resource] = append(s.byRes[resource], o)
+}
+
+// Objects returns the stale objects of resource, in key order.
+func (s *StaleSet) Objects(resource string) []Object { return s.byRes[resource] }
+
+// Len counts every collected object.
+func (s *StaleSet) Len() int { return len(s.seen) }
+
+// Err is the first key that could not be parsed.
+func (s *StaleSet) Err() error { return s.err }

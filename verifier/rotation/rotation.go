@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/vaultkms/vaultkms/internal/transitkey"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
 // Stage is where a rotation stands.
@@ -26,18 +27,27 @@ const (
 	// Migrated: every object is under the current key_id; older versions
 	// can still decrypt and can be trimmed.
 	Migrated Stage = "migrated"
+	// NoEvidence: the scan found nothing at all, which proves nothing: a
+	// wrong --etcd-prefix or the wrong etcd looks exactly like this.
+	NoEvidence Stage = "no-evidence"
 )
+
+// NeedsAction tells whether the operator has something to do at s.
+func (s Stage) NeedsAction() bool { return s != Current }
 
 // Facts are the inputs to Decide.
 type Facts struct {
 	// CurrentKeyID is the key_id of the Transit key's latest version.
 	CurrentKeyID string
-	// MinDecryptionVersion is the Transit key's setting.
+	// MinDecryptionVersion is the Transit key's setting; 0 when Vault was
+	// not asked (the key_id came from the plugin or a flag).
 	MinDecryptionVersion int
 	// APIServersKnown is false when no API server metrics were read.
 	APIServersKnown bool
 	// APIServersAgree is true when every API server reports CurrentKeyID.
 	APIServersAgree bool
+	// Scanned is the number of objects the scan read.
+	Scanned int
 	// Plaintext and Stale are totals across the scanned resources (stale
 	// includes plaintext).
 	Plaintext, Stale int
@@ -69,10 +79,16 @@ func Decide(f Facts) Decision {
 	if lowest > 0 && lowest < target {
 		target = lowest
 	}
-	if target > f.MinDecryptionVersion && f.Stale == 0 {
+	minKnown := f.MinDecryptionVersion > 0
+	// Vault's default min_decryption_version is 1: version 1 has nothing
+	// below it to retire.
+	if minKnown && target > f.MinDecryptionVersion && f.Stale == 0 {
 		d.TrimTo = target
 	}
 	switch {
+	case f.Scanned == 0:
+		d.Stage = NoEvidence
+		d.NextAction = "the scan found no objects at all, which proves nothing: check --etcd-endpoints and --etcd-prefix, and that the resources scanned exist"
 	case f.APIServersKnown && !f.APIServersAgree:
 		d.Stage = AwaitingAPIServers
 		d.NextAction = "wait until every API server reports the new key_id (kube-apiserver polls the plugin every minute), then run `kubectl vaultkms reencrypt`"
@@ -85,7 +101,12 @@ func Decide(f Facts) Decision {
 		}
 	case d.TrimTo > 0:
 		d.Stage = Migrated
-		d.NextAction = fmt.Sprintf("run `kubectl vaultkms trim` to raise min_decryption_version from %d to %d", max(1, f.MinDecryptionVersion), d.TrimTo)
+		d.NextAction = fmt.Sprintf("run `kubectl vaultkms trim` to raise min_decryption_version from %d to %d", f.MinDecryptionVersion, d.TrimTo)
+	case !minKnown && cur.Version > 1:
+		// Without Vault's min_decryption_version nobody can tell
+		// "migrated, trim pending" from "current".
+		d.Stage = Current
+		d.NextAction = "nothing is stale; give --vault-addr and --transit-key to learn whether older key versions can be trimmed"
 	default:
 		d.Stage = Current
 		d.NextAction = "nothing to do"
@@ -128,26 +149,103 @@ func VersionCounts(byKeyID map[string]int, cur transitkey.KeyID) [][2]int {
 	return out
 }
 
-// CheckTrim says whether min_decryption_version may be raised to to.
-func CheckTrim(f Facts, to int) error {
-	cur, err := transitkey.ParseKeyID(f.CurrentKeyID)
-	if err != nil {
-		return fmt.Errorf("cannot tell the current key_id: %w", err)
+// Evidence is what a scan of the whole --etcd-prefix found of one Transit
+// key, whatever the resource: the proof trim relies on.
+type Evidence struct {
+	// Versions counts KMS v2 values whose key_id names the key, per
+	// version.
+	Versions map[int]int `json:"versions"`
+	// Unreadable counts KMS v2 values whose key_id could not be read:
+	// they might need any version.
+	Unreadable int `json:"unreadable"`
+	// OtherKeys counts KMS v2 values under other keys (not this key's
+	// concern).
+	OtherKeys int `json:"otherKeys"`
+	// Total counts every key scanned.
+	Total int `json:"total"`
+}
+
+// Add records one scanned value.
+func (e *Evidence) Add(v storedvalue.Value, cur transitkey.KeyID) {
+	e.Total++
+	if v.Kind != storedvalue.KMSv2 {
+		return
 	}
-	if f.APIServersKnown && !f.APIServersAgree {
-		return fmt.Errorf("not every API server reports the current key_id yet; one may still write under an older version")
+	if v.KeyID == "" {
+		e.Unreadable++
+		return
 	}
-	if f.Stale > 0 {
-		return fmt.Errorf("%d objects are stale (%d in plaintext or another provider's hands): run `kubectl vaultkms reencrypt` first", f.Stale, f.Plaintext)
+	k, err := transitkey.ParseKeyID(v.KeyID)
+	if err != nil || !k.SameKey(cur) {
+		e.OtherKeys++
+		return
 	}
-	if to > cur.Version {
-		return fmt.Errorf("version %d does not exist yet; the latest is %d", to, cur.Version)
+	if e.Versions == nil {
+		e.Versions = map[int]int{}
 	}
-	if low := LowestVersionInUse(f.ByKeyID, cur); low > 0 && low < to {
-		return fmt.Errorf("objects still need version %d", low)
+	e.Versions[k.Version]++
+}
+
+// Found is the number of values under this key.
+func (e Evidence) Found() int {
+	n := 0
+	for _, c := range e.Versions {
+		n += c
 	}
-	if to <= f.MinDecryptionVersion {
-		return fmt.Errorf("min_decryption_version is already %d", f.MinDecryptionVersion)
+	return n
+}
+
+// TrimFacts are the inputs to CheckTrim.
+type TrimFacts struct {
+	Current              transitkey.KeyID
+	MinDecryptionVersion int
+	// Evidence is from a scan of the whole prefix, made after the API
+	// server gate passed.
+	Evidence Evidence
+	// AllowNoEvidence lets trim go ahead when no value under this key was
+	// found (the operator says the key encrypts nothing).
+	AllowNoEvidence bool
+	// APIServers is the API server gate's verdict; nil when it passed.
+	APIServers error
+}
+
+// CheckTrim says whether min_decryption_version may be raised to to. It
+// fails closed: anything unknown refuses.
+func CheckTrim(f TrimFacts, to int) error {
+	if f.APIServers != nil {
+		return fmt.Errorf("API server gate: %w", f.APIServers)
+	}
+	if to > f.Current.Version {
+		return fmt.Errorf("version %d does not exist yet; the latest is %d", to, f.Current.Version)
+	}
+	if to <= max(1, f.MinDecryptionVersion) {
+		return fmt.Errorf("min_decryption_version is already %d: nothing to trim", max(1, f.MinDecryptionVersion))
+	}
+	if f.Evidence.Unreadable > 0 {
+		return fmt.Errorf("%d KMS v2 values have a key_id that cannot be read; they might need any version", f.Evidence.Unreadable)
+	}
+	var below []string
+	n := 0
+	for _, v := range sortedInts(f.Evidence.Versions) {
+		if v < to {
+			below = append(below, fmt.Sprintf("v%d=%d", v, f.Evidence.Versions[v]))
+			n += f.Evidence.Versions[v]
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("%d objects in etcd still need versions below %d (%v): run `kubectl vaultkms reencrypt` for every resource under this key first", n, to, below)
+	}
+	if f.Evidence.Found() == 0 && !f.AllowNoEvidence {
+		return fmt.Errorf("no value in etcd is encrypted under %s/%s (%d keys scanned): that is no evidence, not proof; check --etcd-endpoints and --etcd-prefix, or pass --allow-no-evidence if the key really encrypts nothing", f.Current.Mount, f.Current.Key, f.Evidence.Total)
 	}
 	return nil
+}
+
+func sortedInts(m map[int]int) []int {
+	out := make([]int, 0, len(m))
+	for v := range m {
+		out = append(out, v)
+	}
+	sort.Ints(out)
+	return out
 }

@@ -1,11 +1,13 @@
 package rotation
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vaultkms/vaultkms/internal/transitkey"
+	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
 func kid(v int) string {
@@ -22,26 +24,32 @@ func TestDecide(t *testing.T) {
 		trimTo int
 		lowest int
 	}{
-		{"fresh key, all current", Facts{CurrentKeyID: kid(1), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(1): 10}},
+		{"fresh key, all current", Facts{Scanned: 11, CurrentKeyID: kid(1), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(1): 10}},
 			Current, "nothing to do", 0, 1},
-		{"plaintext left", Facts{CurrentKeyID: kid(1), MinDecryptionVersion: 1, Plaintext: 3, Stale: 3, ByKeyID: map[string]int{kid(1): 10}},
+		{"plaintext left", Facts{Scanned: 11, CurrentKeyID: kid(1), MinDecryptionVersion: 1, Plaintext: 3, Stale: 3, ByKeyID: map[string]int{kid(1): 10}},
 			Migrating, "3 of them in plaintext", 0, 1},
-		{"rotated, API servers behind", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, Stale: 10, ByKeyID: map[string]int{kid(1): 10}},
+		{"rotated, API servers behind", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, Stale: 10, ByKeyID: map[string]int{kid(1): 10}},
 			AwaitingAPIServers, "wait until every API server", 0, 1},
-		{"rotated, API servers agree, old objects left", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, APIServersAgree: true, Stale: 10, ByKeyID: map[string]int{kid(1): 10, kid(2): 1}},
+		{"rotated, API servers agree, old objects left", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, APIServersAgree: true, Stale: 10, ByKeyID: map[string]int{kid(1): 10, kid(2): 1}},
 			Migrating, "reencrypt", 0, 1},
-		{"rotated, metrics unknown, old objects left", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, Stale: 10, ByKeyID: map[string]int{kid(1): 10}},
+		{"rotated, metrics unknown, old objects left", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 1, Stale: 10, ByKeyID: map[string]int{kid(1): 10}},
 			Migrating, "reencrypt", 0, 1},
-		{"migrated, version 1 still decrypts", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, APIServersAgree: true, ByKeyID: map[string]int{kid(2): 11}},
+		{"migrated, version 1 still decrypts", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 1, APIServersKnown: true, APIServersAgree: true, ByKeyID: map[string]int{kid(2): 11}},
 			Migrated, "from 1 to 2", 2, 2},
-		{"migrated and trimmed", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 2, ByKeyID: map[string]int{kid(2): 11}},
+		{"migrated and trimmed", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 2, ByKeyID: map[string]int{kid(2): 11}},
 			Current, "nothing to do", 0, 2},
-		{"three versions, trimmed to the oldest in use", Facts{CurrentKeyID: kid(3), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(2): 1, kid(3): 5}},
+		{"three versions, trimmed to the oldest in use", Facts{Scanned: 11, CurrentKeyID: kid(3), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(2): 1, kid(3): 5}},
 			Migrated, "from 1 to 2", 2, 2},
-		{"another key's objects do not hold versions back", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, ByKeyID: map[string]int{other: 4, kid(2): 1}},
+		{"another key's objects do not hold versions back", Facts{Scanned: 11, CurrentKeyID: kid(2), MinDecryptionVersion: 1, ByKeyID: map[string]int{other: 4, kid(2): 1}},
 			Migrated, "from 1 to 2", 2, 2},
-		{"empty etcd after rotation", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 0},
-			Migrated, "from 1 to 2", 2, 0},
+		{"empty scan is no evidence", Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1},
+			NoEvidence, "proves nothing", 2, 0},
+		{"never rotated, min_decryption_version unknown", Facts{Scanned: 11, CurrentKeyID: kid(1), ByKeyID: map[string]int{kid(1): 11}},
+			Current, "nothing to do", 0, 1},
+		{"never rotated, min_decryption_version 1", Facts{Scanned: 11, CurrentKeyID: kid(1), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(1): 11}},
+			Current, "nothing to do", 0, 1},
+		{"rotated and migrated, Vault not asked", Facts{Scanned: 11, CurrentKeyID: kid(2), ByKeyID: map[string]int{kid(2): 11}},
+			Current, "give --vault-addr", 0, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,30 +62,58 @@ func TestDecide(t *testing.T) {
 }
 
 func TestCheckTrim(t *testing.T) {
-	base := Facts{CurrentKeyID: kid(2), MinDecryptionVersion: 1, ByKeyID: map[string]int{kid(2): 5}}
+	cur, _ := transitkey.ParseKeyID(kid(2))
+	base := TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: Evidence{Versions: map[int]int{2: 5}, Total: 40}}
 	if err := CheckTrim(base, 2); err != nil {
 		t.Fatalf("trim to 2 with everything on v2: %v", err)
 	}
+	none := base
+	none.Evidence, none.AllowNoEvidence = Evidence{Total: 40}, true
+	if err := CheckTrim(none, 2); err != nil {
+		t.Fatalf("trim with --allow-no-evidence: %v", err)
+	}
 	refusals := []struct {
 		name   string
-		mutate func(*Facts)
+		mutate func(*TrimFacts)
 		to     int
 		reason string
 	}{
-		{"stale objects", func(f *Facts) { f.Stale = 3 }, 2, "reencrypt"},
-		{"objects on v1", func(f *Facts) { f.ByKeyID = map[string]int{kid(1): 1, kid(2): 5} }, 2, "still need version 1"},
-		{"API servers behind", func(f *Facts) { f.APIServersKnown = true }, 2, "API server"},
-		{"beyond latest", func(*Facts) {}, 3, "does not exist"},
-		{"already there", func(f *Facts) { f.MinDecryptionVersion = 2 }, 2, "already 2"},
+		{"objects on v1 in any resource", func(f *TrimFacts) { f.Evidence.Versions = map[int]int{1: 1, 2: 5} }, 2, "v1=1"},
+		{"nothing found", func(f *TrimFacts) { f.Evidence.Versions = nil }, 2, "no evidence"},
+		{"unreadable key_id", func(f *TrimFacts) { f.Evidence.Unreadable = 1 }, 2, "cannot be read"},
+		{"API servers not settled", func(f *TrimFacts) { f.APIServers = errors.New("apiserver x reports v1") }, 2, "API server gate"},
+		{"beyond latest", func(*TrimFacts) {}, 3, "does not exist"},
+		{"already there", func(f *TrimFacts) { f.MinDecryptionVersion = 2 }, 2, "already 2"},
+		{"never rotated", func(f *TrimFacts) { f.Current.Version, f.MinDecryptionVersion = 1, 0 }, 1, "nothing to trim"},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			f := base
+			f.Evidence.Versions = map[int]int{2: 5}
 			tc.mutate(&f)
 			err := CheckTrim(f, tc.to)
 			if err == nil || !strings.Contains(err.Error(), tc.reason) {
 				t.Fatalf("CheckTrim = %v, want a refusal naming %q", err, tc.reason)
 			}
 		})
+	}
+}
+
+func TestEvidence(t *testing.T) {
+	cur, _ := transitkey.ParseKeyID(kid(2))
+	other := transitkey.KeyID{Mount: "transit", Key: "other", Version: 1, Created: time.Unix(5, 0)}.String()
+	var e Evidence
+	for _, v := range []storedvalue.Value{
+		{Kind: storedvalue.Identity},
+		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(1)},
+		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(2)},
+		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(2)},
+		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: other},
+		{Kind: storedvalue.KMSv2, Provider: "vault"},
+	} {
+		e.Add(v, cur)
+	}
+	if e.Total != 6 || e.Versions[1] != 1 || e.Versions[2] != 2 || e.OtherKeys != 1 || e.Unreadable != 1 || e.Found() != 3 {
+		t.Fatalf("Evidence = %+v", e)
 	}
 }

@@ -17,6 +17,7 @@ type Kind string
 const (
 	Identity  Kind = "identity"  // protobuf plaintext (k8s\x00)
 	JSON      Kind = "json"      // JSON plaintext (custom resources)
+	CBOR      Kind = "cbor"      // CBOR plaintext (self-described, tag 55799)
 	AESCBC    Kind = "aescbc"    // k8s:enc:aescbc:v1:<key>:
 	AESGCM    Kind = "aesgcm"    // k8s:enc:aesgcm:v1:<key>:
 	Secretbox Kind = "secretbox" // k8s:enc:secretbox:v1:<key>:
@@ -26,7 +27,11 @@ const (
 )
 
 // Plaintext tells whether k stores data readable without any key.
-func (k Kind) Plaintext() bool { return k == Identity || k == JSON }
+func (k Kind) Plaintext() bool { return k == Identity || k == JSON || k == CBOR }
+
+// cborSelfDescribed is the tag (55799) kube-apiserver's CBOR serializer
+// puts before every object it stores, so a reader can tell CBOR apart.
+var cborSelfDescribed = []byte{0xd9, 0xd9, 0xf7}
 
 // Value is what Classify learned of one stored value.
 type Value struct {
@@ -75,6 +80,8 @@ func Classify(raw []byte) (Value, error) {
 		return Value{Kind: Identity}, nil
 	case len(raw) > 0 && (raw[0] == '{' || raw[0] == '['):
 		return Value{Kind: JSON}, nil
+	case bytes.HasPrefix(raw, cborSelfDescribed):
+		return Value{Kind: CBOR}, nil
 	case !bytes.HasPrefix(raw, []byte(encPrefix)):
 		return Value{Kind: Unknown}, nil
 	}

@@ -46,6 +46,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"protobuf plaintext", []byte("k8s\x00\x0a\x0f..."), Value{Kind: Identity}, "identity"},
 		{"json plaintext", []byte(`{"apiVersion":"v1"}`), Value{Kind: JSON}, "json"},
+		{"cbor plaintext", []byte("\xd9\xd9\xf7\xa4\x6aapiVersion\x62v1"), Value{Kind: CBOR}, "cbor"},
 		{"aescbc", []byte("k8s:enc:aescbc:v1:key1:\x00\x01"), Value{Kind: AESCBC, Provider: "key1"}, "aescbc:key1"},
 		{"aesgcm", []byte("k8s:enc:aesgcm:v1:k:\x00"), Value{Kind: AESGCM, Provider: "k"}, "aesgcm:k"},
 		{"secretbox", []byte("k8s:enc:secretbox:v1:sb:xx"), Value{Kind: Secretbox, Provider: "sb"}, "secretbox:sb"},
@@ -96,4 +97,14 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("error not marked malformed: %v", err)
 		}
 	})
+}
+
+// CBOR is how kube-apiserver may store objects when its CBOR serializer is
+// on; such values are readable without any key and must count as plaintext.
+func TestPlaintextKinds(t *testing.T) {
+	for k, want := range map[Kind]bool{Identity: true, JSON: true, CBOR: true, KMSv2: false, AESCBC: false, Unknown: false} {
+		if k.Plaintext() != want {
+			t.Errorf("%s.Plaintext() = %v, want %v", k, !want, want)
+		}
+	}
 }

@@ -1,0 +1,243 @@
+// Command vaultkms-auditor scans etcd read-only on a schedule and publishes
+// the cluster-scoped EncryptionStatus "cluster": how objects are stored and
+// where a key rotation stands. It runs on control-plane nodes with a
+// read-only etcd identity (docs/rotation.md, "The auditor"); the tenant-facing
+// vaultkms-controller holds no etcd credentials at all.
+//
+// Kubernetes RBAC it needs: encryptionstatuses get/create/update and
+// encryptionstatuses/status update (secrets.vaultkms.io), events create/patch
+// (events.k8s.io), and with --leader-elect leases get/create/update in its
+// namespace.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/verifier/encconfig"
+	"github.com/vaultkms/vaultkms/verifier/etcdconn"
+	"github.com/vaultkms/vaultkms/verifier/keysource"
+	"github.com/vaultkms/vaultkms/verifier/publisher"
+	"github.com/vaultkms/vaultkms/verifier/scan"
+)
+
+type options struct {
+	metricsAddr, probeAddr string
+	leaderElect            bool
+	namespace              string
+
+	etcd             etcdconn.Config
+	etcdEndpoints    string
+	etcdPasswordFile string
+	etcdPrefix       string
+	resources        string
+	encryptionConfig string
+	provider         string
+	scanInterval     time.Duration
+
+	kmsSocket, currentKeyID                string
+	vaultAddr, vaultCACert, vaultNamespace string
+	transitMount, transitKey               string
+	vaultTokenFile                         string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vaultkms-auditor:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica scans")
+	flag.StringVar(&o.namespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease")
+	flag.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "etcd client URLs, comma separated (required)")
+	flag.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
+	flag.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate of a read-only etcd user (not the API server's)")
+	flag.StringVar(&o.etcd.Key, "etcd-key", "", "key of --etcd-cert")
+	flag.StringVar(&o.etcd.Username, "etcd-user", "", "read-only etcd user, when etcd authenticates by password")
+	flag.StringVar(&o.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
+	flag.DurationVar(&o.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
+	flag.DurationVar(&o.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
+	flag.StringVar(&o.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	flag.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
+	flag.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
+	flag.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
+	flag.DurationVar(&o.scanInterval, "scan-interval", 10*time.Minute, fmt.Sprintf("time between scans (at least %s; up to a tenth more is added at random)", publisher.MinInterval))
+	flag.StringVar(&o.kmsSocket, "kms-socket", "", "the plugin's socket (path or unix:///path), for the current key_id")
+	flag.StringVar(&o.currentKeyID, "current-key-id", "", "a fixed current key_id (instead of --kms-socket or Vault)")
+	flag.StringVar(&o.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, for the current key_id from Vault")
+	flag.StringVar(&o.vaultCACert, "vault-ca-cert", os.Getenv("VAULT_CACERT"), "CA of Vault's serving certificate")
+	flag.StringVar(&o.vaultNamespace, "vault-namespace", os.Getenv("VAULT_NAMESPACE"), "Vault namespace")
+	flag.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
+	flag.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
+	flag.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+
+	if err := publisher.CheckInterval(o.scanInterval); err != nil {
+		return err
+	}
+	o.etcd.Endpoints = splitComma(o.etcdEndpoints)
+	if len(o.etcd.Endpoints) == 0 {
+		return errors.New("--etcd-endpoints is required: the auditor reads etcd (read-only)")
+	}
+	if o.etcdPasswordFile != "" {
+		b, err := os.ReadFile(o.etcdPasswordFile)
+		if err != nil {
+			return fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		o.etcd.Password = strings.TrimSpace(string(b))
+	}
+	names, err := resourceNames(o)
+	if err != nil {
+		return err
+	}
+	key, err := keySource(o)
+	if err != nil {
+		return err
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionNamespace: o.namespace,
+		LeaderElectionID:        "vaultkms-auditor.secrets.vaultkms.io",
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	// A client without a cache: the auditor only gets, creates and
+	// updates its one EncryptionStatus, so it needs no list or watch.
+	kc, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	etcd, err := etcdconn.Dial(ctx, o.etcd)
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	targets, err := scan.Resolve(ctx, etcd, o.etcdPrefix, names)
+	if err != nil {
+		return err
+	}
+	p := &publisher.Publisher{
+		Client:   kc,
+		KV:       etcd,
+		Options:  scan.Options{Prefix: o.etcdPrefix, Targets: targets, Provider: o.provider},
+		Key:      key,
+		Interval: o.scanInterval,
+		Recorder: mgr.GetEventRecorder("vaultkms-auditor"),
+		Log:      mgr.GetLogger().WithName("encryption-publisher"),
+		Metrics:  publisher.NewMetrics(metrics.Registry),
+	}
+	if err := mgr.Add(p); err != nil {
+		return err
+	}
+	mgr.GetLogger().Info("publishing EncryptionStatus", "interval", o.scanInterval, "resources", fmt.Sprint(names))
+	return mgr.Start(ctx)
+}
+
+func resourceNames(o options) ([]scan.Resource, error) {
+	if o.resources != "" {
+		return scan.ParseResources(o.resources)
+	}
+	if o.encryptionConfig != "" {
+		names, wild, err := encconfig.Encrypted(o.encryptionConfig, o.provider)
+		if err != nil {
+			return nil, err
+		}
+		if len(wild) > 0 {
+			return nil, fmt.Errorf("--encryption-config %s has wildcard entries %v that cannot be scanned by name: list the resources with --resources", o.encryptionConfig, wild)
+		}
+		var out []scan.Resource
+		for _, n := range names {
+			out = append(out, scan.Resource(n))
+		}
+		return out, nil
+	}
+	return []scan.Resource{"secrets"}, nil
+}
+
+func keySource(o options) (publisher.KeySource, error) {
+	switch {
+	case o.currentKeyID != "":
+		return func(context.Context) (string, error) { return o.currentKeyID, nil }, nil
+	case o.kmsSocket != "":
+		if _, err := keysource.SocketPath(o.kmsSocket); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) (string, error) {
+			id, _, err := keysource.FromPlugin(ctx, o.kmsSocket)
+			return id, err
+		}, nil
+	case o.transitKey != "":
+		c, err := vault.NewClient(vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNamespace, Timeout: 10 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		m := vault.TokenFile{Path: o.vaultTokenFile}
+		return func(ctx context.Context) (string, error) {
+			auth, err := m.Login(ctx, c)
+			if err != nil {
+				return "", err
+			}
+			c.SetToken(auth.ClientToken)
+			k, err := keysource.FromVault(ctx, c, o.vaultNamespace, o.transitMount, o.transitKey)
+			return k.Current.String(), err
+		}, nil
+	}
+	return nil, errors.New("the auditor needs the current key_id: give --kms-socket, --transit-key with --vault-addr and --vault-token-file, or --current-key-id")
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

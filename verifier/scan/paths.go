@@ -1,0 +1,195 @@
+package scan
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// builtin maps each built-in resource to the etcd path kube-apiserver's
+// storage factory stores it under, relative to --etcd-prefix. Built-in
+// resources are stored by resource name alone, whatever their group; a few
+// keep historic names (SpecialDefaultResourcePrefixes in kube-apiserver).
+// e2e/paths_test.go creates one object of each and finds it at this path on
+// a real API server: add a resource here only together with it there.
+var builtin = map[string]string{
+	"configmaps":             "configmaps",
+	"endpoints":              "services/endpoints",
+	"events":                 "events",
+	"limitranges":            "limitranges",
+	"namespaces":             "namespaces",
+	"nodes":                  "minions",
+	"persistentvolumeclaims": "persistentvolumeclaims",
+	"persistentvolumes":      "persistentvolumes",
+	"pods":                   "pods",
+	"podtemplates":           "podtemplates",
+	"replicationcontrollers": "controllers",
+	"resourcequotas":         "resourcequotas",
+	"secrets":                "secrets",
+	"serviceaccounts":        "serviceaccounts",
+	"services":               "services/specs",
+
+	"controllerrevisions.apps": "controllerrevisions",
+	"daemonsets.apps":          "daemonsets",
+	"deployments.apps":         "deployments",
+	"replicasets.apps":         "replicasets",
+	"statefulsets.apps":        "statefulsets",
+
+	"cronjobs.batch":                                               "cronjobs",
+	"jobs.batch":                                                   "jobs",
+	"horizontalpodautoscalers.autoscaling":                         "horizontalpodautoscalers",
+	"leases.coordination.k8s.io":                                   "leases",
+	"endpointslices.discovery.k8s.io":                              "endpointslices",
+	"events.events.k8s.io":                                         "events",
+	"ingresses.networking.k8s.io":                                  "ingress",
+	"ingressclasses.networking.k8s.io":                             "ingressclasses",
+	"networkpolicies.networking.k8s.io":                            "networkpolicies",
+	"poddisruptionbudgets.policy":                                  "poddisruptionbudgets",
+	"clusterrolebindings.rbac.authorization.k8s.io":                "clusterrolebindings",
+	"clusterroles.rbac.authorization.k8s.io":                       "clusterroles",
+	"rolebindings.rbac.authorization.k8s.io":                       "rolebindings",
+	"roles.rbac.authorization.k8s.io":                              "roles",
+	"priorityclasses.scheduling.k8s.io":                            "priorityclasses",
+	"csidrivers.storage.k8s.io":                                    "csidrivers",
+	"storageclasses.storage.k8s.io":                                "storageclasses",
+	"mutatingwebhookconfigurations.admissionregistration.k8s.io":   "mutatingwebhookconfigurations",
+	"validatingwebhookconfigurations.admissionregistration.k8s.io": "validatingwebhookconfigurations",
+	// The aggregator and the CRD server store their own objects under
+	// <group>/<resource>, as custom resources are.
+	"apiservices.apiregistration.k8s.io":             "apiregistration.k8s.io/apiservices",
+	"customresourcedefinitions.apiextensions.k8s.io": "apiextensions.k8s.io/customresourcedefinitions",
+}
+
+// BuiltinResources lists the built-in resources with a known etcd path.
+func BuiltinResources() []string {
+	out := make([]string, 0, len(builtin))
+	for r := range builtin {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// canonical turns "deployments" into "deployments.apps" when the plural
+// names exactly one built-in resource, as kubectl does.
+func canonical(name string) string {
+	if _, ok := builtin[name]; ok || strings.Contains(name, ".") {
+		return name
+	}
+	var found []string
+	for r := range builtin {
+		if p, _, _ := strings.Cut(r, "."); p == name {
+			found = append(found, r)
+		}
+	}
+	if len(found) == 1 {
+		return found[0]
+	}
+	return name
+}
+
+// Target is a resolved resource: its name and where etcd holds it.
+type Target struct {
+	Resource string
+	// KeyPrefix ends in "/": <prefix>/secrets/.
+	KeyPrefix string
+}
+
+// KeyPrefix is where kube-apiserver stores r under prefix, for a name
+// already resolved (built-in, or a custom resource <plural>.<group> stored
+// at <prefix>/<group>/<plural>/).
+func (r Resource) KeyPrefix(prefix string) string {
+	prefix = strings.TrimSuffix(prefix, "/")
+	name := canonical(string(r))
+	if p, ok := builtin[name]; ok {
+		return prefix + "/" + p + "/"
+	}
+	plural, group, _ := strings.Cut(name, ".")
+	return prefix + "/" + group + "/" + plural + "/"
+}
+
+// Resolve maps resource names to etcd paths and refuses names that are
+// neither built-in nor a CustomResourceDefinition stored in this etcd: a
+// typo or a wrong group must not scan an empty range and report success.
+func Resolve(ctx context.Context, kv KV, prefix string, names []Resource) ([]Target, error) {
+	prefix = strings.TrimSuffix(prefix, "/")
+	var out []Target
+	seen := map[string]bool{}
+	for _, r := range names {
+		name := canonical(string(r))
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if _, ok := builtin[name]; !ok {
+			plural, group, grouped := strings.Cut(name, ".")
+			if !grouped || plural == "" || group == "" {
+				return nil, fmt.Errorf("--resources: %q is not a built-in resource this tool knows the etcd path of; built-in: %s; custom resources are named <plural>.<group>", r, strings.Join(BuiltinResources(), ", "))
+			}
+			crd := prefix + "/apiextensions.k8s.io/customresourcedefinitions/" + name
+			resp, err := kv.Get(ctx, crd, clientv3.WithCountOnly())
+			if err != nil {
+				return nil, fmt.Errorf("look up CustomResourceDefinition %s in etcd: %w", name, err)
+			}
+			if resp.Count == 0 {
+				return nil, fmt.Errorf("--resources: %q is neither a built-in resource nor a CustomResourceDefinition stored under %s (no key %s): check the name and --etcd-prefix", r, prefix, crd)
+			}
+		}
+		out = append(out, Target{Resource: name, KeyPrefix: Resource(name).KeyPrefix(prefix)})
+	}
+	return out, nil
+}
+
+// reverse maps an etcd path (relative to the prefix) back to its resource;
+// events.events.k8s.io shares "events" with the core resource and is left
+// out so that path reads as "events".
+var reverse = func() map[string]string {
+	m := map[string]string{}
+	for r, p := range builtin {
+		if r == "events.events.k8s.io" {
+			continue
+		}
+		m[p] = r
+	}
+	return m
+}()
+
+// ResourceOf names the resource an etcd key under prefix belongs to, for
+// whole-prefix scans: a built-in resource, a custom resource
+// <plural>.<group>, or the raw path segment when neither is known.
+func ResourceOf(prefix, key string) string {
+	rest, ok := strings.CutPrefix(key, strings.TrimSuffix(prefix, "/")+"/")
+	if !ok {
+		return ""
+	}
+	first, after, _ := strings.Cut(rest, "/")
+	if r, ok := reverse[first]; ok {
+		return r
+	}
+	second, _, _ := strings.Cut(after, "/")
+	if r, ok := reverse[first+"/"+second]; ok {
+		return r
+	}
+	if strings.Contains(first, ".") && second != "" {
+		return second + "." + first
+	}
+	return first
+}
+
+// CheckPrefix makes sure prefix is what kube-apiserver writes under: every
+// cluster has the namespace "default". A wrong --etcd-prefix or the wrong
+// etcd would otherwise scan nothing and look clean.
+func CheckPrefix(ctx context.Context, kv KV, prefix string) error {
+	key := strings.TrimSuffix(prefix, "/") + "/namespaces/default"
+	resp, err := kv.Get(ctx, key, clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("check --etcd-prefix: read %s: %w", key, err)
+	}
+	if resp.Count == 0 {
+		return fmt.Errorf("etcd has no %s: --etcd-prefix %q is not kube-apiserver's, or this is not the cluster's etcd", key, prefix)
+	}
+	return nil
+}
