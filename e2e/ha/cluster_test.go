@@ -237,19 +237,28 @@ listener "tcp" {
 // vaultClient talks to node i from the host, with token.
 func (c *cluster) vaultClient(t testing.TB, i int, token string) *vaultapi.Client {
 	t.Helper()
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address = "https://" + c.vault[i].addr(t, "8200/tcp")
-	cfg.MaxRetries = 0
-	cfg.Timeout = 10 * time.Second
-	if err := cfg.ConfigureTLS(&vaultapi.TLSConfig{CACertBytes: c.ca.certPEM}); err != nil {
-		t.Fatalf("vault TLS: %v", err)
-	}
-	vc, err := vaultapi.NewClient(cfg)
+	vc, err := c.vaultClientAt(c.vault[i].addr(t, "8200/tcp"), token)
 	if err != nil {
 		t.Fatalf("vault client: %v", err)
 	}
-	vc.SetToken(token)
 	return vc
+}
+
+// vaultClientAt talks to the Vault node at the host address addr.
+func (c *cluster) vaultClientAt(addr, token string) (*vaultapi.Client, error) {
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = "https://" + addr
+	cfg.MaxRetries = 0
+	cfg.Timeout = 10 * time.Second
+	if err := cfg.ConfigureTLS(&vaultapi.TLSConfig{CACertBytes: c.ca.certPEM}); err != nil {
+		return nil, err
+	}
+	vc, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	vc.SetToken(token)
+	return vc, nil
 }
 
 func (c *cluster) waitVaultAnswers(t testing.TB, i int, timeout time.Duration) {
@@ -374,7 +383,7 @@ path "transit/decrypt/%[1]s" { capabilities = ["update"] }
 	if err := vc.Sys().PutPolicy("vaultkms-plugin", policy); err != nil {
 		t.Fatalf("plugin policy: %v", err)
 	}
-	s, err := vc.Logical().Write("auth/token/create-orphan", map[string]any{"policies": []string{"vaultkms-plugin"}, "ttl": "24h", "no_default_policy": true})
+	s, err := vc.Logical().Write("auth/token/create-orphan", map[string]any{"policies": []string{"vaultkms-plugin"}, "ttl": "24h"})
 	if err != nil || s == nil || s.Auth == nil {
 		t.Fatalf("plugin token: %v", err)
 	}

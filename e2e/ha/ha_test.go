@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/testcontainers/testcontainers-go/log"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -105,16 +106,16 @@ func activeVaultNodeStopped(t *testing.T, c *cluster) {
 	}
 	// Vault is back when a surviving node serves Transit again (a standby
 	// forwards to the new active node).
-	var survivors []int
+	var survivors []*vaultapi.Client
 	for i := range c.vault {
 		if i != active {
-			survivors = append(survivors, i)
+			survivors = append(survivors, c.vaultClient(t, i, c.rootToken))
 		}
 	}
 	vaultOK := watch(250*time.Millisecond, func(ctx context.Context) (bool, string) {
-		for _, i := range survivors {
+		for _, vc := range survivors {
 			ctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := c.vaultClient(t, i, c.rootToken).Logical().WriteWithContext(ctx, "transit/encrypt/"+transitKey, map[string]any{"plaintext": "aGE="})
+			_, err := vc.Logical().WriteWithContext(ctx, "transit/encrypt/"+transitKey, map[string]any{"plaintext": "aGE="})
 			cancel()
 			if err != nil {
 				return false, err.Error()
@@ -135,24 +136,33 @@ func activeVaultNodeStopped(t *testing.T, c *cluster) {
 	t.Logf("killed %s (SIGKILL)", vaultAlias(active))
 
 	vaultBack, vaultRecovered := vaultOK.waitFor(killed, true, 90*time.Second)
-	var pluginsBack time.Time
-	pluginsRecovered := true
+	pluginsRecovered := vaultRecovered
+	deadline := time.Now().Add(60 * time.Second)
 	for i, m := range plugins {
-		at, ok := m.waitFor(vaultBack, true, 60*time.Second)
-		if !ok {
+		if !vaultRecovered {
+			break
+		}
+		if _, ok := m.waitFor(vaultBack, true, time.Until(deadline)); !ok {
 			pluginsRecovered = false
 			t.Errorf("plugin %s not ready within 60s of Vault's failover: %s (a plugin given one Vault address cannot leave a dead node; needs --vault-addr with several addresses)",
 				c.apis[i].plugin.name, lastDetail(m.snapshot(), false))
-			continue
-		}
-		if at.After(pluginsBack) {
-			pluginsBack = at
 		}
 	}
 	time.Sleep(5 * time.Second)
 	ws := l.stop()
 	s := summarize(ws, time.Since(l.began))
 	t.Logf("writes across the fault: %s (%d ticks skipped, client saturated)", s, l.skipped.Load())
+	// The fault is over when Vault serves again and each plugin is ready
+	// after its last failed probe.
+	if at, ok := recoveredAt(vaultOK.snapshot(), killed); ok {
+		vaultBack = at
+	}
+	over := vaultBack
+	for _, m := range plugins {
+		if at, ok := recoveredAt(m.snapshot(), killed); ok && at.After(over) {
+			over = at
+		}
+	}
 
 	if !vaultRecovered {
 		t.Errorf("no surviving Vault node served Transit within 90s of the kill: %s", lastDetail(vaultOK.snapshot(), false))
@@ -179,7 +189,7 @@ func activeVaultNodeStopped(t *testing.T, c *cluster) {
 	if pluginsRecovered && vaultRecovered {
 		// Writes may fail only inside the failover window.
 		for _, w := range ws {
-			if w.err != nil && (w.start.Before(killed) || w.start.After(pluginsBack)) {
+			if w.err != nil && (w.start.Before(killed) || w.start.After(over)) {
 				t.Errorf("write %s failed outside the failover window (%s after the kill): %v", w.name, w.start.Sub(killed).Round(time.Millisecond), w.err)
 			}
 		}

@@ -318,6 +318,23 @@ func firstAfter(ss []sample, since time.Time, ok bool) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// recoveredAt is when the state became good for good after since: the
+// first passing sample after the last failing one (since itself when none
+// failed); false while the last sample fails.
+func recoveredAt(ss []sample, since time.Time) (time.Time, bool) {
+	at := since
+	for i, s := range ss {
+		if !s.at.After(since) || s.ok {
+			continue
+		}
+		if i == len(ss)-1 {
+			return time.Time{}, false
+		}
+		at = ss[i+1].at
+	}
+	return at, true
+}
+
 // lastDetail is the detail of the last sample in state ok, for logs.
 func lastDetail(ss []sample, ok bool) string {
 	for i := len(ss) - 1; i >= 0; i-- {

@@ -73,6 +73,15 @@ func TestFirstAfter(t *testing.T) {
 			t.Errorf("firstAfter(%s, %v) = %s %v, want %s %v", tc.since.Sub(t0), tc.ok, got, found, tc.want, tc.found)
 		}
 	}
+	if at, ok := recoveredAt(ss, t0.Add(-time.Second)); !ok || !at.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("recoveredAt = %s %v, want 3s", at.Sub(t0), ok)
+	}
+	if at, ok := recoveredAt(ss, t0.Add(2*time.Second)); !ok || !at.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("recoveredAt with no failure after since = %s %v, want since", at.Sub(t0), ok)
+	}
+	if _, ok := recoveredAt(ss[:3], t0); ok {
+		t.Error("recoveredAt says recovered while the last sample fails")
+	}
 	if !anyFalse(ss, t0, t0.Add(time.Second)) || anyFalse(ss, t0.Add(3*time.Second), t0.Add(4*time.Second)) {
 		t.Error("anyFalse wrong")
 	}
