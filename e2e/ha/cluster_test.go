@@ -80,7 +80,13 @@ func startCluster(t *testing.T) *cluster {
 	vaultImage := c.d.image(t, "vault", component, harness.Binary(t, "vault"))
 	apiImage := c.d.image(t, "kube-apiserver", component, harness.Binary(t, "kube-apiserver"))
 	build := t.TempDir()
-	c.pluginImage = c.d.image(t, "vaultkms-plugin", filepath.Join(images, "vaultkms.Dockerfile"), goBuild(t, root, "./cmd/vaultkms-plugin", build))
+	// VAULTKMS_HA_PLUGIN_BIN runs the test against a plugin built
+	// elsewhere (such as bin/vaultkms-plugin from `make build`).
+	pluginBin := os.Getenv("VAULTKMS_HA_PLUGIN_BIN")
+	if pluginBin == "" {
+		pluginBin = goBuild(t, root, "./cmd/vaultkms-plugin", build)
+	}
+	c.pluginImage = c.d.image(t, "vaultkms-plugin", filepath.Join(images, "vaultkms.Dockerfile"), pluginBin)
 	c.kubectlVaultkms = goBuild(t, root, "./cmd/kubectl-vaultkms", build)
 	t.Logf("images and binaries ready after %s", time.Since(start).Round(100*time.Millisecond))
 
@@ -511,9 +517,7 @@ func (c *cluster) startAPIServers(image string) {
 			logs := a.plugin.logs(ctx, 5)
 			cancel()
 			t.Logf("the plugin does not take several Vault addresses in --vault-addr (%s):\n%s\nfalling back to vault-0 alone; ActiveVaultNodeStopped will show what that costs", detail, logs)
-			ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-			a.plugin.c.Terminate(ctx)
-			cancel()
+			a.plugin.remove(t)
 			c.multiAddr = false
 			a.plugin = c.startPlugin(t, "plugin-"+n[len(n)-1:], a.sockDir)
 			ok, detail = waitPluginReady(t, a.plugin, 30*time.Second)

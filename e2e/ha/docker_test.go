@@ -220,6 +220,18 @@ type box struct {
 	network string
 	c       *testcontainers.DockerContainer
 	d       *docker
+	removed bool
+}
+
+// remove removes the container before the test ends.
+func (b *box) remove(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.c.Terminate(ctx); err != nil {
+		t.Fatalf("remove %s: %v", b.name, err)
+	}
+	b.removed = true
 }
 
 // spec describes a container to start.
@@ -264,6 +276,9 @@ func (d *docker) start(t *testing.T, network string, s spec) *box {
 	if c != nil {
 		b.c = c.(*testcontainers.DockerContainer)
 		t.Cleanup(func() {
+			if b.removed {
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if t.Failed() {
