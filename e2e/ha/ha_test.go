@@ -102,7 +102,7 @@ func activeVaultNodeStopped(t *testing.T, c *cluster) {
 	apis := make([]*monitor, len(c.apis))
 	for i, a := range c.apis {
 		plugins[i] = watch(250*time.Millisecond, func(context.Context) (bool, string) { return pluginReady(t, a.plugin) })
-		apis[i] = watch(time.Second, func(ctx context.Context) (bool, string) { return a.readyz(ctx, "kms-providers") })
+		apis[i] = watch(time.Second, a.kmsReady)
 	}
 	// Vault is back when a surviving node serves Transit again (a standby
 	// forwards to the new active node).
@@ -228,8 +228,8 @@ func pluginCutOff(t *testing.T, c *cluster) {
 	}
 	startedAt := b.plugin.startedAt(t)
 	ready := []*monitor{
-		watch(time.Second, func(ctx context.Context) (bool, string) { return a.readyz(ctx, "kms-providers") }),
-		watch(time.Second, func(ctx context.Context) (bool, string) { return b.readyz(ctx, "kms-providers") }),
+		watch(time.Second, a.kmsReady),
+		watch(time.Second, b.kmsReady),
 	}
 	defer func() {
 		for _, m := range ready {
@@ -464,7 +464,7 @@ func pluginRestarted(t *testing.T, c *cluster) {
 	if _, problems := readBack(t, c, existing); len(problems) > 0 {
 		t.Fatalf("before the restart: %s", problems[0])
 	}
-	ready := watch(time.Second, func(ctx context.Context) (bool, string) { return a.readyz(ctx, "kms-providers") })
+	ready := watch(time.Second, a.kmsReady)
 	defer ready.stop()
 
 	stopped := time.Now()

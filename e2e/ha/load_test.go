@@ -267,6 +267,9 @@ func watch(interval time.Duration, probe func(ctx context.Context) (bool, string
 		defer close(m.done)
 		for {
 			ok, detail := probe(ctx)
+			if ctx.Err() != nil {
+				return // a probe cut short by stop says nothing
+			}
 			m.mu.Lock()
 			m.samples = append(m.samples, sample{at: time.Now(), ok: ok, detail: detail})
 			m.mu.Unlock()
