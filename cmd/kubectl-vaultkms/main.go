@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vaultkms/vaultkms/internal/version"
 )
 
 const (
@@ -67,6 +69,10 @@ func run(args []string) int {
 		if len(args) == 0 {
 			return exitUsage
 		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "version" {
+		fmt.Println(version.String("kubectl-vaultkms"))
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
