@@ -163,7 +163,7 @@ func (p *Plugin) refresh(ctx context.Context) {
 		}
 		p.countRefresh("error")
 		if vault.Classify(err) == vault.KindDenied && p.tokens != nil {
-			p.tokens.Relogin(ctx)
+			_ = p.tokens.Relogin(ctx) // a failed login shows in the next refresh and in health
 		}
 		p.log.Warn("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
 		p.publishHealth()
