@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 GO    ?= go
 BIN   := $(CURDIR)/bin
+# Expanded once, so the binaries and the image tags of one run agree.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION := $(VERSION)
 LDFLAGS := -s -w -X github.com/vaultkms/vaultkms/internal/version.Version=$(VERSION) \
 	-X github.com/vaultkms/vaultkms/kmsplugin.Version=$(VERSION)
 export VAULTKMS_BIN_DIR := $(BIN)

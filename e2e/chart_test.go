@@ -16,6 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
@@ -303,6 +306,19 @@ func (hc *hostController) isLeader() bool {
 	return false
 }
 
+func readCRD(t *testing.T, path string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(harness.RepoPath(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	if err := yaml.Unmarshal(b, &o); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &unstructured.Unstructured{Object: o}
+}
+
 const leaseName = "vaultkms-controller.secrets.vaultkms.io"
 
 func leaseHolder(t *testing.T, cp *harness.ControlPlane, ns string) (string, int32) {
@@ -348,6 +364,33 @@ func TestChartInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An older release's CRD, as a cluster upgraded from it has: without
+	// the printer columns the current one declares.
+	crds := dynamic.NewForConfigOrDie(cp.Config).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	current := readCRD(t, "charts/vaultkms/crds/secrets.vaultkms.io_vaultsecrets.yaml")
+	old := current.DeepCopy()
+	unstructured.RemoveNestedField(old.Object, "spec", "versions")
+	versions, _, _ := unstructured.NestedSlice(current.Object, "spec", "versions")
+	for _, v := range versions {
+		delete(v.(map[string]any), "additionalPrinterColumns")
+	}
+	if err := unstructured.SetNestedSlice(old.Object, versions, "spec", "versions"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crds.Create(ctx, old, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	printerColumns := func() int {
+		t.Helper()
+		got, err := crds.Get(ctx, current.GetName(), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, _, _ := unstructured.NestedSlice(got.Object, "spec", "versions")
+		cols, _, _ := unstructured.NestedSlice(vs[0].(map[string]any), "additionalPrinterColumns")
+		return len(cols)
+	}
+
 	relA := cp.InstallChart("vaultkms", nsA, "vault.addr="+v.Addr, "vault.caCertSecret=vault-ca", "controller.replicas=2", "controller.podDisruptionBudget.enabled=true")
 	relB := cp.InstallChart("vaultkms", nsB, "vault.addr="+v.Addr, "vault.caCertSecret=vault-ca")
 
@@ -362,6 +405,22 @@ func TestChartInstall(t *testing.T) {
 	if !served["vaultsecrets"] || !served["encryptionstatuses"] {
 		t.Fatalf("served after helm install: %v, want vaultsecrets and encryptionstatuses", served)
 	}
+	// Helm leaves an existing CRD alone; the command of docs/upgrade.md
+	// (kubectl apply --server-side --force-conflicts -f charts/vaultkms/crds)
+	// upgrades it, over the fields another manager wrote.
+	if n := printerColumns(); n != 0 {
+		t.Fatalf("helm install changed the existing CRD (%d printer columns); the upgrade doc would be wrong", n)
+	}
+	for _, f := range []string{"secrets.vaultkms.io_vaultsecrets.yaml", "secrets.vaultkms.io_encryptionstatuses.yaml"} {
+		crd := readCRD(t, "charts/vaultkms/crds/"+f)
+		if _, err := crds.Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "kubectl", Force: true}); err != nil {
+			t.Fatalf("server-side apply of %s: %v", f, err)
+		}
+	}
+	if n := printerColumns(); n == 0 {
+		t.Fatalf("the server-side apply did not upgrade the CRD")
+	}
+
 	if got := relA.Deployment("-controller").Spec.Replicas; got == nil || *got != 2 {
 		t.Fatalf("rendered replicas = %v, want 2", got)
 	}
