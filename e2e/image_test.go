@@ -21,15 +21,21 @@ func TestImages(t *testing.T) {
 		"kubectl-vaultkms": "kubectl-vaultkms",
 		"auditor":          "vaultkms-auditor",
 	}
+	// Every binary, as `make build` leaves them in bin/: docker's classic
+	// builder (the only one here) also builds the stages before --target.
+	binaries := map[string]string{}
+	for _, binary := range targets {
+		if _, err := os.Stat(harness.RepoPath(t, "cmd/"+binary)); err == nil {
+			binaries[binary] = harness.StaticBuild(t, "github.com/vaultkms/vaultkms/cmd/"+binary)
+		}
+	}
 	for target, binary := range targets {
 		t.Run(target, func(t *testing.T) {
-			if _, err := os.Stat(harness.RepoPath(t, "cmd/"+binary)); os.IsNotExist(err) {
+			if binaries[binary] == "" {
 				t.Skipf("cmd/%s does not exist in this tree; make image skips it too", binary)
 			}
 			ref := "vaultkms-e2e/" + binary + ":" + harness.RandomSuffix()
-			harness.BuildImage(t, target, ref, "e2e-version", map[string]string{
-				binary: harness.StaticBuild(t, "github.com/vaultkms/vaultkms/cmd/"+binary),
-			})
+			harness.BuildImage(t, target, ref, "e2e-version", binaries)
 			out, err := harness.DockerCombined("run", "--rm", "--label", harness.TestLabel, "--read-only", "--cap-drop", "ALL", ref, "--version")
 			if err != nil {
 				t.Fatalf("docker run %s --version: %v\n%s", ref, err, out)
