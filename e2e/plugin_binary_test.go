@@ -23,10 +23,9 @@ func buildPlugin(t *testing.T) string {
 }
 
 type runningPlugin struct {
-	cmd    *exec.Cmd
-	log    *harness.SyncBuffer
-	done   chan error
-	health string
+	cmd  *exec.Cmd
+	log  *harness.SyncBuffer
+	done chan error
 }
 
 func startPluginBinary(t *testing.T, env []string) *runningPlugin {

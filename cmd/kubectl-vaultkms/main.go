@@ -26,6 +26,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vaultkms/vaultkms/internal/version"
 )
 
 const (
@@ -101,6 +103,10 @@ func run(ctx context.Context, ios streams, args []string) int {
 		if len(args) == 0 {
 			return exitUsage
 		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "version" {
+		fmt.Fprintln(ios.Out, version.String("kubectl-vaultkms"))
 		return 0
 	}
 	for _, c := range commands {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/internal/version"
 	"github.com/vaultkms/vaultkms/syncer"
 )
 
@@ -61,9 +62,14 @@ func run() error {
 	flag.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "vaultkms-system"), "the controller's own namespace (holds its HMAC key)")
 	flag.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
 	flag.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("vaultkms-controller"))
+		return nil
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 
 	scheme := runtime.NewScheme()
@@ -88,6 +94,9 @@ func run() error {
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "vaultkms-controller.secrets.vaultkms.io",
+		// The Lease lives in the controller's own namespace, which also
+		// lets it run outside a pod (no in-cluster namespace file there).
+		LeaderElectionNamespace: o.namespace,
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)

@@ -2,10 +2,8 @@ package harness
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
@@ -13,9 +11,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/yaml"
 )
 
 // StartControllerManager runs kube-controller-manager with the garbage
@@ -86,77 +81,4 @@ func ConfigureKubernetesAuth(v *Vault, cp *ControlPlane, mount string) {
 		"kubernetes_ca_cert": string(cp.Config.CAData),
 		"token_reviewer_jwt": tr.Status.Token,
 	})
-}
-
-// ApplyChartRBAC creates the chart's ServiceAccount and RBAC (from
-// charts/vaultkms/templates/rbac.yaml, its only template value being the
-// release namespace) and returns a kubeconfig for that service account,
-// so tests run the controller with exactly the privileges it ships with.
-func (cp *ControlPlane) ApplyChartRBAC(namespace string) string {
-	cp.env.Helper()
-	ctx := context.Background()
-	raw, err := os.ReadFile(RepoPath(cp.env, "charts/vaultkms/templates/rbac.yaml"))
-	if err != nil {
-		cp.env.Fatalf("read chart RBAC: %v", err)
-	}
-	text := strings.ReplaceAll(string(raw), "{{ .Release.Namespace }}", namespace)
-	if strings.Contains(text, "{{") {
-		cp.env.Fatalf("chart RBAC uses template values the test cannot fill")
-	}
-	cp.Namespace(namespace)
-	for _, doc := range strings.Split(text, "\n---\n") {
-		var head struct{ Kind string }
-		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
-			cp.env.Fatalf("chart RBAC: %v", err)
-		}
-		var err error
-		switch head.Kind {
-		case "ServiceAccount":
-			var o corev1.ServiceAccount
-			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
-				_, err = cp.Client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-			}
-		case "ClusterRole":
-			var o rbacv1.ClusterRole
-			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
-				_, err = cp.Client.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{})
-			}
-		case "ClusterRoleBinding":
-			var o rbacv1.ClusterRoleBinding
-			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
-				_, err = cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
-			}
-		case "Role":
-			var o rbacv1.Role
-			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
-				_, err = cp.Client.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-			}
-		case "RoleBinding":
-			var o rbacv1.RoleBinding
-			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
-				_, err = cp.Client.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-			}
-		default:
-			cp.env.Fatalf("chart RBAC: unexpected kind %q", head.Kind)
-		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			cp.env.Fatalf("chart RBAC %s: %v", head.Kind, err)
-		}
-	}
-	secs := int64(3600)
-	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, "vaultkms-controller",
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
-	if err != nil {
-		cp.env.Fatalf("token for vaultkms-controller: %v", err)
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}
-	cfg.AuthInfos["vaultkms-controller"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "vaultkms-controller", Namespace: namespace}
-	cfg.CurrentContext = "test"
-	path := filepath.Join(cp.env.TempDir(), "controller-kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		cp.env.Fatalf("write kubeconfig: %v", err)
-	}
-	return path
 }

@@ -37,3 +37,14 @@ build vault "$vault" github.com/hashicorp/vault
 # controller-gen lives in a module of its own (see controller-gen/go.mod).
 cd "$here/controller-gen"
 build controller-gen "$(modver sigs.k8s.io/controller-tools)" sigs.k8s.io/controller-tools/cmd/controller-gen
+
+# Helm renders and installs the chart in the e2e tests; its own module keeps
+# its dependency graph apart from the real components' pins.
+cd "$here/helm"
+helmver=$(modver helm.sh/helm/v3)
+build helm "$helmver" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helmver"
+
+# golangci-lint, run by `make lint` with .golangci.yml.
+cd "$here/golangci-lint"
+lintver=$(modver github.com/golangci/golangci-lint/v2)
+build golangci-lint "$lintver" github.com/golangci/golangci-lint/v2/cmd/golangci-lint "-X main.version=$lintver"
