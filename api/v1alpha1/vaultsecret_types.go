@@ -14,12 +14,12 @@ import (
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
-// The expiry is a future time: a "date" column would print it as
-// "<invalid>" (kubectl shows ages, not times left), so it is shown as the
-// RFC 3339 time it is.
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type VaultSecret struct {
+	// (The Expires column is a string: as a "date" column kubectl would
+	// print the future expiry as "<invalid>", since it shows ages.)
+
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
@@ -92,13 +92,12 @@ type KubernetesAuth struct {
 	// Mount is the auth method's mount path.
 	// +kubebuilder:default=kubernetes
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	// +optional
 	Mount string `json:"mount,omitempty"`
 	// Audiences of the requested token; default the controller's
-	// --token-audience ("vault"). The Vault role's `audience` must match.
-	// The API server's own audience is refused: such a token would be
-	// good for the Kubernetes API as well.
+	// --token-audience ("vault"), so the token is not one the API server
+	// itself accepts. The Vault role's `audience` must match.
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=253
@@ -120,7 +119,7 @@ type AppRoleAuth struct {
 	SecretIDKey string `json:"secretIDKey,omitempty"`
 	// +kubebuilder:default=approle
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	// +optional
 	Mount string `json:"mount,omitempty"`
 }
@@ -140,9 +139,10 @@ type Source struct {
 type KVSource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
 	Path string `json:"path"`
 	// Version pins a KV v2 version; 0 or unset reads the latest.
@@ -160,9 +160,10 @@ type KVSource struct {
 type DynamicSource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
 	Path string `json:"path"`
 }
@@ -171,7 +172,7 @@ type DynamicSource struct {
 type PKISource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128

@@ -71,7 +71,7 @@ func benchController(env *harness.Main, n, unmanaged int) {
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
 	cp.Namespace("app", "app")
 	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h"})
+	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
 	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
 	scheme := runtime.NewScheme()
