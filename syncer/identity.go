@@ -54,7 +54,19 @@ type Tenants struct {
 	// locks serialise logins per identity, so many VaultSecrets of one
 	// tenant reconciled at once cause one login, not one each.
 	locks map[tenantKey]*sync.Mutex
+	// failures remembers a failed login for a moment, so the VaultSecrets
+	// of a tenant queued behind it fail at once instead of each waiting
+	// for its own deadline against an unreachable Vault.
+	failures map[tenantKey]loginFailure
 }
+
+type loginFailure struct {
+	at  time.Time
+	err error
+}
+
+// loginRetryAfter is how long a failed login is answered from memory.
+const loginRetryAfter = 2 * time.Second
 
 // LoginFunc logs a fresh client in and returns the auth secret.
 type LoginFunc func(ctx context.Context, c *api.Client) (*api.SecretAuth, error)
@@ -126,7 +138,23 @@ func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (
 			}
 		}
 	}
+	t.mu.Lock()
+	f, failedRecently := t.failures[k]
+	t.mu.Unlock()
+	if failedRecently && now.Sub(f.at) < loginRetryAfter {
+		return nil, f.err
+	}
 	c, err := t.login(ctx, k, login)
+	t.mu.Lock()
+	if t.failures == nil {
+		t.failures = map[tenantKey]loginFailure{}
+	}
+	if err != nil {
+		t.failures[k] = loginFailure{at: t.Clock.Now(), err: err}
+	} else {
+		delete(t.failures, k)
+	}
+	t.mu.Unlock()
 	if t.Logins != nil {
 		if err != nil {
 			t.Logins("error")

@@ -211,7 +211,7 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind so
 			if !fresh.DeletionTimestamp.IsZero() {
 				return ctrl.Result{Requeue: true}, "unchanged", nil
 			}
-			return r.sync(ctx, &fresh, kind, true)
+			return r.sync(ctx, &fresh, kindOf(&fresh), true)
 		}
 	}
 
