@@ -21,7 +21,7 @@ const (
 	// function builds); Secrets hold at most 1 MiB in all.
 	maxRenderBytes = 64 << 10
 	// maxRenderSteps caps range iterations and template calls of one key.
-	maxRenderSteps = 100_000
+	maxRenderSteps = 10_000
 	// renderDeadline caps the wall time of one key.
 	renderDeadline = time.Second
 )
