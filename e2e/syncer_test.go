@@ -643,6 +643,50 @@ spec:
 	}
 	// The lease is revoked first, then the Secret goes.
 	s.waitGone(t, "app", "db", 30*time.Second)
+
+	// A policy without revoke: replaced leases cannot be revoked. That is
+	// a configuration error, reported as a condition, not retried.
+	s.v.Policy("db-norevoke", `
+path "database/creds/app"                   { capabilities = ["read"] }
+path "sys/leases/renew/database/creds/app/*" { capabilities = ["update"] }
+`)
+	s.role("db-norevoke", "other", "db-norevoke", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: db, namespace: other}
+spec:
+  auth: {kubernetes: {role: db-norevoke, serviceAccountName: app}}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 10s
+  revokeGracePeriod: 0s
+  revokeOnDelete: false
+`); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(40 * time.Second)
+	for {
+		var vs v1alpha1.VaultSecret
+		if err := s.c.Get(ctx, client.ObjectKey{Namespace: "other", Name: "db"}, &vs); err != nil {
+			t.Fatal(err)
+		}
+		c := meta.FindStatusCondition(vs.Status.Conditions, "PreviousLeaseRevoked")
+		if c != nil && c.Status == metav1.ConditionFalse && c.Reason == "PermissionDenied" {
+			if vs.Status.Lease.PreviousID != "" {
+				t.Fatalf("a refused revocation is still scheduled for retry: %+v", vs.Status.Lease)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no PreviousLeaseRevoked=False/PermissionDenied condition: %+v", vs.Status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// revokeOnDelete: false: deletion does not wait on Vault.
+	if err := s.c.Delete(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitGone(t, "other", "db", 30*time.Second)
 	for _, leak := range []string{pass1, pass2} {
 		if strings.Contains(s.log.String(), leak) {
 			t.Fatal("a database password appeared in the controller's log")
