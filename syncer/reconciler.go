@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -74,7 +75,15 @@ type Reconciler struct {
 	ControllerNamespace, ControllerServiceAccount string
 	// NamespaceSelector, when set, limits the namespaces served.
 	NamespaceSelector labels.Selector
+
+	// written holds, per VaultSecret, the resourceVersion of this
+	// process's last write to it. A cached copy at that version is
+	// current; any other version may predate the write, and is confirmed
+	// with the API server before Vault is called.
+	written sync.Map // types.NamespacedName -> string
 }
+
+var errSecretConflict = errors.New("a Secret of that name exists and is not managed by this VaultSecret")
 
 // SetupWithManager watches VaultSecrets and the Secrets they own.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -107,6 +116,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// most reconciles; before any Vault call sync confirms it is current.
 	var vs v1alpha1.VaultSecret
 	if err := r.Client.Get(ctx, req.NamespacedName, &vs); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if r.NamespaceSelector != nil {
@@ -127,6 +139,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Update(ctx, &vs); err != nil {
 			return ctrl.Result{}, err
 		}
+		r.written.Store(req.NamespacedName, vs.ResourceVersion)
 	}
 	res, outcome, err := r.sync(ctx, &vs, kind, false)
 	if r.Metrics != nil {
@@ -179,9 +192,12 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind so
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, "error", err
 	}
-	if !exists {
+	if !exists && (kind.leased() || vs.Spec.Source.PKI != nil || st.SecretName != "") {
 		// Not in the cache: either unmanaged (the cache holds only
 		// managed Secrets), just created and not cached yet, or absent.
+		// Credentials are not issued before that is known. A kv source
+		// never synced has no Secret of its own yet: its create finds
+		// out, which saves a request per new VaultSecret.
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &existing); err == nil {
 			exists = true
 		} else if !apierrors.IsNotFound(err) {
@@ -199,7 +215,7 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind so
 	if !due && !confirmed && !r.previousDue(vs, now) {
 		return r.requeue(vs, now), "unchanged", nil
 	}
-	if !confirmed {
+	if rv, ok := r.written.Load(client.ObjectKeyFromObject(vs)); !confirmed && ok && rv != vs.ResourceVersion {
 		// A cached copy may predate the status this controller just
 		// wrote; acting on it would read Vault twice (for a dynamic
 		// source, issue credentials twice).
@@ -336,7 +352,10 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret
 	}
 	sum := dataHMAC(r.HMACKey, data)
 	changed := st.DataHMAC != "" && st.DataHMAC != sum
-	if err := r.writeSecret(ctx, vs, data, expiresAt, exists, existing); err != nil {
+	if err := r.writeSecret(ctx, vs, data, expiresAt, exists, existing); errors.Is(err, errSecretConflict) {
+		r.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", targetName(vs)))
+		return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs, orig)
+	} else if err != nil {
 		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
 	}
 	st.DataHMAC, st.SecretName = sum, targetName(vs)
@@ -462,10 +481,22 @@ func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecre
 func (r *Reconciler) writeSecret(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, exists bool, existing *corev1.Secret) error {
 	want := buildSecret(vs, data, expiresAt)
 	if !exists {
-		if err := r.Client.Create(ctx, want); err != nil {
+		err := r.Client.Create(ctx, want)
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
 		}
-		return nil
+		// Not in the cache yet, or not managed: look.
+		var cur corev1.Secret
+		if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(want), &cur); gerr != nil {
+			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		if !metav1.IsControlledBy(&cur, vs) {
+			return errSecretConflict
+		}
+		existing = &cur
 	}
 	if existing.Type != want.Type {
 		// A Secret's type is immutable: replace it, exactly the one read.
@@ -621,6 +652,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, vs *v1alpha1.VaultSecret, 
 		first = false
 		return r.Client.Status().Update(ctx, vs)
 	})
+	if err == nil {
+		r.written.Store(client.ObjectKeyFromObject(vs), vs.ResourceVersion)
+	}
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -680,6 +714,7 @@ func (r *Reconciler) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ct
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
 			return client.IgnoreNotFound(err)
 		}
+		r.written.Delete(client.ObjectKeyFromObject(vs))
 		if !controllerutil.RemoveFinalizer(&cur, Finalizer) {
 			return nil
 		}
