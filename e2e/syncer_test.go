@@ -26,16 +26,36 @@ type syncerStack struct {
 	cp  *harness.ControlPlane
 	c   client.Client
 	log *harness.SyncBuffer
+
+	ctl        *harness.Controller
+	kubeconfig string
+	args       []string
+	// logs of earlier controller processes, for failure reports.
+	oldLogs string
+}
+
+// stackOptions vary the stack for a test.
+type stackOptions struct {
+	// vaultAddr is what the controller is given instead of Vault's own
+	// address (a proxy in front of it).
+	vaultAddr func(v *harness.Vault) string
+	// controllers are further kube-controller-manager controllers.
+	controllers []string
+	args        []string
 }
 
 // startSyncerStack starts Vault with kubernetes auth reviewing tokens with
 // a real API server, kube-controller-manager for garbage collection, and
 // the controller as a binary.
-func startSyncerStack(t *testing.T) *syncerStack {
+func startSyncerStack(t *testing.T, opts ...stackOptions) *syncerStack {
 	t.Helper()
+	var o stackOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	s := &syncerStack{v: harness.StartVault(t)}
 	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
-	s.cp.StartControllerManager()
+	s.cp.StartControllerManager(o.controllers...)
 	harness.ConfigureKubernetesAuth(s.v, s.cp, "kubernetes")
 	s.cp.Namespace("app", "app")
 	s.cp.Namespace("other", "app")
@@ -55,9 +75,47 @@ func startSyncerStack(t *testing.T) *syncerStack {
 	}
 	s.c = c
 	// The controller runs with exactly the chart's RBAC.
-	kubeconfig := s.cp.ApplyChartRBAC("vaultkms-system")
-	s.log = startController(t, kubeconfig, "--vault-addr="+s.v.Addr, "--vault-ca-cert="+s.v.CA.CertFile, "--namespace=vaultkms-system")
+	s.kubeconfig = s.cp.ApplyChartRBAC("vaultkms-system")
+	addr := s.v.Addr
+	if o.vaultAddr != nil {
+		addr = o.vaultAddr(s.v)
+	}
+	s.args = append([]string{"--vault-addr=" + addr, "--vault-ca-cert=" + s.v.CA.CertFile, "--namespace=vaultkms-system"}, o.args...)
+	s.startController(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log:\n%s%s", s.oldLogs, s.log.String())
+		}
+	})
 	return s
+}
+
+func (s *syncerStack) startController(t *testing.T) {
+	t.Helper()
+	s.ctl = harness.RunController(t, s.kubeconfig, s.args...)
+	s.log = s.ctl.Log
+}
+
+// restartController stops the controller process and starts a new one:
+// nothing held in memory (tenant tokens, queues) survives.
+func (s *syncerStack) restartController(t *testing.T) {
+	t.Helper()
+	s.ctl.Stop()
+	s.oldLogs += s.log.String() + "\n--- restart ---\n"
+	s.startController(t)
+}
+
+// role writes a kubernetes auth role bound to service account app in
+// namespace ns, for tokens with the controller's default audience.
+func (s *syncerStack) role(name, ns, policies string, extra map[string]any) {
+	body := map[string]any{
+		"bound_service_account_names": "app", "bound_service_account_namespaces": ns,
+		"token_policies": policies, "token_ttl": "1h", "audience": "vault",
+	}
+	for k, v := range extra {
+		body[k] = v
+	}
+	s.v.Write("auth/kubernetes/role/"+name, body)
 }
 
 // apply creates a VaultSecret from YAML, exactly as a user would write it.
@@ -134,10 +192,7 @@ func TestVaultSecretKV(t *testing.T) {
 	s := startSyncerStack(t)
 	ctx := context.Background()
 	s.v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	s.v.Write("auth/kubernetes/role/app", map[string]any{
-		"bound_service_account_names": "app", "bound_service_account_namespaces": "app",
-		"token_policies": "app-read", "token_ttl": "1h",
-	})
+	s.role("app", "app", "app-read", nil)
 	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "first-value-4f2a", "user": "svc"}})
 
 	// The README's manifest, as written.
@@ -283,6 +338,64 @@ spec:
 		}
 	})
 
+	t.Run("keys no Secret can hold are reported, and expiry still applies", func(t *testing.T) {
+		s.v.Write("secret/data/app/badkeys", map[string]any{"data": map[string]any{"ok": "1"}})
+		if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: badkeys, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/badkeys}}
+  ttl: 10s
+`); err != nil {
+			t.Fatal(err)
+		}
+		s.waitReady(t, "app", "badkeys", metav1.ConditionTrue, "Synced", 30*time.Second)
+		s.v.Write("secret/data/app/badkeys", map[string]any{"data": map[string]any{"not valid/key": "x"}})
+		s.waitReady(t, "app", "badkeys", metav1.ConditionFalse, "InvalidSpec", 30*time.Second)
+		s.waitGone(t, "app", "badkeys", 30*time.Second)
+	})
+
+	t.Run("a type change replaces the Secret; a rename removes the old one", func(t *testing.T) {
+		s.v.Write("secret/data/app/login", map[string]any{"data": map[string]any{"username": "u", "password": "login-pw-3c"}})
+		if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: login, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/login}}
+  ttl: 1m
+`); err != nil {
+			t.Fatal(err)
+		}
+		s.waitSecret(t, "app", "login", 30*time.Second, func(sec *corev1.Secret) bool { return sec.Type == corev1.SecretTypeOpaque })
+		edit := func(f func(*v1alpha1.VaultSecret)) {
+			t.Helper()
+			for {
+				var vs v1alpha1.VaultSecret
+				if err := s.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "login"}, &vs); err != nil {
+					t.Fatal(err)
+				}
+				f(&vs)
+				err := s.c.Update(ctx, &vs)
+				if err == nil {
+					return
+				}
+				if !apierrors.IsConflict(err) {
+					t.Fatal(err)
+				}
+			}
+		}
+		edit(func(vs *v1alpha1.VaultSecret) { vs.Spec.Target.Type = string(corev1.SecretTypeBasicAuth) })
+		s.waitSecret(t, "app", "login", 30*time.Second, func(sec *corev1.Secret) bool { return sec.Type == corev1.SecretTypeBasicAuth })
+		s.waitReady(t, "app", "login", metav1.ConditionTrue, "Synced", 10*time.Second)
+		edit(func(vs *v1alpha1.VaultSecret) { vs.Spec.Target.Name = "login-renamed" })
+		s.waitSecret(t, "app", "login-renamed", 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["password"]) == "login-pw-3c" })
+		s.waitGone(t, "app", "login", 30*time.Second)
+	})
+
 	t.Run("deleted at expiry while Vault is down, back when it returns", func(t *testing.T) {
 		s.v.Stop()
 		if took := s.waitGone(t, "app", "app-config", 60*time.Second); took > 35*time.Second {
@@ -316,8 +429,17 @@ func TestVaultSecretPKI(t *testing.T) {
 	s.v.Write("pki/config/urls", map[string]any{"issuing_certificates": s.v.Addr + "/v1/pki/ca"})
 	s.v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
 	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
-	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc,svc.cluster.local", "allow_subdomains": true, "max_ttl": "1h"})
-	s.v.Policy("web-pki", `path "pki/issue/web" { capabilities = ["update"] }`)
+	// Certificates come from an intermediate whose chain, as Vault holds
+	// it, ends in the root: tls.crt must carry the intermediate but not
+	// the root.
+	s.v.Enable("pki_int", "pki")
+	s.v.Write("sys/mounts/pki_int/tune", map[string]any{"max_lease_ttl": "43800h"})
+	csr := s.v.Write("pki_int/intermediate/generate/internal", map[string]any{"common_name": "vaultkms test intermediate"}).Data["csr"].(string)
+	signed := s.v.Write("pki/root/sign-intermediate", map[string]any{"csr": csr, "format": "pem_bundle", "ttl": "43800h"}).Data["certificate"].(string)
+	s.v.Write("pki_int/intermediate/set-signed", map[string]any{"certificate": signed})
+	rootPEM := s.v.Read("pki/cert/ca").Data["certificate"].(string)
+	s.v.Write("pki_int/roles/web", map[string]any{"allowed_domains": "svc,svc.cluster.local", "allow_subdomains": true, "max_ttl": "1h"})
+	s.v.Policy("web-pki", `path "pki_int/issue/web" { capabilities = ["update"] }`)
 	// A Deployment to restart when the certificate is re-issued.
 	replicas := int32(0)
 	labels := map[string]string{"app": "web"}
@@ -329,16 +451,14 @@ func TestVaultSecretPKI(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s.v.Write("auth/kubernetes/role/web", map[string]any{
-		"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "web-pki", "token_ttl": "1h",
-	})
+	s.role("web", "app", "web-pki", nil)
 	if _, err := s.apply(t, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
 metadata: {name: web-tls, namespace: app}
 spec:
   auth: {kubernetes: {role: web, serviceAccountName: app}}
-  source: {pki: {mount: pki, role: web, commonName: web.app.svc, altNames: [web.app.svc.cluster.local]}}
+  source: {pki: {mount: pki_int, role: web, commonName: web.app.svc, altNames: [web.app.svc.cluster.local]}}
   ttl: 30s
   target:
     template: {bundle.pem: "{{ index . \"tls.crt\" }}{{ index . \"ca.crt\" }}"}
@@ -364,6 +484,26 @@ spec:
 	cert := parse(sec)
 	if cert.Subject.CommonName != "web.app.svc" || len(cert.DNSNames) < 2 {
 		t.Fatalf("certificate for %q %v", cert.Subject.CommonName, cert.DNSNames)
+	}
+	var chain []*x509.Certificate
+	for rest := sec.Data["tls.crt"]; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, c)
+	}
+	rootBlock, _ := pem.Decode([]byte(rootPEM))
+	caBlock, _ := pem.Decode(sec.Data["ca.crt"])
+	if len(chain) != 2 || chain[1].Subject.CommonName != "vaultkms test intermediate" {
+		t.Fatalf("tls.crt holds %d certificates, want the leaf then the intermediate", len(chain))
+	}
+	if caBlock == nil || string(caBlock.Bytes) != string(chain[1].Raw) || rootBlock == nil || string(chain[1].Raw) == string(rootBlock.Bytes) {
+		t.Fatal("ca.crt is not the issuing intermediate")
 	}
 	if life := cert.NotAfter.Sub(cert.NotBefore); life < 25*time.Second || life > 35*time.Second+time.Minute {
 		t.Fatalf("certificate lives %s, asked 30s", life)
@@ -417,14 +557,14 @@ func TestVaultSecretDynamicPostgres(t *testing.T) {
 		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
 		"default_ttl":         "10s", "max_ttl": "30s",
 	})
+	// The README's lease policy, in path form: the tenant can renew and
+	// revoke only leases under its own path.
 	s.v.Policy("db-creds", `
-path "database/creds/app" { capabilities = ["read"] }
-path "sys/leases/renew"   { capabilities = ["update"] }
-path "sys/leases/revoke"  { capabilities = ["update"] }
+path "database/creds/app"                    { capabilities = ["read"] }
+path "sys/leases/renew/database/creds/app/*"  { capabilities = ["update"] }
+path "sys/leases/revoke/database/creds/app/*" { capabilities = ["update"] }
 `)
-	s.v.Write("auth/kubernetes/role/db", map[string]any{
-		"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "db-creds", "token_ttl": "1h",
-	})
+	s.role("db", "app", "db-creds", nil)
 	if _, err := s.apply(t, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
@@ -503,6 +643,50 @@ spec:
 	}
 	// The lease is revoked first, then the Secret goes.
 	s.waitGone(t, "app", "db", 30*time.Second)
+
+	// A policy without revoke: replaced leases cannot be revoked. That is
+	// a configuration error, reported as a condition, not retried.
+	s.v.Policy("db-norevoke", `
+path "database/creds/app"                   { capabilities = ["read"] }
+path "sys/leases/renew/database/creds/app/*" { capabilities = ["update"] }
+`)
+	s.role("db-norevoke", "other", "db-norevoke", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: db, namespace: other}
+spec:
+  auth: {kubernetes: {role: db-norevoke, serviceAccountName: app}}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 10s
+  revokeGracePeriod: 0s
+  revokeOnDelete: false
+`); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(40 * time.Second)
+	for {
+		var vs v1alpha1.VaultSecret
+		if err := s.c.Get(ctx, client.ObjectKey{Namespace: "other", Name: "db"}, &vs); err != nil {
+			t.Fatal(err)
+		}
+		c := meta.FindStatusCondition(vs.Status.Conditions, "PreviousLeaseRevoked")
+		if c != nil && c.Status == metav1.ConditionFalse && c.Reason == "PermissionDenied" {
+			if vs.Status.Lease.PreviousID != "" {
+				t.Fatalf("a refused revocation is still scheduled for retry: %+v", vs.Status.Lease)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no PreviousLeaseRevoked=False/PermissionDenied condition: %+v", vs.Status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// revokeOnDelete: false: deletion does not wait on Vault.
+	if err := s.c.Delete(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitGone(t, "other", "db", 30*time.Second)
 	for _, leak := range []string{pass1, pass2} {
 		if strings.Contains(s.log.String(), leak) {
 			t.Fatal("a database password appeared in the controller's log")

@@ -21,9 +21,13 @@ type tenantKey struct {
 	Namespace, ServiceAccount, Role, Mount string
 }
 
-type tenantToken struct {
-	client    *api.Client
-	expires   time.Time
+// TenantToken is a tenant's Vault session: a client holding its token, and
+// what is known of the token. The accessor identifies the token in status
+// without revealing it.
+type TenantToken struct {
+	Client    *api.Client
+	Accessor  string
+	Expires   time.Time // zero: the token does not expire
 	ttl       time.Duration
 	renewable bool
 }
@@ -37,50 +41,120 @@ type Tenants struct {
 	Clock clock.PassiveClock
 	// TokenSeconds is the lifetime asked for service account tokens.
 	TokenSeconds int64
+	// Audiences are asked for service account tokens when a VaultSecret
+	// names none; the Vault role's audience must match.
+	Audiences []string
+	// Timeout bounds each login (TokenRequest and Vault).
+	Timeout time.Duration
 	// Logins counts Vault logins, for metrics.
 	Logins func(result string)
 
 	mu     sync.Mutex
-	tokens map[tenantKey]*tenantToken
+	tokens map[tenantKey]*TenantToken
+	// locks serialise logins per identity, so many VaultSecrets of one
+	// tenant reconciled at once cause one login, not one each.
+	locks map[tenantKey]*sync.Mutex
+	// failures remembers a failed login for a moment, so the VaultSecrets
+	// of a tenant queued behind it fail at once instead of each waiting
+	// for its own deadline against an unreachable Vault.
+	failures map[tenantKey]loginFailure
 }
+
+type loginFailure struct {
+	at  time.Time
+	err error
+}
+
+// loginRetryAfter is how long a failed login is answered from memory.
+const loginRetryAfter = 2 * time.Second
 
 // LoginFunc logs a fresh client in and returns the auth secret.
 type LoginFunc func(ctx context.Context, c *api.Client) (*api.SecretAuth, error)
 
-// Client returns a Vault client logged in as the tenant's service account.
-func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (*api.Client, error) {
+// Client returns a Vault session logged in as the tenant's service account.
+func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (*TenantToken, error) {
+	if len(audiences) == 0 {
+		audiences = t.Audiences
+	}
 	return t.ClientFor(ctx, k, func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
 		return t.serviceAccountLogin(ctx, c, k, audiences)
 	})
 }
 
-// ClientFor returns a cached client for k, logging in with login when there
+// Cached returns the tenant's current token without logging in, or nil.
+func (t *Tenants) Cached(k tenantKey) *TenantToken {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tokens[k]
+}
+
+func (t *Tenants) lock(k tenantKey) func() {
+	t.mu.Lock()
+	if t.locks == nil {
+		t.locks = map[tenantKey]*sync.Mutex{}
+	}
+	l := t.locks[k]
+	if l == nil {
+		l = &sync.Mutex{}
+		t.locks[k] = l
+	}
+	t.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// ClientFor returns a cached session for k, logging in with login when there
 // is none or its token can no longer be renewed.
-func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (*api.Client, error) {
+func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (*TenantToken, error) {
+	unlock := t.lock(k)
+	defer unlock()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
 	t.mu.Lock()
 	tok := t.tokens[k]
 	t.mu.Unlock()
 	now := t.Clock.Now()
 	// Reuse a token with at least a third of its life left; renew one
 	// past that while Vault allows, and log in again only when it does not.
-	if tok != nil && (tok.expires.IsZero() || now.Before(tok.expires.Add(-tok.ttl/3))) {
-		return tok.client, nil
+	if tok != nil && (tok.Expires.IsZero() || now.Before(tok.Expires.Add(-tok.ttl/3))) {
+		return tok, nil
 	}
-	if tok != nil && tok.renewable && now.Before(tok.expires) {
-		if s, err := tok.client.Auth().Token().RenewSelfWithContext(ctx, int(tok.ttl.Seconds())); err == nil && s != nil && s.Auth != nil {
+	if tok != nil && tok.renewable && now.Before(tok.Expires) {
+		// now is taken before the request, as at login.
+		if s, err := tok.Client.Auth().Token().RenewSelfWithContext(ctx, int(tok.ttl.Seconds())); err == nil && s != nil && s.Auth != nil {
 			granted := time.Duration(s.Auth.LeaseDuration) * time.Second
 			if !RenewalCutShort(tok.ttl, granted) {
+				renewed := &TenantToken{Client: tok.Client, Accessor: tok.Accessor, Expires: now.Add(granted), ttl: tok.ttl, renewable: tok.renewable}
 				t.mu.Lock()
-				tok.expires = now.Add(granted)
+				t.tokens[k] = renewed
 				t.mu.Unlock()
 				if t.Logins != nil {
 					t.Logins("renewed")
 				}
-				return tok.client, nil
+				return renewed, nil
 			}
 		}
 	}
+	t.mu.Lock()
+	f, failedRecently := t.failures[k]
+	t.mu.Unlock()
+	if failedRecently && now.Sub(f.at) < loginRetryAfter {
+		return nil, f.err
+	}
 	c, err := t.login(ctx, k, login)
+	t.mu.Lock()
+	if t.failures == nil {
+		t.failures = map[tenantKey]loginFailure{}
+	}
+	if err != nil {
+		t.failures[k] = loginFailure{at: t.Clock.Now(), err: err}
+	} else {
+		delete(t.failures, k)
+	}
+	t.mu.Unlock()
 	if t.Logins != nil {
 		if err != nil {
 			t.Logins("error")
@@ -98,6 +172,17 @@ func (t *Tenants) Forget(k tenantKey) {
 	t.mu.Unlock()
 }
 
+// loginError keeps a sanitized message naming the identity while the
+// cause stays reachable, so vault.Classify still tells an unreachable
+// Vault from a refused login.
+type loginError struct {
+	msg string
+	err error
+}
+
+func (e *loginError) Error() string { return e.msg }
+func (e *loginError) Unwrap() error { return e.err }
+
 func (t *Tenants) serviceAccountLogin(ctx context.Context, c *api.Client, k tenantKey, audiences []string) (*api.SecretAuth, error) {
 	secs := t.TokenSeconds
 	if secs == 0 {
@@ -112,12 +197,15 @@ func (t *Tenants) serviceAccountLogin(ctx context.Context, c *api.Client, k tena
 	m := vault.JWT{Method: "kubernetes", Mount: k.Mount, Role: k.Role, Token: func(context.Context) (string, error) { return tr.Status.Token, nil }}
 	auth, err := m.Login(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("vault login as %s/%s with role %q: %w", k.Namespace, k.ServiceAccount, k.Role, err)
+		return nil, &loginError{msg: fmt.Sprintf("vault login as %s/%s with role %q: %s", k.Namespace, k.ServiceAccount, k.Role, vault.Describe(err)), err: err}
 	}
 	return auth, nil
 }
 
-func (t *Tenants) login(ctx context.Context, k tenantKey, login LoginFunc) (*api.Client, error) {
+func (t *Tenants) login(ctx context.Context, k tenantKey, login LoginFunc) (*TenantToken, error) {
+	// The token's life counts from before the request, so its recorded
+	// end is never later than the real one.
+	start := t.Clock.Now()
 	c, err := t.Base.CloneWithHeaders()
 	if err != nil {
 		return nil, err
@@ -127,15 +215,15 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, login LoginFunc) (*api
 		return nil, err
 	}
 	c.SetToken(auth.ClientToken)
-	tok := &tenantToken{client: c, ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
+	tok := &TenantToken{Client: c, Accessor: auth.Accessor, ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
 	if tok.ttl > 0 {
-		tok.expires = t.Clock.Now().Add(tok.ttl)
+		tok.Expires = start.Add(tok.ttl)
 	}
 	t.mu.Lock()
 	if t.tokens == nil {
-		t.tokens = map[tenantKey]*tenantToken{}
+		t.tokens = map[tenantKey]*TenantToken{}
 	}
 	t.tokens[k] = tok
 	t.mu.Unlock()
-	return c, nil
+	return tok, nil
 }

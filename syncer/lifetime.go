@@ -50,26 +50,52 @@ const (
 
 // LeaseFacts describe a dynamic lease.
 type LeaseFacts struct {
-	IssuedAt   time.Time // when these credentials were issued
-	RenewedAt  time.Time // last successful issue or renewal
-	ExpiresAt  time.Time // end of the lease as Vault last said
-	Renewable  bool
-	Wanted     time.Duration // spec.ttl: lifetime wanted from one set of credentials
-	CutShort   bool          // the last renewal returned less than asked
-	Reissuable bool          // false while Vault is known unreachable
+	IssuedAt  time.Time // when these credentials were issued
+	RenewedAt time.Time // last successful issue or renewal
+	ExpiresAt time.Time // end of the lease as Vault last said
+	// TokenExpiresAt is the end of the token that created the lease, as
+	// last known; zero for a token that does not expire. Vault revokes the
+	// lease with the token.
+	TokenExpiresAt time.Time
+	// TokenLive tells whether the controller still holds that token and
+	// can renew it; false after a restart or a re-login.
+	TokenLive bool
+	// TokenUnknown: the status names no token (written before tokens were
+	// recorded), so the lease may end at any time.
+	TokenUnknown bool
+	Renewable    bool
+	Wanted       time.Duration // spec.ttl: lifetime wanted from one set of credentials
+	CutShort     bool          // the last renewal returned less than asked
+}
+
+// EffectiveEnd is when credentials really stop working: the earlier of the
+// lease's end and the end of the token that created it.
+func EffectiveEnd(leaseEnd, tokenEnd time.Time) time.Time {
+	if !tokenEnd.IsZero() && tokenEnd.Before(leaseEnd) {
+		return tokenEnd
+	}
+	return leaseEnd
 }
 
 // DecideLease returns the action for a lease at now, and when to look
 // again if the action is LeaseWait.
 func DecideLease(now time.Time, f LeaseFacts, jitter float64) (LeaseAction, time.Time) {
-	lease := f.ExpiresAt.Sub(f.RenewedAt)
-	due := refreshPoint(f.RenewedAt, lease, jitter)
+	if f.TokenUnknown {
+		return LeaseReissue, now
+	}
+	end := EffectiveEnd(f.ExpiresAt, f.TokenExpiresAt)
+	due := refreshPoint(f.RenewedAt, end.Sub(f.RenewedAt), jitter)
 	if now.Before(due) {
 		return LeaseWait, due
 	}
 	// Due: renew while that keeps the same credentials useful; otherwise
 	// issue new ones before the old expire.
 	if !f.Renewable || f.CutShort || now.Sub(f.IssuedAt) >= f.Wanted {
+		return LeaseReissue, now
+	}
+	// A lease bound by a token the controller no longer holds dies with
+	// that token whatever renewal says: only new credentials help.
+	if tokenBound := !f.TokenExpiresAt.IsZero() && !f.TokenExpiresAt.After(f.ExpiresAt); tokenBound && !f.TokenLive {
 		return LeaseReissue, now
 	}
 	return LeaseRenew, now
@@ -82,14 +108,93 @@ func RenewalCutShort(asked, granted time.Duration) bool {
 	return granted+time.Second < asked
 }
 
-// RevokeAt is when a replaced lease is revoked: after grace (default a
-// tenth of the new lease), so consumers have moved to the new credentials.
-func RevokeAt(replacedAt time.Time, newLease time.Duration, grace *time.Duration) time.Time {
-	g := newLease / 10
+// DefaultRevokeGrace covers kubelet's propagation of a changed Secret to
+// pods (its sync period plus its cache TTL, about a minute each).
+const DefaultRevokeGrace = 2 * time.Minute
+
+// RevokeAt is when a replaced lease is revoked: after grace (default
+// DefaultRevokeGrace), so consumers have moved to the new credentials, but
+// never after the old lease's own effective end, when Vault has already
+// revoked it.
+func RevokeAt(replacedAt, oldEnd time.Time, grace *time.Duration) time.Time {
+	g := DefaultRevokeGrace
 	if grace != nil {
 		g = *grace
 	}
-	return replacedAt.Add(g)
+	at := replacedAt.Add(g)
+	if !oldEnd.IsZero() && oldEnd.Before(at) {
+		return oldEnd
+	}
+	return at
+}
+
+// PreviousAction is what to do with a replaced lease now.
+type PreviousAction int
+
+const (
+	// PreviousWait: not due yet.
+	PreviousWait PreviousAction = iota
+	// PreviousRevoke: revoke it now.
+	PreviousRevoke
+	// PreviousForget: it has ended on its own; nothing left to revoke.
+	PreviousForget
+)
+
+// DecidePrevious decides about a replaced lease: revoke at revokeAt, but
+// not once its own end has passed (Vault has revoked it, and retrying a
+// failing revoke past that point only loads Vault).
+func DecidePrevious(now, revokeAt, previousEnd time.Time) PreviousAction {
+	if !previousEnd.IsZero() && !now.Before(previousEnd) {
+		return PreviousForget
+	}
+	if revokeAt.IsZero() || !now.Before(revokeAt) {
+		return PreviousRevoke
+	}
+	return PreviousWait
+}
+
+// RevokeBackoff is the wait after the n-th failed revocation (n >= 1):
+// 5s doubling up to 5m.
+func RevokeBackoff(failures int32) time.Duration {
+	d := 5 * time.Second
+	for i := int32(1); i < failures && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// FinalizeAction is what deletion of a VaultSecret does about its lease.
+type FinalizeAction int
+
+const (
+	// FinalizeRelease: revoke the lease, then let the object go.
+	FinalizeRelease FinalizeAction = iota
+	// FinalizeDone: nothing to revoke (none, expired, or opted out).
+	FinalizeDone
+)
+
+// DecideFinalize tells whether deletion must still revoke a lease: not
+// when there is none, when it has already ended (Vault revoked it), or
+// when spec.revokeOnDelete is false.
+func DecideFinalize(now time.Time, hasLease, revokeOnDelete bool, leaseEnd time.Time) FinalizeAction {
+	if !hasLease || !revokeOnDelete {
+		return FinalizeDone
+	}
+	if !leaseEnd.IsZero() && !now.Before(leaseEnd) {
+		return FinalizeDone
+	}
+	return FinalizeRelease
+}
+
+// FinalizeRetryAfter is the wait before the next revocation attempt at
+// deletion; it is 0 when retrying is pointless because the lease ends
+// before the next attempt could help (then the finalizer goes).
+func FinalizeRetryAfter(now, deletedAt, leaseEnd time.Time) time.Duration {
+	d := RetryAfter(now, deletedAt, time.Time{})
+	if !leaseEnd.IsZero() && !now.Add(d).Before(leaseEnd) {
+		return 0
+	}
+	return d
 }
 
 // Expired tells whether a Secret has outlived its expiry without refresh.

@@ -53,6 +53,11 @@ func TestDecideLease(t *testing.T) {
 		{"renewal cut short by max TTL: reissue", t0.Add(45 * time.Second), func(f *LeaseFacts) {
 			f.RenewedAt, f.ExpiresAt, f.CutShort = t0.Add(21*time.Second), t0.Add(50*time.Second), true
 		}, LeaseReissue, t0.Add(45 * time.Second)},
+		{"token ends first: due at two thirds of the token's life", t0.Add(5 * time.Second), func(f *LeaseFacts) { f.TokenExpiresAt = t0.Add(15 * time.Second); f.TokenLive = true }, LeaseWait, t0.Add(10 * time.Second)},
+		{"token-bound lease, token still held: renew", t0.Add(11 * time.Second), func(f *LeaseFacts) { f.TokenExpiresAt = t0.Add(15 * time.Second); f.TokenLive = true }, LeaseRenew, t0.Add(11 * time.Second)},
+		{"token-bound lease, token lost (restart): reissue", t0.Add(11 * time.Second), func(f *LeaseFacts) { f.TokenExpiresAt = t0.Add(15 * time.Second) }, LeaseReissue, t0.Add(11 * time.Second)},
+		{"token outlives the lease, token lost: renew", t0.Add(21 * time.Second), func(f *LeaseFacts) { f.TokenExpiresAt = t0.Add(time.Hour) }, LeaseRenew, t0.Add(21 * time.Second)},
+		{"no token recorded: reissue at once", t0.Add(time.Second), func(f *LeaseFacts) { f.TokenUnknown = true }, LeaseReissue, t0.Add(time.Second)},
 		{"not renewable: reissue when due", t0.Add(21 * time.Second), func(f *LeaseFacts) { f.Renewable = false }, LeaseReissue, t0.Add(21 * time.Second)},
 		{"wanted lifetime reached: reissue", t0.Add(2*time.Minute + time.Second), func(f *LeaseFacts) {
 			f.RenewedAt, f.ExpiresAt = t0.Add(100*time.Second), t0.Add(130*time.Second)
@@ -79,19 +84,98 @@ func TestRenewalCutShort(t *testing.T) {
 	}
 }
 
-func TestRevokeAtAndExpiry(t *testing.T) {
-	if got := RevokeAt(t0, 30*time.Second, nil); got != t0.Add(3*time.Second) {
-		t.Fatalf("default grace: %s", got.Sub(t0))
-	}
+func TestRevokeAt(t *testing.T) {
 	g := 10 * time.Second
-	if got := RevokeAt(t0, 30*time.Second, &g); got != t0.Add(10*time.Second) {
-		t.Fatalf("configured grace: %s", got.Sub(t0))
+	zero := time.Duration(0)
+	cases := []struct {
+		name   string
+		oldEnd time.Time
+		grace  *time.Duration
+		want   time.Time
+	}{
+		{"default grace covers kubelet propagation", t0.Add(time.Hour), nil, t0.Add(2 * time.Minute)},
+		{"configured grace", t0.Add(time.Hour), &g, t0.Add(10 * time.Second)},
+		{"zero grace: at once", t0.Add(time.Hour), &zero, t0},
+		{"never after the old lease's end", t0.Add(30 * time.Second), nil, t0.Add(30 * time.Second)},
+	}
+	for _, tc := range cases {
+		if got := RevokeAt(t0, tc.oldEnd, tc.grace); !got.Equal(tc.want) {
+			t.Errorf("%s: RevokeAt = %s, want %s", tc.name, got.Sub(t0), tc.want.Sub(t0))
+		}
 	}
 	if Expired(t0, time.Time{}) || Expired(t0, t0.Add(time.Second)) || !Expired(t0, t0) {
 		t.Fatal("Expired")
 	}
 	if got := NextWake(time.Time{}, t0.Add(time.Minute), t0.Add(time.Second)); got != t0.Add(time.Second) {
 		t.Fatalf("NextWake = %s", got)
+	}
+}
+
+func TestDecidePrevious(t *testing.T) {
+	cases := []struct {
+		name          string
+		now           time.Time
+		revokeAt, end time.Time
+		want          PreviousAction
+	}{
+		{"before its time", t0, t0.Add(time.Second), t0.Add(time.Minute), PreviousWait},
+		{"due", t0.Add(time.Second), t0.Add(time.Second), t0.Add(time.Minute), PreviousRevoke},
+		{"past the old lease's end: nothing to revoke", t0.Add(time.Minute), t0.Add(time.Second), t0.Add(time.Minute), PreviousForget},
+		{"end unknown: revoke when due", t0.Add(time.Hour), t0, time.Time{}, PreviousRevoke},
+	}
+	for _, tc := range cases {
+		if got := DecidePrevious(tc.now, tc.revokeAt, tc.end); got != tc.want {
+			t.Errorf("%s: DecidePrevious = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRevokeBackoff(t *testing.T) {
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
+	for i, w := range want {
+		if got := RevokeBackoff(int32(i + 1)); got != w {
+			t.Errorf("RevokeBackoff(%d) = %s, want %s", i+1, got, w)
+		}
+	}
+	if RevokeBackoff(1000) != 5*time.Minute {
+		t.Fatal("no cap")
+	}
+}
+
+func TestDecideFinalize(t *testing.T) {
+	cases := []struct {
+		name          string
+		hasLease, opt bool
+		end           time.Time
+		want          FinalizeAction
+	}{
+		{"no lease", false, true, time.Time{}, FinalizeDone},
+		{"opted out", true, false, t0.Add(time.Hour), FinalizeDone},
+		{"lease already ended", true, true, t0, FinalizeDone},
+		{"live lease", true, true, t0.Add(time.Second), FinalizeRelease},
+	}
+	for _, tc := range cases {
+		if got := DecideFinalize(t0, tc.hasLease, tc.opt, tc.end); got != tc.want {
+			t.Errorf("%s: DecideFinalize = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if d := FinalizeRetryAfter(t0, t0, t0.Add(time.Hour)); d != 5*time.Second {
+		t.Fatalf("first retry after %s", d)
+	}
+	if d := FinalizeRetryAfter(t0, t0, t0.Add(3*time.Second)); d != 0 {
+		t.Fatalf("retrying past the lease's end: %s", d)
+	}
+}
+
+func TestEffectiveEnd(t *testing.T) {
+	if got := EffectiveEnd(t0.Add(time.Hour), t0.Add(time.Minute)); got != t0.Add(time.Minute) {
+		t.Fatal("token ending first not taken")
+	}
+	if got := EffectiveEnd(t0.Add(time.Minute), t0.Add(time.Hour)); got != t0.Add(time.Minute) {
+		t.Fatal("lease ending first not taken")
+	}
+	if got := EffectiveEnd(t0.Add(time.Minute), time.Time{}); got != t0.Add(time.Minute) {
+		t.Fatal("a non-expiring token bounds nothing")
 	}
 }
 

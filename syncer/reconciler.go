@@ -4,27 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/vault/api"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
-// Finalizer makes deletion wait until leases are revoked.
+// Finalizer makes deletion wait until leases are revoked (or known ended).
 const Finalizer = "secrets.vaultkms.io/revoke-leases"
 
 // Ready condition reasons: each tells the user what to look at.
@@ -37,7 +45,12 @@ const (
 	ReasonConflict         = "SecretConflict"
 	ReasonExpired          = "Expired"
 	ReasonAuthFailed       = "AuthFailed"
+	ReasonSecretWrite      = "SecretWriteFailed"
 )
+
+// ConditionPreviousRevoked reports the revocation of replaced leases; it is
+// False when Vault refuses it, which is a policy to fix, not a retry.
+const ConditionPreviousRevoked = "PreviousLeaseRevoked"
 
 var errNotFound = errors.New("no secret at this path")
 
@@ -52,38 +65,85 @@ type Reconciler struct {
 	HMACKey   []byte
 	Metrics   *Metrics
 	Log       logr.Logger
+	// Workers is the number of VaultSecrets reconciled at once, so one
+	// slow tenant or Vault path does not hold up the others.
+	Workers int
+	// VaultTimeout bounds every Vault request.
+	VaultTimeout time.Duration
+	// ControllerNamespace and ControllerServiceAccount are the controller's
+	// own identity, which no VaultSecret may name.
+	ControllerNamespace, ControllerServiceAccount string
+	// NamespaceSelector, when set, limits the namespaces served.
+	NamespaceSelector labels.Selector
+
+	// written holds, per VaultSecret, the resourceVersion of this
+	// process's last write to it. A cached copy at that version is
+	// current; any other version may predate the write, and is confirmed
+	// with the API server before Vault is called.
+	written sync.Map // types.NamespacedName -> string
 }
+
+var errSecretConflict = errors.New("a Secret of that name exists and is not managed by this VaultSecret")
 
 // SetupWithManager watches VaultSecrets and the Secrets they own.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VaultSecret{}).
 		Owns(&corev1.Secret{}).
 		Named("vaultsecret").
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Workers)})
+	if r.NamespaceSelector != nil {
+		// A namespace that starts or stops matching is looked at again.
+		b = b.Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var list v1alpha1.VaultSecretList
+			if err := r.Client.List(ctx, &list, client.InNamespace(o.GetName())); err != nil {
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(list.Items))
+			for _, vs := range list.Items {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vs)})
+			}
+			return out
+		}))
+	}
+	return b.Complete(r)
 }
 
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	start := r.Clock.Now()
-	// Read around the cache: a cached copy may predate the status this
-	// controller just wrote, and acting on it would fetch again (for a
-	// dynamic source, issue credentials twice).
+	// The cached copy is enough to decide that nothing is due, which is
+	// most reconciles; before any Vault call sync confirms it is current.
 	var vs v1alpha1.VaultSecret
-	if err := r.APIReader.Get(ctx, req.NamespacedName, &vs); err != nil {
+	if err := r.Client.Get(ctx, req.NamespacedName, &vs); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.NamespaceSelector != nil {
+		var ns corev1.Namespace
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: vs.Namespace}, &ns); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		if !r.NamespaceSelector.Matches(labels.Set(ns.Labels)) && vs.DeletionTimestamp.IsZero() {
+			return ctrl.Result{}, nil
+		}
 	}
 	if !vs.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &vs)
 	}
-	if vs.Spec.Source.Dynamic != nil && controllerutil.AddFinalizer(&vs, Finalizer) {
+	kind := kindOf(&vs)
+	if kind.leased() && !controllerutil.ContainsFinalizer(&vs, Finalizer) {
+		controllerutil.AddFinalizer(&vs, Finalizer)
 		if err := r.Client.Update(ctx, &vs); err != nil {
 			return ctrl.Result{}, err
 		}
+		r.written.Store(req.NamespacedName, vs.ResourceVersion)
 	}
-	res, outcome, err := r.sync(ctx, &vs)
+	res, outcome, err := r.sync(ctx, &vs, kind, false)
 	if r.Metrics != nil {
-		r.Metrics.sync(sourceKind(&vs), outcome, r.Clock.Since(start))
+		r.Metrics.sync(kind.name(), outcome, r.Clock.Since(start))
 	}
 	return res, err
 }
@@ -96,125 +156,207 @@ func wantedTTL(vs *v1alpha1.VaultSecret) time.Duration {
 	return vs.Spec.TTL.Duration
 }
 
-func sourceKind(vs *v1alpha1.VaultSecret) string {
-	switch {
-	case vs.Spec.Source.Dynamic != nil:
-		return "dynamic"
-	case vs.Spec.Source.PKI != nil:
-		return "pki"
-	}
-	return "kv"
+func revokeOnDelete(vs *v1alpha1.VaultSecret) bool {
+	return vs.Spec.RevokeOnDelete == nil || *vs.Spec.RevokeOnDelete
 }
 
-// sync does one pass and returns when to come back.
-func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.Result, string, error) {
+// validate checks what the schema cannot, before anything reaches Vault.
+func (r *Reconciler) validate(vs *v1alpha1.VaultSecret) error {
+	if k := vs.Spec.Auth.Kubernetes; k != nil && r.ControllerServiceAccount != "" &&
+		vs.Namespace == r.ControllerNamespace && k.ServiceAccountName == r.ControllerServiceAccount {
+		return fmt.Errorf("spec.auth.kubernetes.serviceAccountName: %q is the controller's own service account; use a service account of the application", k.ServiceAccountName)
+	}
+	return ValidateTemplates(vs.Spec.Target.Template)
+}
+
+// sync does one pass and returns when to come back. confirmed tells that
+// vs was read from the API server rather than the cache.
+func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind sourceKind, confirmed bool) (ctrl.Result, string, error) {
 	now := r.Clock.Now()
+	orig := vs.Status.DeepCopy()
+	if err := r.validate(vs); err != nil {
+		return r.failed(ctx, vs, orig, now, ReasonInvalid, err)
+	}
 	name := targetName(vs)
+	st := &vs.Status
+	if st.SecretName != "" && st.SecretName != name {
+		// spec.target.name changed: the old Secret is no longer wanted.
+		if err := r.deleteOwned(ctx, vs, st.SecretName); err != nil {
+			return ctrl.Result{}, "error", err
+		}
+		st.SecretName = ""
+	}
 	var existing corev1.Secret
 	err := r.Client.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &existing)
 	exists := err == nil
 	if err != nil && !apierrors.IsNotFound(err) {
-		// The cache holds only managed Secrets; an unmanaged one is
-		// looked up directly to tell a conflict from absence.
 		return ctrl.Result{}, "error", err
 	}
-	if !exists {
+	if !exists && (kind.leased() || vs.Spec.Source.PKI != nil || st.SecretName != "") {
 		// Not in the cache: either unmanaged (the cache holds only
 		// managed Secrets), just created and not cached yet, or absent.
+		// Credentials are not issued before that is known. A kv source
+		// never synced has no Secret of its own yet: its create finds
+		// out, which saves a request per new VaultSecret.
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &existing); err == nil {
 			exists = true
 		} else if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, "error", err
 		}
 	}
-	if exists && !ownedBy(&existing, vs) {
+	if exists && !metav1.IsControlledBy(&existing, vs) {
 		r.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", name))
-		return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs)
+		return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs, orig)
 	}
 
-	st := &vs.Status
 	edited := exists && st.DataHMAC != "" && dataHMAC(r.HMACKey, existing.Data) != st.DataHMAC
 	specChanged := st.ObservedGeneration != vs.Generation
 	due := st.RefreshAt == nil || !now.Before(st.RefreshAt.Time) || !exists || edited || specChanged
-
-	// A replaced lease past its grace period is revoked first.
-	if l := st.Lease; l != nil && l.PreviousID != "" && l.RevokePreviousAt != nil && !now.Before(l.RevokePreviousAt.Time) {
-		if err := r.revoke(ctx, vs, l.PreviousID); err != nil {
-			r.Log.Info("revoking a replaced lease failed; will retry", "vaultsecret", client.ObjectKeyFromObject(vs), "error", vault.Describe(err))
-		} else {
-			l.PreviousID, l.RevokePreviousAt = "", nil
+	if !due && !confirmed && !r.previousDue(vs, now) {
+		return r.requeue(vs, now), "unchanged", nil
+	}
+	if rv, ok := r.written.Load(client.ObjectKeyFromObject(vs)); !confirmed && ok && rv != vs.ResourceVersion {
+		// A cached copy may predate the status this controller just
+		// wrote; acting on it would read Vault twice (for a dynamic
+		// source, issue credentials twice).
+		var fresh v1alpha1.VaultSecret
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), &fresh); err != nil {
+			return ctrl.Result{}, "error", client.IgnoreNotFound(err)
+		}
+		if fresh.ResourceVersion != vs.ResourceVersion {
+			if !fresh.DeletionTimestamp.IsZero() {
+				return ctrl.Result{Requeue: true}, "unchanged", nil
+			}
+			return r.sync(ctx, &fresh, kindOf(&fresh), true)
 		}
 	}
 
+	r.handlePrevious(ctx, vs, now)
 	if !due {
-		return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs)
+		return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs, orig)
 	}
-	if vs.Spec.Source.Dynamic != nil && st.Lease != nil && exists && !edited && !specChanged {
-		return r.renewOrReissue(ctx, vs, now)
+	if kind.leased() && st.Lease != nil && exists && !edited && !specChanged {
+		return r.renewOrReissue(ctx, vs, orig, kind, now, &existing)
 	}
 	r.Log.V(1).Info("reading Vault", "vaultsecret", client.ObjectKeyFromObject(vs), "secretExists", exists, "editedByHand", edited, "specChanged", specChanged)
 	if edited {
 		r.event(vs, corev1.EventTypeWarning, "Restored", "Sync", "Secret %q was changed by hand; restoring it from Vault", name)
 	}
-	return r.fetchAndWrite(ctx, vs, now, exists, &existing)
+	return r.fetchAndWrite(ctx, vs, orig, kind, now, exists, &existing)
+}
+
+// vaultCtx bounds one Vault request.
+func (r *Reconciler) vaultCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.VaultTimeout <= 0 {
+		return context.WithTimeout(ctx, 10*time.Second)
+	}
+	return context.WithTimeout(ctx, r.VaultTimeout)
+}
+
+// previousDue tells whether a replaced lease waits for revocation now.
+func (r *Reconciler) previousDue(vs *v1alpha1.VaultSecret, now time.Time) bool {
+	l := vs.Status.Lease
+	if l == nil || l.PreviousID == "" {
+		return false
+	}
+	return DecidePrevious(now, timeOf(l.RevokePreviousAt), timeOf(l.PreviousExpiresAt)) != PreviousWait
+}
+
+// handlePrevious revokes a replaced lease when due, with back-off on
+// failure; it stops at the old lease's own end, and a refusal (403) is
+// reported as a condition instead of retried.
+func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) {
+	l := vs.Status.Lease
+	if l == nil || l.PreviousID == "" {
+		return
+	}
+	clear := func() {
+		l.PreviousID, l.RevokePreviousAt, l.PreviousExpiresAt = "", nil, nil
+		vs.Status.RevokeFailures = 0
+	}
+	switch DecidePrevious(now, timeOf(l.RevokePreviousAt), timeOf(l.PreviousExpiresAt)) {
+	case PreviousWait:
+		return
+	case PreviousForget:
+		r.Log.Info("replaced lease ended before it could be revoked", "vaultsecret", client.ObjectKeyFromObject(vs))
+		clear()
+		return
+	}
+	err := r.release(ctx, vs, kindOf(vs), l.PreviousID)
+	switch {
+	case err == nil:
+		clear()
+		r.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionTrue, "Revoked", "the replaced lease was revoked")
+	case vault.Classify(err) == vault.KindDenied:
+		clear()
+		msg := "Vault refused to revoke the replaced lease; grant update on sys/leases/revoke/<mount>/<path>/* to the role's policy: " + explain(err)
+		r.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonPermissionDenied, msg)
+		r.event(vs, corev1.EventTypeWarning, ReasonPermissionDenied, "Revoke", "%s", msg)
+	default:
+		vs.Status.RevokeFailures++
+		next := metav1.NewTime(now.Add(RevokeBackoff(vs.Status.RevokeFailures)))
+		l.RevokePreviousAt = &next
+		r.Log.Info("revoking a replaced lease failed; backing off", "vaultsecret", client.ObjectKeyFromObject(vs), "failures", vs.Status.RevokeFailures, "next", next.Time, "error", explain(err))
+	}
 }
 
 // fetchAndWrite reads the source and writes the Secret.
-func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time, exists bool, existing *corev1.Secret) (ctrl.Result, string, error) {
-	c, err := r.tenantClient(ctx, vs)
+func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, kind sourceKind, now time.Time, exists bool, existing *corev1.Secret) (ctrl.Result, string, error) {
+	tok, err := r.tenant(ctx, vs)
 	if err != nil {
-		return r.failed(ctx, vs, now, authFailureReason(err), err)
+		return r.failedLogin(ctx, vs, orig, now, err)
 	}
-	ttl := wantedTTL(vs)
-	var f fetched
-	switch {
-	case vs.Spec.Source.KV != nil:
-		f, err = readKV(ctx, c, vs.Spec.Source.KV)
-	case vs.Spec.Source.Dynamic != nil:
-		f, err = readDynamic(ctx, c, vs.Spec.Source.Dynamic)
-	case vs.Spec.Source.PKI != nil:
-		f, err = issuePKI(ctx, c, vs.Spec.Source.PKI, ttl)
-	}
+	vctx, cancel := r.vaultCtx(ctx)
+	f, err := kind.fetch(vctx, tok.Client, vs)
+	cancel()
 	r.countVault(err)
 	if err != nil {
-		return r.failedVault(ctx, vs, now, err)
+		return r.failedVault(ctx, vs, orig, now, err)
 	}
-	data, err := renderData(vs, f.data)
+	data, err := r.shape(vs, f.data)
 	if err != nil {
 		if f.leaseID != "" {
-			_ = revokeLease(ctx, c, f.leaseID)
+			r.releaseWith(ctx, tok, kind, f.leaseID)
 		}
-		return r.failed(ctx, vs, now, ReasonInvalid, err)
+		return r.failed(ctx, vs, orig, now, ReasonInvalid, err)
 	}
 	st := &vs.Status
-	var refreshAt, expiresAt time.Time
-	jitter := jitterFor(string(vs.UID))
-	switch {
-	case vs.Spec.Source.KV != nil:
-		refreshAt, expiresAt = KVPlan(now, ttl, jitter)
-	case vs.Spec.Source.PKI != nil:
-		refreshAt, expiresAt = PKIPlan(f.notBefore, f.notAfter, jitter)
-	default:
-		expiresAt = now.Add(f.leaseDuration)
-		_, refreshAt = DecideLease(now, LeaseFacts{IssuedAt: now, RenewedAt: now, ExpiresAt: expiresAt, Renewable: f.leaseRenewable, Wanted: ttl}, jitter)
-		prev := ""
-		if st.Lease != nil {
-			prev = st.Lease.ID
-		}
-		st.Lease = &v1alpha1.Lease{ID: f.leaseID, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(expiresAt), Renewable: f.leaseRenewable}
-		if prev != "" {
+	refreshAt, expiresAt := kind.plan(now, vs, f, tok.Expires)
+	if kind.leased() {
+		prev := st.Lease
+		st.Lease = &v1alpha1.Lease{ID: f.leaseID, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(f.leaseDuration)),
+			Renewable: f.leaseRenewable, TokenAccessor: tok.Accessor, TokenExpiresAt: ptrTime(tok.Expires)}
+		if prev != nil {
+			if prev.PreviousID != "" {
+				// Two replacements within one grace period: the older
+				// one goes now rather than being forgotten.
+				r.releaseWith(ctx, tok, kind, prev.PreviousID)
+			}
+			prevEnd := EffectiveEnd(prev.ExpiresAt.Time, timeOf(prev.TokenExpiresAt))
 			var grace *time.Duration
 			if vs.Spec.RevokeGracePeriod != nil {
 				grace = &vs.Spec.RevokeGracePeriod.Duration
 			}
-			at := metav1.NewTime(RevokeAt(now, f.leaseDuration, grace))
-			st.Lease.PreviousID, st.Lease.RevokePreviousAt = prev, &at
+			st.Lease.PreviousID = prev.ID
+			st.Lease.RevokePreviousAt = ptrTime(RevokeAt(now, prevEnd, grace))
+			st.Lease.PreviousExpiresAt = ptrTime(prevEnd)
+			st.RevokeFailures = 0
 		}
+		// The lease is recorded before the Secret is written, so a failed
+		// write never leaves a lease nobody will revoke.
+		if err := r.writeStatus(ctx, vs, orig); err != nil {
+			r.releaseWith(ctx, tok, kind, f.leaseID)
+			return ctrl.Result{}, "error", err
+		}
+		orig = vs.Status.DeepCopy()
 	}
 	sum := dataHMAC(r.HMACKey, data)
 	changed := st.DataHMAC != "" && st.DataHMAC != sum
-	if err := r.writeSecret(ctx, vs, data, expiresAt, exists, existing); err != nil {
-		return ctrl.Result{}, "error", err
+	if err := r.writeSecret(ctx, vs, data, expiresAt, exists, existing); errors.Is(err, errSecretConflict) {
+		r.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", targetName(vs)))
+		return ctrl.Result{RequeueAfter: time.Minute}, "conflict", r.writeStatus(ctx, vs, orig)
+	} else if err != nil {
+		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
 	}
 	st.DataHMAC, st.SecretName = sum, targetName(vs)
 	st.ExpiresAt, st.RefreshAt = ptrTime(expiresAt), ptrTime(refreshAt)
@@ -227,11 +369,44 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret
 	if r.Metrics != nil {
 		r.Metrics.expiry.Observe(expiresAt.Sub(now).Seconds())
 	}
-	return r.requeue(vs, now), "synced", r.writeStatus(ctx, vs)
+	return r.requeue(vs, now), "synced", r.writeStatus(ctx, vs, orig)
+}
+
+// shape checks Vault's keys and renders the templates.
+func (r *Reconciler) shape(vs *v1alpha1.VaultSecret, data map[string][]byte) (map[string][]byte, error) {
+	for _, k := range sortedKeys(data) {
+		if _, templated := vs.Spec.Target.Template[k]; templated {
+			continue
+		}
+		if errs := validation.IsConfigMapKey(k); len(errs) > 0 {
+			return nil, fmt.Errorf("Vault returned a key that is not a valid Secret key (%s); rename it in Vault", errs[0])
+		}
+	}
+	if len(vs.Spec.Target.Template) == 0 {
+		return data, nil
+	}
+	vars := make(map[string]string, len(data))
+	for k, v := range data {
+		vars[k] = string(v)
+	}
+	rendered, err := renderTemplates(vs.Spec.Target.Template, vars, r.Clock.Now)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(data)+len(rendered))
+	for k, v := range data {
+		if validation.IsConfigMapKey(k) == nil {
+			out[k] = v
+		}
+	}
+	for k, v := range rendered {
+		out[k] = v
+	}
+	return out, nil
 }
 
 // renewOrReissue keeps a dynamic lease alive, or replaces it.
-func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) (ctrl.Result, string, error) {
+func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, kind sourceKind, now time.Time, existing *corev1.Secret) (ctrl.Result, string, error) {
 	st := &vs.Status
 	l := st.Lease
 	renewedAt := l.IssuedAt.Time
@@ -240,65 +415,101 @@ func (r *Reconciler) renewOrReissue(ctx context.Context, vs *v1alpha1.VaultSecre
 	}
 	ttl := wantedTTL(vs)
 	jitter := jitterFor(string(vs.UID))
-	action, at := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: renewedAt, ExpiresAt: l.ExpiresAt.Time, Renewable: l.Renewable, Wanted: ttl}, jitter)
+	facts := func(tokenLive bool) LeaseFacts {
+		return LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: renewedAt, ExpiresAt: l.ExpiresAt.Time, TokenExpiresAt: timeOf(l.TokenExpiresAt),
+			TokenLive: tokenLive, TokenUnknown: l.TokenAccessor == "", Renewable: l.Renewable, Wanted: ttl}
+	}
+	action, at := DecideLease(now, facts(false), jitter)
 	if action == LeaseWait {
-		// Status times are kept to the second, so a wake-up can come a
-		// moment early: wait for the real due time.
 		st.RefreshAt = ptrTime(at)
-		return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs)
+		return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs, orig)
+	}
+	tok, err := r.tenant(ctx, vs)
+	if err != nil {
+		return r.failedLogin(ctx, vs, orig, now, err)
+	}
+	// The token that created the lease may still be ours (and just
+	// renewed): then its end is known anew and may push the lease's.
+	live := tok.Accessor != "" && tok.Accessor == l.TokenAccessor
+	if live {
+		l.TokenExpiresAt = ptrTime(tok.Expires)
+		if action, at = DecideLease(now, facts(true), jitter); action == LeaseWait {
+			st.RefreshAt = ptrTime(at)
+			st.ExpiresAt = ptrTime(EffectiveEnd(l.ExpiresAt.Time, tok.Expires))
+			return r.requeue(vs, now), "unchanged", r.writeStatus(ctx, vs, orig)
+		}
 	}
 	if action == LeaseRenew {
-		c, err := r.tenantClient(ctx, vs)
-		if err != nil {
-			return r.failed(ctx, vs, now, authFailureReason(err), err)
-		}
 		asked := l.ExpiresAt.Sub(renewedAt)
-		granted, err := renewLease(ctx, c, l.ID, asked)
+		vctx, cancel := r.vaultCtx(ctx)
+		granted, err := kind.renew(vctx, tok.Client, l.ID, asked)
+		cancel()
 		r.countVault(err)
 		if err == nil && !RenewalCutShort(asked, granted) {
 			if r.Metrics != nil {
 				r.Metrics.leases.WithLabelValues("renewed").Inc()
 			}
-			expires := now.Add(granted)
-			l.ExpiresAt = metav1.NewTime(expires)
+			l.ExpiresAt = metav1.NewTime(now.Add(granted))
+			end := EffectiveEnd(l.ExpiresAt.Time, timeOf(l.TokenExpiresAt))
+			renewedAt = now
+			_, refresh := DecideLease(now, facts(live), jitter)
 			st.LastSyncTime = ptrTime(now)
-			_, refresh := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: now, ExpiresAt: expires, Renewable: true, Wanted: ttl}, jitter)
-			st.RefreshAt, st.ExpiresAt = ptrTime(refresh), ptrTime(expires)
-			if err := r.annotateExpiry(ctx, vs, expires); err != nil {
-				return ctrl.Result{}, "error", err
+			st.RefreshAt, st.ExpiresAt = ptrTime(refresh), ptrTime(end)
+			if err := r.annotateExpiry(ctx, existing, end); err != nil {
+				return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
 			}
-			r.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("lease renewed until %s", expires.UTC().Format(time.RFC3339)))
-			return r.requeue(vs, now), "renewed", r.writeStatus(ctx, vs)
+			r.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("lease renewed until %s", end.UTC().Format(time.RFC3339)))
+			return r.requeue(vs, now), "renewed", r.writeStatus(ctx, vs, orig)
 		}
 		if err != nil && vault.Classify(err) == vault.KindUnavailable {
-			return r.failedVault(ctx, vs, now, err)
+			return r.failedVault(ctx, vs, orig, now, err)
 		}
-		// Cut short by max TTL, or no longer renewable: new credentials.
 		why := "max TTL reached"
 		if err != nil {
-			why = "renewal refused: " + vault.Describe(err)
+			why = "renewal refused: " + explain(err)
 		}
 		r.Log.Info("issuing new credentials", "vaultsecret", client.ObjectKeyFromObject(vs), "reason", why, "asked", asked, "granted", granted)
 	} else {
-		r.Log.Info("issuing new credentials", "vaultsecret", client.ObjectKeyFromObject(vs), "reason", "lease not renewable, or the wanted lifetime (spec.ttl) reached")
+		r.Log.Info("issuing new credentials", "vaultsecret", client.ObjectKeyFromObject(vs), "reason", "lease not renewable, its token ends first, or the wanted lifetime (spec.ttl) reached")
 	}
-	var existing corev1.Secret
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: targetName(vs)}, &existing)
 	if r.Metrics != nil {
 		r.Metrics.leases.WithLabelValues("reissued").Inc()
 	}
-	return r.fetchAndWrite(ctx, vs, now, err == nil, &existing)
+	return r.fetchAndWrite(ctx, vs, orig, kind, now, true, existing)
 }
 
 func (r *Reconciler) writeSecret(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, exists bool, existing *corev1.Secret) error {
 	want := buildSecret(vs, data, expiresAt)
 	if !exists {
+		err := r.Client.Create(ctx, want)
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		// Not in the cache yet, or not managed: look.
+		var cur corev1.Secret
+		if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(want), &cur); gerr != nil {
+			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		if !metav1.IsControlledBy(&cur, vs) {
+			return errSecretConflict
+		}
+		existing = &cur
+	}
+	if existing.Type != want.Type {
+		// A Secret's type is immutable: replace it, exactly the one read.
+		uid, rv := existing.UID, existing.ResourceVersion
+		if err := r.Client.Delete(ctx, existing, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("replace Secret %s/%s to change its type: %w", want.Namespace, want.Name, err)
+		}
 		if err := r.Client.Create(ctx, want); err != nil {
 			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
 		}
 		return nil
 	}
-	existing.Labels, existing.Annotations, existing.Type, existing.Data = want.Labels, want.Annotations, want.Type, want.Data
+	existing.Labels, existing.Annotations, existing.Data = want.Labels, want.Annotations, want.Data
 	existing.StringData = nil
 	existing.OwnerReferences = want.OwnerReferences
 	if err := r.Client.Update(ctx, existing); err != nil {
@@ -307,21 +518,53 @@ func (r *Reconciler) writeSecret(ctx context.Context, vs *v1alpha1.VaultSecret, 
 	return nil
 }
 
-func (r *Reconciler) annotateExpiry(ctx context.Context, vs *v1alpha1.VaultSecret, expires time.Time) error {
-	var s corev1.Secret
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: targetName(vs)}, &s); err != nil {
-		return err
-	}
-	patch := client.MergeFrom(s.DeepCopy())
+func (r *Reconciler) annotateExpiry(ctx context.Context, s *corev1.Secret, expires time.Time) error {
+	patch := client.MergeFromWithOptions(s.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
 	s.Annotations[ExpiresAtAnnotation] = expires.UTC().Format(time.RFC3339)
-	return r.Client.Patch(ctx, &s, patch)
+	if err := r.Client.Patch(ctx, s, patch); err != nil {
+		return fmt.Errorf("update expiry of Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return nil
+}
+
+// deleteOwned deletes the named Secret only if vs controls it, and only
+// the very object checked (UID precondition).
+func (r *Reconciler) deleteOwned(ctx context.Context, vs *v1alpha1.VaultSecret, name string) error {
+	var s corev1.Secret
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &s); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(&s, vs) {
+		return nil
+	}
+	uid := s.UID
+	if err := r.Client.Delete(ctx, &s, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return nil
+}
+
+// explain renders an error for conditions, events and logs without
+// secrets: a login error keeps the identity it names.
+func explain(err error) string {
+	var le *loginError
+	if errors.As(err, &le) {
+		return le.msg
+	}
+	return vault.Describe(err)
+}
+
+// failedLogin reports a failed login: Vault unreachable is not the
+// tenant's fault and is reported as such.
+func (r *Reconciler) failedLogin(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, err error) (ctrl.Result, string, error) {
+	return r.failed(ctx, vs, orig, now, authFailureReason(err), err)
 }
 
 // failedVault reports a Vault failure with the reason it maps to.
-func (r *Reconciler) failedVault(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time, err error) (ctrl.Result, string, error) {
+func (r *Reconciler) failedVault(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, err error) (ctrl.Result, string, error) {
 	reason := ReasonVaultUnavailable
 	switch {
 	case errors.Is(err, errNotFound) || vault.Classify(err) == vault.KindNotFound:
@@ -332,33 +575,34 @@ func (r *Reconciler) failedVault(ctx context.Context, vs *v1alpha1.VaultSecret, 
 	case vault.Classify(err) == vault.KindInvalid:
 		reason = ReasonInvalid
 	}
-	return r.failed(ctx, vs, now, reason, err)
+	return r.failed(ctx, vs, orig, now, reason, err)
 }
 
-// failed records a failed refresh; a Secret past its expiry is deleted.
-func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time, reason string, err error) (ctrl.Result, string, error) {
-	msg := vault.Describe(err)
+// failed records a failed refresh. Deleting the Secret at its expiry is
+// the Expirer's job, which does not wait on this path.
+func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, reason string, err error) (ctrl.Result, string, error) {
+	msg := explain(err)
 	if vs.Status.ExpiresAt != nil && Expired(now, vs.Status.ExpiresAt.Time) {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: vs.Namespace, Name: targetName(vs)}}
-		if derr := r.Client.Delete(ctx, s); derr == nil {
-			r.event(vs, corev1.EventTypeWarning, ReasonExpired, "Delete", "Secret %q deleted: it expired at %s without a successful refresh (%s)", targetName(vs), vs.Status.ExpiresAt.UTC().Format(time.RFC3339), reason)
-		} else if !apierrors.IsNotFound(derr) {
-			return ctrl.Result{}, "error", derr
-		}
-		reason, msg = ReasonExpired, fmt.Sprintf("Secret deleted at expiry; refresh keeps failing: %s", msg)
-	} else {
-		r.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
+		reason, msg = ReasonExpired, fmt.Sprintf("Secret deleted at expiry (%s); refresh keeps failing: %s: %s", vs.Status.ExpiresAt.UTC().Format(time.RFC3339), reason, msg)
 	}
 	var failingSince time.Time
-	if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse {
+	// Back off only on failures of this generation: a spec change is
+	// retried promptly even after a long run of failures.
+	if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == vs.Generation {
 		failingSince = c.LastTransitionTime.Time
+	} else {
+		r.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
 	}
 	r.setReady(vs, metav1.ConditionFalse, reason, msg)
 	var expiresAt time.Time
 	if vs.Status.ExpiresAt != nil {
 		expiresAt = vs.Status.ExpiresAt.Time
 	}
-	return ctrl.Result{RequeueAfter: RetryAfter(now, failingSince, expiresAt)}, "failed", r.writeStatus(ctx, vs)
+	retry := RetryAfter(now, failingSince, expiresAt)
+	if l := vs.Status.Lease; l != nil && l.RevokePreviousAt != nil && l.RevokePreviousAt.After(now) {
+		retry = min(retry, l.RevokePreviousAt.Sub(now))
+	}
+	return ctrl.Result{RequeueAfter: retry}, "failed", r.writeStatus(ctx, vs, orig)
 }
 
 func (r *Reconciler) requeue(vs *v1alpha1.VaultSecret, now time.Time) ctrl.Result {
@@ -366,14 +610,7 @@ func (r *Reconciler) requeue(vs *v1alpha1.VaultSecret, now time.Time) ctrl.Resul
 	if l := vs.Status.Lease; l != nil && l.RevokePreviousAt != nil {
 		prev = l.RevokePreviousAt.Time
 	}
-	var refresh, expires time.Time
-	if vs.Status.RefreshAt != nil {
-		refresh = vs.Status.RefreshAt.Time
-	}
-	if vs.Status.ExpiresAt != nil {
-		expires = vs.Status.ExpiresAt.Time
-	}
-	wake := NextWake(refresh, expires, prev)
+	wake := NextWake(timeOf(vs.Status.RefreshAt), timeOf(vs.Status.ExpiresAt), prev)
 	if wake.IsZero() {
 		return ctrl.Result{RequeueAfter: time.Minute}
 	}
@@ -381,31 +618,47 @@ func (r *Reconciler) requeue(vs *v1alpha1.VaultSecret, now time.Time) ctrl.Resul
 }
 
 func (r *Reconciler) setReady(vs *v1alpha1.VaultSecret, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{
-		Type: "Ready", Status: status, Reason: reason, Message: msg, ObservedGeneration: vs.Generation,
-		LastTransitionTime: metav1.NewTime(r.Clock.Now()),
-	})
+	r.setCondition(vs, "Ready", status, reason, msg)
 	vs.Status.ObservedGeneration = vs.Generation
 }
 
-// writeStatus writes vs's status. The controller is the status's only
-// writer, so on a conflict (a stale cached copy) it reapplies the same
-// status to the latest object: losing it would forget a lease.
-func (r *Reconciler) writeStatus(ctx context.Context, vs *v1alpha1.VaultSecret) error {
-	st := vs.Status.DeepCopy()
-	for attempt := 0; ; attempt++ {
-		err := r.Client.Status().Update(ctx, vs)
-		if err == nil || !apierrors.IsConflict(err) || attempt >= 5 {
-			if err != nil {
-				return fmt.Errorf("update status of VaultSecret %s/%s: %w", vs.Namespace, vs.Name, err)
-			}
-			return nil
-		}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), vs); err != nil {
-			return client.IgnoreNotFound(err)
-		}
-		vs.Status = *st
+func (r *Reconciler) setCondition(vs *v1alpha1.VaultSecret, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: vs.Generation,
+		LastTransitionTime: metav1.NewTime(r.Clock.Now()),
+	})
+}
+
+// writeStatus writes vs's status when it differs from orig. The controller
+// is the status's only writer, so on a conflict (a stale copy) it
+// reapplies the same status to the latest object: losing it would forget a
+// lease.
+func (r *Reconciler) writeStatus(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus) error {
+	if orig != nil && equality.Semantic.DeepEqual(*orig, vs.Status) {
+		return nil
 	}
+	st := vs.Status.DeepCopy()
+	first := true
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), vs); err != nil {
+				return err
+			}
+			vs.Status = *st
+		}
+		first = false
+		return r.Client.Status().Update(ctx, vs)
+	})
+	if err == nil {
+		r.written.Store(client.ObjectKeyFromObject(vs), vs.ResourceVersion)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("update status of VaultSecret %s/%s: %w", vs.Namespace, vs.Name, err)
+	}
+	return nil
 }
 
 func (r *Reconciler) event(vs *v1alpha1.VaultSecret, typ, reason, action, format string, args ...any) {
@@ -414,42 +667,85 @@ func (r *Reconciler) event(vs *v1alpha1.VaultSecret, typ, reason, action, format
 	}
 }
 
-// finalize revokes leases and lets the VaultSecret go.
+// finalize revokes the lease, when there is one still alive to revoke and
+// revocation is wanted, and lets the VaultSecret go. No finalizer outlives
+// the lease it guards; errors that retrying cannot fix end it with an
+// event, and Vault being unreachable is retried with back-off until the
+// lease ends on its own.
 func (r *Reconciler) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(vs, Finalizer) {
 		return ctrl.Result{}, nil
 	}
+	now := r.Clock.Now()
+	kind := kindOf(vs)
 	if l := vs.Status.Lease; l != nil {
-		for _, id := range []string{l.ID, l.PreviousID} {
-			if id == "" {
-				continue
+		end := EffectiveEnd(l.ExpiresAt.Time, timeOf(l.TokenExpiresAt))
+		if DecideFinalize(now, true, revokeOnDelete(vs), end) == FinalizeRelease {
+			ids := []string{l.ID}
+			if l.PreviousID != "" && DecidePrevious(now, time.Time{}, timeOf(l.PreviousExpiresAt)) != PreviousForget {
+				ids = append(ids, l.PreviousID)
 			}
-			if err := r.revoke(ctx, vs, id); err != nil {
-				r.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion: "+vault.Describe(err))
-				_ = r.writeStatus(ctx, vs)
-				return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+			for _, id := range ids {
+				err := r.release(ctx, vs, kind, id)
+				if err == nil {
+					continue
+				}
+				if vault.Classify(err) == vault.KindUnavailable {
+					if d := FinalizeRetryAfter(now, vs.DeletionTimestamp.Time, end); d > 0 {
+						orig := vs.Status.DeepCopy()
+						r.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion; retrying until it ends at "+end.UTC().Format(time.RFC3339)+": "+explain(err))
+						return ctrl.Result{RequeueAfter: d}, r.writeStatus(ctx, vs, orig)
+					}
+				}
+				r.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
+					"lease not revoked (%s); it ends on its own at %s", explain(err), end.UTC().Format(time.RFC3339))
+				break
 			}
 		}
 	}
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: vs.Namespace, Name: targetName(vs)}}
-	if err := r.Client.Delete(ctx, s); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.deleteOwned(ctx, vs, targetName(vs)); err != nil {
 		return ctrl.Result{}, err
 	}
-	controllerutil.RemoveFinalizer(vs, Finalizer)
-	return ctrl.Result{}, r.Client.Update(ctx, vs)
+	return ctrl.Result{}, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cur v1alpha1.VaultSecret
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		r.written.Delete(client.ObjectKeyFromObject(vs))
+		if !controllerutil.RemoveFinalizer(&cur, Finalizer) {
+			return nil
+		}
+		return client.IgnoreNotFound(r.Client.Update(ctx, &cur))
+	})
 }
 
-func (r *Reconciler) revoke(ctx context.Context, vs *v1alpha1.VaultSecret, id string) error {
-	c, err := r.tenantClient(ctx, vs)
+// release revokes a lease under the tenant's identity, within the Vault
+// deadline.
+func (r *Reconciler) release(ctx context.Context, vs *v1alpha1.VaultSecret, kind sourceKind, id string) error {
+	tok, err := r.tenant(ctx, vs)
 	if err != nil {
 		return err
 	}
-	err = revokeLease(ctx, c, id)
+	vctx, cancel := r.vaultCtx(ctx)
+	defer cancel()
+	err = kind.release(vctx, tok.Client, id)
 	r.countVault(err)
 	if err == nil && r.Metrics != nil {
 		r.Metrics.leases.WithLabelValues("revoked").Inc()
 	}
 	return err
+}
+
+// releaseWith revokes a lease just issued that will not be used; failure
+// is logged, since the lease then ends on its own.
+func (r *Reconciler) releaseWith(ctx context.Context, tok *TenantToken, kind sourceKind, id string) {
+	vctx, cancel := r.vaultCtx(ctx)
+	defer cancel()
+	err := kind.release(vctx, tok.Client, id)
+	r.countVault(err)
+	if err != nil {
+		r.Log.Info("revoking an unused lease failed; it ends on its own", "error", explain(err))
+	}
 }
 
 func tenantKeyFor(vs *v1alpha1.VaultSecret) tenantKey {
@@ -467,7 +763,7 @@ func tenantKeyFor(vs *v1alpha1.VaultSecret) tenantKey {
 	return tenantKey{Namespace: vs.Namespace, ServiceAccount: k.ServiceAccountName, Role: k.Role, Mount: mount}
 }
 
-func (r *Reconciler) tenantClient(ctx context.Context, vs *v1alpha1.VaultSecret) (*api.Client, error) {
+func (r *Reconciler) tenant(ctx context.Context, vs *v1alpha1.VaultSecret) (*TenantToken, error) {
 	if k := vs.Spec.Auth.Kubernetes; k != nil {
 		return r.Tenants.Client(ctx, tenantKeyFor(vs), k.Audiences)
 	}
@@ -477,7 +773,7 @@ func (r *Reconciler) tenantClient(ctx context.Context, vs *v1alpha1.VaultSecret)
 // appRoleClient logs in with the role and secret IDs in the tenant's own
 // Secret; its tokens are cached per (namespace, Secret, mount) like service
 // account tokens.
-func (r *Reconciler) appRoleClient(ctx context.Context, vs *v1alpha1.VaultSecret) (*api.Client, error) {
+func (r *Reconciler) appRoleClient(ctx context.Context, vs *v1alpha1.VaultSecret) (*TenantToken, error) {
 	return r.Tenants.ClientFor(ctx, tenantKeyFor(vs), func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
 		a := vs.Spec.Auth.AppRole
 		var s corev1.Secret
@@ -490,10 +786,10 @@ func (r *Reconciler) appRoleClient(ctx context.Context, vs *v1alpha1.VaultSecret
 		}
 		sec, err := c.Logical().WriteWithContext(ctx, "auth/"+orDefault(a.Mount, "approle")+"/login", map[string]any{"role_id": string(s.Data[roleKey]), "secret_id": string(s.Data[secretKey])})
 		if err != nil {
-			return nil, fmt.Errorf("vault approle login with Secret %s/%s: %w", vs.Namespace, a.SecretRef, vault.Wrap("log in", err))
+			return nil, &loginError{msg: fmt.Sprintf("vault approle login with Secret %s/%s: %s", vs.Namespace, a.SecretRef, vault.Describe(err)), err: err}
 		}
 		if sec == nil || sec.Auth == nil {
-			return nil, fmt.Errorf("vault approle login with Secret %s/%s: vault returned no token", vs.Namespace, a.SecretRef)
+			return nil, fmt.Errorf("vault approle login with Secret %s/%s: no token in the answer", vs.Namespace, a.SecretRef)
 		}
 		return sec.Auth, nil
 	})
@@ -542,6 +838,13 @@ func (r *Reconciler) countVault(err error) {
 		res = vault.Classify(err).String()
 	}
 	r.Metrics.vault.WithLabelValues(res).Inc()
+}
+
+func timeOf(t *metav1.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.Time
 }
 
 func ptrTime(t time.Time) *metav1.Time {

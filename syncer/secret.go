@@ -1,13 +1,11 @@
 package syncer
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"sort"
-	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,39 +30,6 @@ func targetName(vs *v1alpha1.VaultSecret) string {
 		return vs.Spec.Target.Name
 	}
 	return vs.Name
-}
-
-// renderData adds the templated keys to data. Template errors name the key
-// but never the data.
-func renderData(vs *v1alpha1.VaultSecret, data map[string][]byte) (map[string][]byte, error) {
-	if len(vs.Spec.Target.Template) == 0 {
-		return data, nil
-	}
-	vars := make(map[string]string, len(data))
-	for k, v := range data {
-		vars[k] = string(v)
-	}
-	out := make(map[string][]byte, len(data)+len(vs.Spec.Target.Template))
-	for k, v := range data {
-		out[k] = v
-	}
-	keys := make([]string, 0, len(vs.Spec.Target.Template))
-	for k := range vs.Spec.Target.Template {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		tmpl, err := template.New(k).Option("missingkey=error").Parse(vs.Spec.Target.Template[k])
-		if err != nil {
-			return nil, fmt.Errorf("spec.target.template[%q]: %v", k, err)
-		}
-		var b bytes.Buffer
-		if err := tmpl.Execute(&b, vars); err != nil {
-			return nil, fmt.Errorf("spec.target.template[%q]: a key it uses is missing from the Vault data", k)
-		}
-		out[k] = b.Bytes()
-	}
-	return out, nil
 }
 
 // buildSecret returns the Secret a VaultSecret wants.
@@ -98,16 +63,6 @@ func buildSecret(vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt tim
 		Type: typ,
 		Data: data,
 	}
-}
-
-// ownedBy tells whether s is controlled by vs.
-func ownedBy(s *corev1.Secret, vs *v1alpha1.VaultSecret) bool {
-	for _, o := range s.OwnerReferences {
-		if o.UID == vs.UID && o.Controller != nil && *o.Controller {
-			return true
-		}
-	}
-	return false
 }
 
 // dataHMAC is a keyed HMAC-SHA256 over the data in key order: it tells a

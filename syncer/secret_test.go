@@ -1,12 +1,21 @@
 package syncer
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"k8s.io/utils/clock"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -15,7 +24,8 @@ func TestRenderData(t *testing.T) {
 	vs := &v1alpha1.VaultSecret{Spec: v1alpha1.VaultSecretSpec{Target: v1alpha1.Target{Template: map[string]string{
 		"application.properties": "db.user={{ .username }}\ndb.password={{ .password }}\n",
 	}}}}
-	out, err := renderData(vs, map[string][]byte{"username": []byte("u1"), "password": []byte("p1")})
+	r := &Reconciler{Clock: clock.RealClock{}}
+	out, err := r.shape(vs, map[string][]byte{"username": []byte("u1"), "password": []byte("p1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,12 +33,12 @@ func TestRenderData(t *testing.T) {
 		t.Fatalf("rendered %q", out["application.properties"])
 	}
 	vs.Spec.Target.Template = map[string]string{"x": "{{ .missing }}"}
-	_, err = renderData(vs, map[string][]byte{"password": []byte("hunter2")})
+	_, err = r.shape(vs, map[string][]byte{"password": []byte("hunter2")})
 	if err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("missing key error %v: must name the field and hide the data", err)
 	}
 	vs.Spec.Target.Template = map[string]string{"x": "{{ .broken"}
-	if _, err := renderData(vs, nil); err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) {
+	if _, err := r.shape(vs, nil); err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) {
 		t.Fatalf("parse error %v", err)
 	}
 }
@@ -47,12 +57,12 @@ func TestBuildSecret(t *testing.T) {
 	if s.Annotations[ExpiresAtAnnotation] != "2026-11-25T12:00:00Z" || s.Annotations["note"] != "x" {
 		t.Fatalf("annotations %v", s.Annotations)
 	}
-	if !ownedBy(s, vs) {
+	if !metav1.IsControlledBy(s, vs) {
 		t.Fatal("not owned by its VaultSecret")
 	}
 	other := vs.DeepCopy()
 	other.UID = "uid-2"
-	if ownedBy(s, other) {
+	if metav1.IsControlledBy(s, other) {
 		t.Fatal("owned by another VaultSecret")
 	}
 }
@@ -87,4 +97,57 @@ func TestJitterIsStableAndSpread(t *testing.T) {
 	if len(seen) < 7 {
 		t.Fatalf("jitter of 100 UIDs falls in only %d of 10 deciles", len(seen))
 	}
+}
+
+func TestShapeRefusesInvalidVaultKeys(t *testing.T) {
+	r := &Reconciler{Clock: clock.RealClock{}}
+	vs := &v1alpha1.VaultSecret{}
+	_, err := r.shape(vs, map[string][]byte{"bad key/with slash": []byte("s3cr3t")})
+	if err == nil || !strings.Contains(err.Error(), "not a valid Secret key") || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLeafAndChain(t *testing.T) {
+	root, rootKey := testCA(t, "root", nil, nil)
+	inter, interKey := testCA(t, "intermediate", root, rootKey)
+	leaf, _ := testCA(t, "leaf", inter, interKey)
+	pemOf := func(c *x509.Certificate) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	got, err := leafAndChain(pemOf(leaf), pemOf(inter), []any{pemOf(inter), pemOf(root)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := pemOf(leaf) + pemOf(inter); got != want {
+		t.Fatalf("tls.crt holds %d bytes, want leaf then intermediate (%d bytes), no root", len(got), len(want))
+	}
+	// Issued directly by the root: the leaf alone.
+	got, err = leafAndChain(pemOf(inter), pemOf(root), nil)
+	if err != nil || got != pemOf(inter) {
+		t.Fatalf("leaf issued by the root: %q, %v", got, err)
+	}
+}
+
+func testCA(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, key
 }

@@ -1,10 +1,12 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -25,6 +27,95 @@ type fetched struct {
 	leaseRenewable bool
 	// notBefore and notAfter, for pki.
 	notBefore, notAfter time.Time
+}
+
+// sourceKind is what differs between kv, dynamic and pki sources: how
+// data is fetched, when it is refreshed and expires, whether it can be
+// renewed, and what deletion releases. The reconciler only reads, decides
+// and writes.
+type sourceKind interface {
+	// name is the kind, for metrics and logs.
+	name() string
+	// fetch reads or issues the data under the tenant's client.
+	fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error)
+	// plan returns when to refresh and when the Secret expires, for data
+	// fetched at now. tokenEnd is the end of the token that fetched it.
+	plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, tokenEnd time.Time) (refreshAt, expiresAt time.Time)
+	// leased tells whether the kind holds a lease that renew and release
+	// act on.
+	leased() bool
+	// renew extends a lease by increment and returns what Vault granted.
+	renew(ctx context.Context, c *api.Client, leaseID string, increment time.Duration) (time.Duration, error)
+	// release revokes a lease.
+	release(ctx context.Context, c *api.Client, leaseID string) error
+}
+
+func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
+	switch {
+	case vs.Spec.Source.Dynamic != nil:
+		return dynamicKind{}
+	case vs.Spec.Source.PKI != nil:
+		return pkiKind{}
+	}
+	return kvKind{}
+}
+
+var errNoLease = errors.New("this source holds no lease")
+
+// kvKind: a KV secret, re-read every ttl; nothing to renew or release.
+type kvKind struct{}
+
+func (kvKind) name() string { return "kv" }
+func (kvKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
+	return readKV(ctx, c, vs.Spec.Source.KV)
+}
+func (kvKind) plan(now time.Time, vs *v1alpha1.VaultSecret, _ fetched, _ time.Time) (time.Time, time.Time) {
+	return KVPlan(now, wantedTTL(vs), jitterFor(string(vs.UID)))
+}
+func (kvKind) leased() bool { return false }
+func (kvKind) renew(context.Context, *api.Client, string, time.Duration) (time.Duration, error) {
+	return 0, errNoLease
+}
+func (kvKind) release(context.Context, *api.Client, string) error { return nil }
+
+// pkiKind: a certificate, re-issued at two thirds of its life; it cannot
+// be renewed, and is not revoked at deletion (it expires).
+type pkiKind struct{}
+
+func (pkiKind) name() string { return "pki" }
+func (pkiKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
+	return issuePKI(ctx, c, vs.Spec.Source.PKI, wantedTTL(vs))
+}
+func (pkiKind) plan(_ time.Time, vs *v1alpha1.VaultSecret, f fetched, _ time.Time) (time.Time, time.Time) {
+	return PKIPlan(f.notBefore, f.notAfter, jitterFor(string(vs.UID)))
+}
+func (pkiKind) leased() bool { return false }
+func (pkiKind) renew(context.Context, *api.Client, string, time.Duration) (time.Duration, error) {
+	return 0, errNoLease
+}
+func (pkiKind) release(context.Context, *api.Client, string) error { return nil }
+
+// dynamicKind: leased credentials, renewed while useful, re-issued before
+// the lease or the token that created it ends, revoked when replaced or
+// deleted.
+type dynamicKind struct{}
+
+func (dynamicKind) name() string { return "dynamic" }
+func (dynamicKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
+	return readDynamic(ctx, c, vs.Spec.Source.Dynamic)
+}
+func (dynamicKind) plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, tokenEnd time.Time) (time.Time, time.Time) {
+	expiresAt := EffectiveEnd(now.Add(f.leaseDuration), tokenEnd)
+	_, refreshAt := DecideLease(now, LeaseFacts{IssuedAt: now, RenewedAt: now, ExpiresAt: now.Add(f.leaseDuration), TokenExpiresAt: tokenEnd, TokenLive: true,
+		Renewable: f.leaseRenewable, Wanted: wantedTTL(vs)}, jitterFor(string(vs.UID)))
+	return refreshAt, expiresAt
+}
+func (dynamicKind) leased() bool { return true }
+func (dynamicKind) renew(ctx context.Context, c *api.Client, id string, inc time.Duration) (time.Duration, error) {
+	return renewLease(ctx, c, id, inc)
+}
+func (dynamicKind) release(ctx context.Context, c *api.Client, id string) error {
+	return revokeLease(ctx, c, id)
 }
 
 func readKV(ctx context.Context, c *api.Client, src *v1alpha1.KVSource) (fetched, error) {
@@ -99,23 +190,23 @@ func issuePKI(ctx context.Context, c *api.Client, src *v1alpha1.PKISource, ttl t
 	if err != nil {
 		return fetched{}, fmt.Errorf("issue certificate at %s: %w", p, err)
 	}
-	chain := crt
-	if raw, ok := s.Data["ca_chain"].([]any); ok {
-		for _, c := range raw {
-			if cs, ok := c.(string); ok && cs != ca {
-				chain += "\n" + cs
-			}
-		}
+	chain, err := leafAndChain(crt, ca, s.Data["ca_chain"])
+	if err != nil {
+		return fetched{}, fmt.Errorf("issue certificate at %s: %w", p, err)
 	}
 	return fetched{
-		data:      map[string][]byte{"tls.crt": []byte(chain + "\n"), "tls.key": []byte(key + "\n"), "ca.crt": []byte(ca + "\n")},
+		data:      map[string][]byte{"tls.crt": []byte(chain), "tls.key": []byte(key + "\n"), "ca.crt": []byte(ca + "\n")},
 		notBefore: cert.NotBefore, notAfter: cert.NotAfter,
 	}, nil
 }
 
+// renewLease renews a lease by the path form of the endpoint
+// (sys/leases/renew/<lease id>), so a policy can limit a tenant to the
+// leases under its own path; it returns what Vault granted.
+//
 // renewLease renews a lease by increment and returns what Vault granted.
 func renewLease(ctx context.Context, c *api.Client, id string, increment time.Duration) (time.Duration, error) {
-	s, err := c.Logical().WriteWithContext(ctx, "sys/leases/renew", map[string]any{"lease_id": id, "increment": int(increment.Seconds())})
+	s, err := c.Logical().WriteWithContext(ctx, "sys/leases/renew/"+id, map[string]any{"increment": int(increment.Seconds())})
 	if err != nil {
 		return 0, fmt.Errorf("renew lease: %w", err)
 	}
@@ -126,7 +217,7 @@ func renewLease(ctx context.Context, c *api.Client, id string, increment time.Du
 }
 
 func revokeLease(ctx context.Context, c *api.Client, id string) error {
-	if _, err := c.Logical().WriteWithContext(ctx, "sys/leases/revoke", map[string]any{"lease_id": id}); err != nil {
+	if _, err := c.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+id, nil); err != nil {
 		return fmt.Errorf("revoke lease: %w", err)
 	}
 	return nil
@@ -148,4 +239,41 @@ func toBytes(m map[string]any) map[string][]byte {
 		}
 	}
 	return out
+}
+
+// leafAndChain returns tls.crt's content: the leaf, then the chain that
+// issued it up to but not including the self-signed root, which clients
+// must already trust and must not receive from the server.
+func leafAndChain(leaf, issuingCA string, rawChain any) (string, error) {
+	var chain []string
+	if list, ok := rawChain.([]any); ok {
+		for _, c := range list {
+			if s, ok := c.(string); ok {
+				chain = append(chain, s)
+			}
+		}
+	}
+	if len(chain) == 0 && issuingCA != "" {
+		chain = []string{issuingCA}
+	}
+	out := strings.TrimSpace(leaf) + "\n"
+	for _, c := range chain {
+		block, _ := pem.Decode([]byte(c))
+		if block == nil {
+			return "", fmt.Errorf("unparsable certificate in ca_chain")
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return "", fmt.Errorf("ca_chain: %w", err)
+		}
+		if selfSigned(cert) {
+			continue
+		}
+		out += strings.TrimSpace(c) + "\n"
+	}
+	return out, nil
+}
+
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }

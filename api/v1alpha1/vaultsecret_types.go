@@ -14,9 +14,12 @@ import (
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type VaultSecret struct {
+	// (The Expires column is a string: as a "date" column kubectl would
+	// print the future expiry as "<invalid>", since it shows ages.)
+
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
@@ -31,8 +34,12 @@ type VaultSecretSpec struct {
 	// TTL is how long the Secret lives: for kv, after the last successful
 	// read; for pki, the requested certificate lifetime; for dynamic
 	// sources, the lifetime wanted before new credentials are issued.
+	// At least 10s, so that no VaultSecret can turn into a stream of
+	// Vault requests.
 	// +kubebuilder:default="1h"
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('8760h')",message="ttl must be between 1s and 8760h, such as 30s or 1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('8760h')",message="ttl must be between 10s and 8760h, such as 30s or 1h"
 	// +optional
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 	// Target describes the Secret written; its name defaults to the
@@ -44,9 +51,20 @@ type VaultSecretSpec struct {
 	// +kubebuilder:validation:MaxItems=20
 	RolloutRestartTargets []RolloutRestartTarget `json:"rolloutRestartTargets,omitempty"`
 	// RevokeGracePeriod is how long an old dynamic lease lives after new
-	// credentials replaced it; default a tenth of the lease.
+	// credentials replaced it, so that pods have the new Secret (kubelet
+	// propagates changes within a minute or two); default two minutes,
+	// never past the old lease's own end.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="revokeGracePeriod must be a duration between 0s and 8760h, such as 2m"
 	// +optional
 	RevokeGracePeriod *metav1.Duration `json:"revokeGracePeriod,omitempty"`
+	// RevokeOnDelete revokes the dynamic lease when the VaultSecret is
+	// deleted (default true). With false, deletion never waits on Vault and
+	// the lease ends on its own.
+	// +kubebuilder:default=true
+	// +optional
+	RevokeOnDelete *bool `json:"revokeOnDelete,omitempty"`
 }
 
 // Auth names exactly one way to log in to Vault.
@@ -63,6 +81,8 @@ type Auth struct {
 type KubernetesAuth struct {
 	// Role is the Vault kubernetes auth role.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.@-]+$`
 	Role string `json:"role"`
 	// ServiceAccountName is the service account whose token is used.
 	// +kubebuilder:validation:MinLength=1
@@ -71,9 +91,16 @@ type KubernetesAuth struct {
 	ServiceAccountName string `json:"serviceAccountName"`
 	// Mount is the auth method's mount path.
 	// +kubebuilder:default=kubernetes
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	// +optional
 	Mount string `json:"mount,omitempty"`
-	// Audiences of the requested token; default: the API server's.
+	// Audiences of the requested token; default the controller's
+	// --token-audience ("vault"), so the token is not one the API server
+	// itself accepts. The Vault role's `audience` must match.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
 	// +optional
 	Audiences []string `json:"audiences,omitempty"`
 }
@@ -91,6 +118,8 @@ type AppRoleAuth struct {
 	// +optional
 	SecretIDKey string `json:"secretIDKey,omitempty"`
 	// +kubebuilder:default=approle
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	// +optional
 	Mount string `json:"mount,omitempty"`
 }
@@ -109,8 +138,11 @@ type Source struct {
 // KVSource reads a KV secret (version 2, or version 1).
 type KVSource struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
 	Path string `json:"path"`
 	// Version pins a KV v2 version; 0 or unset reads the latest.
@@ -127,8 +159,11 @@ type KVSource struct {
 // DynamicSource reads a leased secret, such as database credentials.
 type DynamicSource struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('..')",message="path is relative to the mount: no leading '/' and no '..'"
 	Path string `json:"path"`
 }
@@ -136,8 +171,12 @@ type DynamicSource struct {
 // PKISource issues a certificate into a kubernetes.io/tls Secret.
 type PKISource struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.@-]+$`
 	Role string `json:"role"`
 	// +kubebuilder:validation:MinLength=1
 	CommonName string `json:"commonName"`
@@ -154,6 +193,7 @@ type Target struct {
 	// +optional
 	Name string `json:"name,omitempty"`
 	// Type of the Secret; default Opaque (kubernetes.io/tls for pki).
+	// +kubebuilder:validation:Enum=Opaque;kubernetes.io/tls;kubernetes.io/dockerconfigjson;kubernetes.io/basic-auth;kubernetes.io/ssh-auth
 	// +optional
 	Type string `json:"type,omitempty"`
 	// +optional
@@ -161,7 +201,14 @@ type Target struct {
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// Template renders extra keys with Go text/template over the Vault
-	// data (`{{ .username }}`): key name → template.
+	// data (`{{ .username }}`): key name → template. At most 20 keys of
+	// at most 4 KiB each; a render stops at 64 KiB of output per key or
+	// after a bounded amount of work, and is reported as InvalidSpec.
+	// +kubebuilder:validation:MaxProperties=20
+	// (Key names are checked by the controller, InvalidSpec: a regular
+	// expression over map keys of unbounded length would exceed CEL's
+	// cost budget.)
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each template must be at most 4096 bytes"
 	// +optional
 	Template map[string]string `json:"template,omitempty"`
 }
@@ -189,6 +236,10 @@ type VaultSecretStatus struct {
 	// Lease of a dynamic source (its id is not a secret).
 	// +optional
 	Lease *Lease `json:"lease,omitempty"`
+	// RevokeFailures counts failed revocations of a replaced lease, for
+	// back-off.
+	// +optional
+	RevokeFailures int32 `json:"revokeFailures,omitempty"`
 	// DataHMAC is a keyed HMAC of the Secret's data, for change detection;
 	// it reveals nothing of the data.
 	// +optional
@@ -209,6 +260,15 @@ type Lease struct {
 	IssuedAt metav1.Time `json:"issuedAt"`
 	// ExpiresAt is when the lease ends unless renewed.
 	ExpiresAt metav1.Time `json:"expiresAt"`
+	// TokenAccessor is the accessor (never the token) of the tenant token
+	// that created the lease: Vault revokes the lease when that token
+	// ends.
+	// +optional
+	TokenAccessor string `json:"tokenAccessor,omitempty"`
+	// TokenExpiresAt is when that token ends as last known; the lease's
+	// effective end is the earlier of ExpiresAt and this.
+	// +optional
+	TokenExpiresAt *metav1.Time `json:"tokenExpiresAt,omitempty"`
 	// Renewable tells whether Vault allows renewal.
 	Renewable bool `json:"renewable"`
 	// Previous is a replaced lease awaiting revocation.
@@ -216,6 +276,10 @@ type Lease struct {
 	PreviousID string `json:"previousID,omitempty"`
 	// +optional
 	RevokePreviousAt *metav1.Time `json:"revokePreviousAt,omitempty"`
+	// PreviousExpiresAt is the replaced lease's effective end: it is not
+	// revoked after that, since Vault already has.
+	// +optional
+	PreviousExpiresAt *metav1.Time `json:"previousExpiresAt,omitempty"`
 }
 
 // VaultSecretList is a list of VaultSecret.

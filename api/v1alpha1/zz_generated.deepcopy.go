@@ -195,8 +195,16 @@ func (in *Lease) DeepCopyInto(out *Lease) {
 	*out = *in
 	in.IssuedAt.DeepCopyInto(&out.IssuedAt)
 	in.ExpiresAt.DeepCopyInto(&out.ExpiresAt)
+	if in.TokenExpiresAt != nil {
+		in, out := &in.TokenExpiresAt, &out.TokenExpiresAt
+		*out = (*in).DeepCopy()
+	}
 	if in.RevokePreviousAt != nil {
 		in, out := &in.RevokePreviousAt, &out.RevokePreviousAt
+		*out = (*in).DeepCopy()
+	}
+	if in.PreviousExpiresAt != nil {
+		in, out := &in.PreviousExpiresAt, &out.PreviousExpiresAt
 		*out = (*in).DeepCopy()
 	}
 }
@@ -424,6 +432,11 @@ func (in *VaultSecretSpec) DeepCopyInto(out *VaultSecretSpec) {
 	if in.RevokeGracePeriod != nil {
 		in, out := &in.RevokeGracePeriod, &out.RevokeGracePeriod
 		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.RevokeOnDelete != nil {
+		in, out := &in.RevokeOnDelete, &out.RevokeOnDelete
+		*out = new(bool)
 		**out = **in
 	}
 }

@@ -42,6 +42,12 @@ type options struct {
 
 	namespace, hmacSecret string
 	syncer                bool
+
+	workers, expiryWorkers int
+	vaultTimeout           time.Duration
+	tokenAudience          string
+	serviceAccount         string
+	namespaceSelector      string
 }
 
 func main() {
@@ -63,6 +69,12 @@ func run() error {
 	flag.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
 	flag.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
 	printVersion := flag.Bool("version", false, "print the version and exit")
+	flag.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
+	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
+	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
+	flag.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
+	flag.StringVar(&o.serviceAccount, "service-account-name", envOr("POD_SERVICE_ACCOUNT", "vaultkms-controller"), "the controller's own service account, which no VaultSecret may use")
+	flag.StringVar(&o.namespaceSelector, "namespace-selector", "", "label selector of the namespaces whose VaultSecrets are served (default all); needs list/watch on namespaces")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -117,7 +129,21 @@ func run() error {
 }
 
 func setupSyncer(o options, mgr ctrl.Manager) error {
-	base, err := vault.NewClient(vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNamespace, Timeout: 10 * time.Second})
+	if o.workers < 1 || o.expiryWorkers < 1 {
+		return fmt.Errorf("--max-concurrent-reconciles and --expiry-workers must be at least 1")
+	}
+	if o.vaultTimeout <= 0 {
+		return fmt.Errorf("--vault-request-timeout must be positive, such as 10s")
+	}
+	var nsSel labels.Selector
+	if o.namespaceSelector != "" {
+		sel, err := labels.Parse(o.namespaceSelector)
+		if err != nil {
+			return fmt.Errorf("--namespace-selector: %w", err)
+		}
+		nsSel = sel
+	}
+	base, err := vault.NewClient(vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNamespace, Timeout: o.vaultTimeout})
 	if err != nil {
 		return err
 	}
@@ -125,49 +151,67 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
-	key, err := hmacKey(context.Background(), mgr.GetAPIReader(), kube, o.namespace, o.hmacSecret)
+	key, err := hmacKey(context.Background(), kube, o.namespace, o.hmacSecret)
 	if err != nil {
 		return err
 	}
 	m := syncer.NewMetrics(metrics.Registry)
 	r := &syncer.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Tenants:  &syncer.Tenants{Base: base, Kube: kube, Clock: clock.RealClock{}, Logins: m.Login},
+		Tenants: &syncer.Tenants{Base: base, Kube: kube, Clock: clock.RealClock{}, Logins: m.Login,
+			Audiences: []string{o.tokenAudience}, Timeout: o.vaultTimeout},
 		Clock:    clock.RealClock{},
 		Recorder: mgr.GetEventRecorder("vaultkms-controller"),
 		HMACKey:  key,
 		Metrics:  m,
 		Log:      mgr.GetLogger().WithName("vaultsecret"),
+
+		Workers: o.workers, VaultTimeout: o.vaultTimeout,
+		ControllerNamespace: o.namespace, ControllerServiceAccount: o.serviceAccount,
+		NamespaceSelector: nsSel,
 	}
-	return r.SetupWithManager(mgr)
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	e := &syncer.Expirer{Client: mgr.GetClient(), Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("vaultkms-controller"),
+		Log: mgr.GetLogger().WithName("expiry"), Workers: o.expiryWorkers}
+	return e.SetupWithManager(mgr)
 }
 
 // hmacKey reads the key for status HMACs, creating it on first start. It is
-// kept in a Secret so HMACs stay comparable across restarts.
-func hmacKey(ctx context.Context, reader client.Reader, kube kubernetes.Interface, ns, name string) ([]byte, error) {
-	var s corev1.Secret
-	err := reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s)
-	if err == nil && len(s.Data["key"]) >= 32 {
-		return s.Data["key"], nil
+// kept in a Secret so HMACs stay comparable across restarts. A key Secret
+// that exists but holds no usable key is an error to fix, never replaced:
+// replacing it would race with other replicas.
+func hmacKey(ctx context.Context, kube kubernetes.Interface, ns, name string) ([]byte, error) {
+	// Two rounds: a replica that loses the race to create the key reads
+	// the winner's.
+	for range 2 {
+		s, err := kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			if len(s.Data["key"]) < 32 {
+				return nil, fmt.Errorf("HMAC key Secret %s/%s: key %q holds %d bytes, need at least 32; delete the Secret and the controller creates a new key", ns, name, "key", len(s.Data["key"]))
+			}
+			return s.Data["key"], nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("read HMAC key Secret %s/%s: %w", ns, name, err)
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Data:       map[string][]byte{"key": key},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			return key, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create HMAC key Secret %s/%s: %w", ns, name, err)
+		}
 	}
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("read HMAC key Secret %s/%s: %w", ns, name, err)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Data:       map[string][]byte{"key": key},
-	}, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		return hmacKey(ctx, reader, kube, ns, name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create HMAC key Secret %s/%s: %w", ns, name, err)
-	}
-	return key, nil
+	return nil, fmt.Errorf("HMAC key Secret %s/%s: created and deleted concurrently; start again", ns, name)
 }
 
 func envOr(k, d string) string {

@@ -65,13 +65,13 @@ func scrape(url string, names ...string) (map[string]float64, error) {
 
 // benchController measures n kv VaultSecrets created at once, the Vault
 // requests per refresh, and controller memory with many unmanaged Secrets.
-func benchController(env *harness.Main, n, unmanaged int) {
+func benchController(env *harness.Main, n, unmanaged, managed int) {
 	v := harness.StartVault(env)
 	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(env, "charts/vaultkms/crds")}})
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
 	cp.Namespace("app", "app")
 	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h"})
+	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
 	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
 	scheme := runtime.NewScheme()
@@ -81,7 +81,6 @@ func benchController(env *harness.Main, n, unmanaged int) {
 	if err != nil {
 		env.Fatalf("client: %v", err)
 	}
-	ctx := context.Background()
 	args := []string{"--vault-addr=" + v.Addr, "--vault-ca-cert=" + v.CA.CertFile, "--namespace=vaultkms-system", "--zap-log-level=info"}
 	rss := func(ctrl *harness.Controller) float64 {
 		time.Sleep(3 * time.Second)
@@ -106,42 +105,8 @@ func benchController(env *harness.Main, n, unmanaged int) {
 	fmt.Printf("\n%d kv VaultSecrets created at once (ttl 60s)\n", n)
 	ttl := metav1.Duration{Duration: time.Minute}
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 16 {
-				vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%04d", i)},
-					Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
-						Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
-				if err := c.Create(ctx, vs); err != nil {
-					env.Fatalf("create: %v", err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	created := time.Since(start)
-	for {
-		var list v1alpha1.VaultSecretList
-		if err := c.List(ctx, &list, client.InNamespace("app")); err != nil {
-			env.Fatalf("list: %v", err)
-		}
-		ready := 0
-		for _, vs := range list.Items {
-			if cond := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); cond != nil && cond.Status == metav1.ConditionTrue {
-				ready++
-			}
-		}
-		if ready == n {
-			break
-		}
-		if time.Since(start) > 10*time.Minute {
-			env.Fatalf("only %d of %d Ready after 10 minutes", ready, n)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	created := createVaultSecrets(env, c, 0, n, ttl)
+	waitAllReady(env, c, n, start)
 	allReady := time.Since(start)
 	synced := "vaultkms_syncs_total{outcome=synced}"
 	before, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", synced)
@@ -156,6 +121,63 @@ func benchController(env *harness.Main, n, unmanaged int) {
 	refreshes := after[synced] - before[synced]
 	fmt.Printf("  next %s: %.0f refreshes, %.0f Vault reads = %.2f reads per VaultSecret per refresh, %.0f logins\n", ttl.Duration, refreshes, reads, reads/refreshes, logins)
 	fmt.Printf("  controller RSS with %d managed Secrets: %.1f MiB\n", n, rss(busy))
+
+	if managed > n {
+		long := metav1.Duration{Duration: time.Hour}
+		start := time.Now()
+		createVaultSecrets(env, c, n, managed, long)
+		waitAllReady(env, c, managed, start)
+		fmt.Printf("\n%d managed VaultSecrets (%d more created, all Ready after %.1fs)\n", managed, managed-n, time.Since(start).Seconds())
+		fmt.Printf("  controller RSS with %d managed VaultSecrets and Secrets: %.1f MiB\n", managed, rss(busy))
+	}
+}
+
+// createVaultSecrets creates kv VaultSecrets vs-<from> to vs-<to-1> with 16
+// writers and returns how long that took.
+func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl metav1.Duration) time.Duration {
+	ctx := context.Background()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := from + w; i < to; i += 16 {
+				vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%05d", i)},
+					Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+						Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
+				if err := c.Create(ctx, vs); err != nil {
+					env.Fatalf("create: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// waitAllReady waits until n VaultSecrets in namespace app are Ready.
+func waitAllReady(env *harness.Main, c client.Client, n int, start time.Time) {
+	ctx := context.Background()
+	for {
+		var list v1alpha1.VaultSecretList
+		if err := c.List(ctx, &list, client.InNamespace("app")); err != nil {
+			env.Fatalf("list: %v", err)
+		}
+		ready := 0
+		for _, vs := range list.Items {
+			if cond := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); cond != nil && cond.Status == metav1.ConditionTrue {
+				ready++
+			}
+		}
+		if ready >= n {
+			return
+		}
+		if time.Since(start) > 10*time.Minute {
+			env.Fatalf("only %d of %d Ready after 10 minutes", ready, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func createUnmanaged(env *harness.Main, c client.Client, n int) {

@@ -82,6 +82,7 @@ func main() {
 	only := flag.String("only", "", "run one part: plugin, scan, reencrypt or controller")
 	vaultSecrets := flag.Int("vaultsecrets", 1000, "kv VaultSecrets created at once")
 	unmanaged := flag.Int("unmanaged", 10000, "unmanaged Secrets for the controller memory comparison")
+	managed := flag.Int("managed", 10000, "managed VaultSecrets for the controller memory figure (0: skip)")
 	scanSizes := flag.String("scan-sizes", "10000,100000", "numbers of secrets to scan, comma separated")
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
@@ -108,7 +109,7 @@ func main() {
 		benchReencrypt(env, *reencryptN)
 	}
 	if *only == "" || *only == "controller" {
-		benchController(env, *vaultSecrets, *unmanaged)
+		benchController(env, *vaultSecrets, *unmanaged, *managed)
 	}
 }
 

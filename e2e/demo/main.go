@@ -109,7 +109,7 @@ func demoVaultSecret(env *harness.Main, v *harness.Vault, cp *harness.ControlPla
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
 	cp.Namespace("app", "app")
 	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h"})
+	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "initial-password"}})
 
 	fmt.Println("==> starting vaultkms-controller with the chart's RBAC (it also publishes EncryptionStatus)")

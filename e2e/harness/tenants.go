@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
@@ -14,8 +15,10 @@ import (
 )
 
 // StartControllerManager runs kube-controller-manager with the garbage
-// collector, so owner references are honoured as in a real cluster.
-func (cp *ControlPlane) StartControllerManager() {
+// collector, so owner references are honoured as in a real cluster, and
+// any further controllers named (such as "namespace", which finishes
+// namespace deletion).
+func (cp *ControlPlane) StartControllerManager(more ...string) {
 	cp.env.Helper()
 	dir := cp.env.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
@@ -27,7 +30,7 @@ func (cp *ControlPlane) StartControllerManager() {
 		cp.env.Fatalf("free port: %v", err)
 	}
 	proc, err := startProcess(Binary(cp.env, "kube-controller-manager"), []string{
-		"--kubeconfig=" + kubeconfig, "--controllers=garbagecollector", "--leader-elect=false",
+		"--kubeconfig=" + kubeconfig, "--controllers=" + strings.Join(append([]string{"garbagecollector"}, more...), ","), "--leader-elect=false",
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port), "--cert-dir=" + dir,
 		"--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig,
 	}, filepath.Join(dir, "kube-controller-manager.log"))

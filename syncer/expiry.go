@@ -1,0 +1,97 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+// Expirer deletes managed Secrets at their expires-at. It is a controller
+// of its own, on Secrets, that never calls Vault: however slow or
+// unreachable Vault is, and however busy the VaultSecret workers are, a
+// Secret does not outlive the time it promises.
+type Expirer struct {
+	Client   client.Client
+	Clock    clock.PassiveClock
+	Recorder events.EventRecorder
+	Log      logr.Logger
+	// Workers is the number of concurrent expiry checks.
+	Workers int
+}
+
+// SetupWithManager watches the managed Secrets (the cache holds only those).
+func (e *Expirer) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&corev1.Secret{}).
+		Named("vaultsecret-expiry").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, e.Workers)}).
+		Complete(e)
+}
+
+// ExpiryDue returns when a Secret with these annotations expires, and
+// whether it carries an expiry at all.
+func ExpiryDue(annotations map[string]string) (time.Time, bool) {
+	v, ok := annotations[ExpiresAtAnnotation]
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		// A hand-edited, unparsable expiry: treat as expired rather than
+		// keep credentials for ever.
+		return time.Time{}, true
+	}
+	return t, true
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var s corev1.Secret
+	if err := e.Client.Get(ctx, req.NamespacedName, &s); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	owner := metav1.GetControllerOf(&s)
+	if owner == nil || owner.Kind != "VaultSecret" || owner.APIVersion != v1alpha1.GroupVersion.String() || !s.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	at, ok := ExpiryDue(s.Annotations)
+	if !ok {
+		return ctrl.Result{}, nil
+	}
+	now := e.Clock.Now()
+	if now.Before(at) {
+		return ctrl.Result{RequeueAfter: at.Sub(now)}, nil
+	}
+	// Delete exactly the object read: same UID (not a Secret of the same
+	// name created since) and same version (not one just refreshed).
+	uid, rv := s.UID, s.ResourceVersion
+	err := e.Client.Delete(ctx, &s, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	switch {
+	case apierrors.IsNotFound(err):
+		return ctrl.Result{}, nil
+	case apierrors.IsConflict(err):
+		// Refreshed meanwhile: look again at the new version.
+		return ctrl.Result{Requeue: true}, nil
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("delete expired Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	e.Log.Info("deleted expired Secret", "secret", req.NamespacedName, "expiredAt", at)
+	if e.Recorder != nil {
+		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: owner.Name, UID: owner.UID}}
+		vs.APIVersion, vs.Kind = owner.APIVersion, owner.Kind
+		e.Recorder.Eventf(vs, nil, corev1.EventTypeWarning, ReasonExpired, "Delete", "Secret %q deleted: it expired at %s without a successful refresh", s.Name, at.UTC().Format(time.RFC3339))
+	}
+	return ctrl.Result{}, nil
+}
