@@ -31,17 +31,28 @@ func BinDir() (string, error) {
 	if d := os.Getenv("VAULTKMS_BIN_DIR"); d != "" {
 		return filepath.Abs(d)
 	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "bin"), nil
+}
+
+// ModuleRoot is the root of the vaultkms checkout the tests run in. Files
+// of the repository (CRDs, the chart, deploy/) always come from here, never
+// from beside $VAULTKMS_BIN_DIR, which may point at another checkout's tools.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
 		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && isMainModule(b) {
-			return filepath.Join(dir, "bin"), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("cannot find the vaultkms module root above the working directory; set VAULTKMS_BIN_DIR")
+			return "", errors.New("cannot find the vaultkms module root above the working directory")
 		}
 		dir = parent
 	}

@@ -104,11 +104,11 @@ func (cp *ControlPlane) setConfig(cfg *rest.Config) {
 // absolute path.
 func RepoPath(env Env, path string) string {
 	env.Helper()
-	bin, err := BinDir()
+	root, err := ModuleRoot()
 	if err != nil {
 		env.Fatalf("%v", err)
 	}
-	return filepath.Join(filepath.Dir(bin), filepath.FromSlash(path))
+	return filepath.Join(root, filepath.FromSlash(path))
 }
 
 // RestartAPIServer stops kube-apiserver and starts it again on the same
