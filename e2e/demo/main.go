@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -112,10 +113,11 @@ func demoVaultSecret(env *harness.Main, v *harness.Vault, cp *harness.ControlPla
 	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "initial-password"}})
 
-	fmt.Println("==> starting vaultkms-controller with the chart's RBAC (it also publishes EncryptionStatus)")
+	fmt.Println("==> starting vaultkms-controller with the chart's RBAC")
 	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
-	harness.StartController(env, kubeconfig, "--vault-addr="+v.Addr, "--vault-ca-cert="+v.CA.CertFile, "--namespace=vaultkms-system",
-		"--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+kmsSocket, "--scan-interval=30s")
+	harness.StartController(env, kubeconfig, "--vault-addr="+v.Addr, "--vault-ca-cert="+v.CA.CertFile, "--namespace=vaultkms-system")
+	fmt.Println("==> starting vaultkms-auditor (scans etcd, publishes EncryptionStatus)")
+	startAuditor(env, cp, "--etcd-endpoints="+cp.EtcdURL, "--kms-socket="+kmsSocket, "--scan-interval=30s", "--metrics-bind-address=0", "--health-probe-bind-address=0")
 
 	scheme := runtime.NewScheme()
 	_ = v1alpha1.AddToScheme(scheme)
@@ -156,4 +158,19 @@ func demoVaultSecret(env *harness.Main, v *harness.Vault, cp *harness.ControlPla
 	start := time.Now()
 	s = wait("rotated-password")
 	fmt.Printf("  Secret app/app-config: password=%s after %s, expires-at %s\n\n", s.Data["password"], time.Since(start).Round(time.Second), s.Annotations["secrets.vaultkms.io/expires-at"])
+}
+
+// startAuditor runs cmd/vaultkms-auditor with an admin kubeconfig until the
+// demo ends.
+func startAuditor(env *harness.Main, cp *harness.ControlPlane, args ...string) {
+	kubeconfig := filepath.Join(env.TempDir(), "auditor.kubeconfig")
+	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
+		env.Fatalf("kubeconfig: %v", err)
+	}
+	cmd := exec.Command(harness.GoBuild(env, "github.com/vaultkms/vaultkms/cmd/vaultkms-auditor"), append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		env.Fatalf("start auditor: %v", err)
+	}
+	env.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 }
