@@ -59,20 +59,23 @@ func TestVerifyEtcdNeverAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 16)
+	// Accepted connections stay open and silent until the test ends.
+	var conns []net.Conn
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			accepted <- c
+			conns = append(conns, c)
 		}
 	}()
 	defer func() {
-		close(accepted)
-		for c := range accepted {
+		l.Close()
+		<-stopped
+		for _, c := range conns {
 			c.Close()
 		}
 	}()
