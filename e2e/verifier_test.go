@@ -340,15 +340,3 @@ func waitEncryptionStatus(t *testing.T, cp *harness.ControlPlane, done func(*v1a
 		time.Sleep(500 * time.Millisecond)
 	}
 }
-
-// startController runs the controller, printing its log if the test fails.
-func startController(t *testing.T, kubeconfig string, args ...string) *harness.SyncBuffer {
-	t.Helper()
-	log := harness.StartController(t, kubeconfig, args...)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("controller log:\n%s", log.String())
-		}
-	})
-	return log
-}

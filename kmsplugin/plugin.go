@@ -202,7 +202,8 @@ func (p *Plugin) refresh(ctx context.Context) {
 		}
 		p.countRefresh("error")
 		if vault.Classify(err) == vault.KindDenied && p.tokens != nil {
-			p.tokens.Refused(ctx, tok, err)
+			// A failed login shows in health and in the next refresh.
+			_ = p.tokens.Refused(ctx, tok, err)
 		}
 		p.log.Info("cannot read transit key", "mount", p.cfg.Mount, "key", p.cfg.Key, "error", vault.Describe(err))
 		p.publishHealth()

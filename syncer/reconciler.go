@@ -379,7 +379,7 @@ func (r *Reconciler) shape(vs *v1alpha1.VaultSecret, data map[string][]byte) (ma
 			continue
 		}
 		if errs := validation.IsConfigMapKey(k); len(errs) > 0 {
-			return nil, fmt.Errorf("Vault returned a key that is not a valid Secret key (%s); rename it in Vault", errs[0])
+			return nil, fmt.Errorf("a key from Vault is not a valid Secret key (%s); rename it in Vault", errs[0])
 		}
 	}
 	if len(vs.Spec.Target.Template) == 0 {
