@@ -30,6 +30,7 @@ import (
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/internal/version"
 	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/etcdconn"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
@@ -93,7 +94,12 @@ func run() error {
 	flag.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("vaultkms-auditor"))
+		return nil
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 
 	if err := publisher.CheckInterval(o.scanInterval); err != nil {
