@@ -126,7 +126,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: vs.Namespace}, &ns); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		// A namespace not (or no longer) selected is not served: nothing
+		// is read from Vault and nothing is written, not even status, since
+		// another controller may serve it. What was issued runs out on its
+		// own: the Expirer, which serves every managed Secret, still deletes
+		// it at its expires-at. A deletion is still finalized, so a
+		// finalizer added while the namespace was served never hangs.
 		if !r.NamespaceSelector.Matches(labels.Set(ns.Labels)) && vs.DeletionTimestamp.IsZero() {
+			r.Log.V(1).Info("namespace not selected; not served", "vaultsecret", req.NamespacedName.String())
 			return ctrl.Result{}, nil
 		}
 	}
