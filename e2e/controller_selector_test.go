@@ -78,7 +78,6 @@ func TestVaultSecretNamespaceSelector(t *testing.T) {
 		args:        []string{"--namespace-selector=" + sel},
 		chartValues: []string{"controller.namespaceSelector=" + sel},
 	})
-	ctx := context.Background()
 	s.cp.Namespace("later", "app")
 	s.v.Policy("kv-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
 	s.role("app", "app", "kv-read", nil)
@@ -193,7 +192,6 @@ spec:
 		s.waitSecret(t, "later", "cfg", 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["password"]) == "v2-after-unlabel" })
 		s.waitReady(t, "later", "cfg", metav1.ConditionTrue, "Synced", 10*time.Second)
 	})
-	_ = ctx
 }
 
 // TestChartNamespaceSelector: the selector is a chart value, passed as the

@@ -592,15 +592,21 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig 
 	if vs.Status.ExpiresAt != nil && Expired(now, vs.Status.ExpiresAt.Time) {
 		reason, msg = ReasonExpired, fmt.Sprintf("Secret deleted at expiry (%s); refresh keeps failing: %s: %s", vs.Status.ExpiresAt.UTC().Format(time.RFC3339), reason, msg)
 	}
-	var failingSince time.Time
 	// Back off only on failures of this generation: a spec change is
 	// retried promptly even after a long run of failures.
-	if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == vs.Generation {
-		failingSince = c.LastTransitionTime.Time
-	} else {
+	failingSince := FailingSince(meta.FindStatusCondition(vs.Status.Conditions, "Ready"), vs.Generation)
+	if failingSince.IsZero() {
 		r.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
 	}
 	r.setReady(vs, metav1.ConditionFalse, reason, msg)
+	if failingSince.IsZero() {
+		// The first failure of this generation starts the count, even when
+		// Ready was already False for an older spec (SetStatusCondition
+		// keeps lastTransitionTime while the status stays False): else the
+		// next retries of a new spec would back off as if it had been
+		// failing all along.
+		meta.FindStatusCondition(vs.Status.Conditions, "Ready").LastTransitionTime = metav1.NewTime(now)
+	}
 	var expiresAt time.Time
 	if vs.Status.ExpiresAt != nil {
 		expiresAt = vs.Status.ExpiresAt.Time
