@@ -205,6 +205,7 @@ spec:
 	// Retries issue new credentials; watch every lease Vault holds for
 	// 20 s (retries 5 s apart and more).
 	issued := map[string]bool{}
+	reads := s.attempts("db-blocked")
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
 		live := liveLeases(t, s.v)
 		for _, id := range live {
@@ -220,7 +221,13 @@ spec:
 	if len(issued) < 2 {
 		t.Fatalf("saw %d leases during the retries; the test wants retries that issue credentials", len(issued))
 	}
-	t.Logf("%d leases issued while the Secret write was refused", len(issued))
+	reads = s.attempts("db-blocked") - reads
+	t.Logf("%d leases seen alive and %d Vault reads in 20 s while the Secret write was refused", len(issued), reads)
+	// Retries back off (5 s, then half of how long it has been failing):
+	// a handful of reads, not one per status write.
+	if reads > 8 {
+		t.Errorf("%d Vault reads (each issuing credentials) in 20 s of a refused Secret write; want back-off", reads)
+	}
 
 	// Lift the policy: the Secret is written with the recorded lease's
 	// credentials.

@@ -22,10 +22,13 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
@@ -88,7 +91,14 @@ var errSecretConflict = errors.New("a Secret of that name exists and is not mana
 // SetupWithManager watches VaultSecrets and the Secrets they own.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.VaultSecret{}).
+		// The controller is the only writer of status, and every pass ends
+		// with its own requeue; reacting to its own status writes would
+		// retry a failure at once instead of at its back-off — for a
+		// dynamic source whose Secret write is refused, a loop issuing a
+		// lease per status write.
+		For(&v1alpha1.VaultSecret{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool { return !StatusOnlyUpdate(e.ObjectOld, e.ObjectNew) },
+		})).
 		Owns(&corev1.Secret{}).
 		Named("vaultsecret").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Workers)})
@@ -107,6 +117,20 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}))
 	}
 	return b.Complete(r)
+}
+
+// StatusOnlyUpdate tells whether an update of a VaultSecret changed nothing
+// but its status (and resourceVersion): no spec, labels, annotations,
+// finalizers or deletion.
+func StatusOnlyUpdate(old, cur client.Object) bool {
+	if old == nil || cur == nil {
+		return false
+	}
+	return old.GetGeneration() == cur.GetGeneration() &&
+		equality.Semantic.DeepEqual(old.GetLabels(), cur.GetLabels()) &&
+		equality.Semantic.DeepEqual(old.GetAnnotations(), cur.GetAnnotations()) &&
+		equality.Semantic.DeepEqual(old.GetFinalizers(), cur.GetFinalizers()) &&
+		equality.Semantic.DeepEqual(old.GetDeletionTimestamp(), cur.GetDeletionTimestamp())
 }
 
 // Reconcile implements reconcile.Reconciler.
