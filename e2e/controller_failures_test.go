@@ -212,6 +212,12 @@ spec:
 			issued[id] = true
 		}
 		if len(live) > 2 {
+			// A new lease is issued a moment before the oldest is revoked:
+			// look again once that moment has passed.
+			time.Sleep(time.Second)
+			live = liveLeases(t, s.v)
+		}
+		if len(live) > 2 {
 			t.Errorf("%d leases alive at once, want at most 2 (current and replaced): %v", len(live), live)
 		}
 		if m := s.unrecorded(t, "app", "db-blocked"); len(m) > 0 {
