@@ -42,6 +42,9 @@ type stackOptions struct {
 	// controllers are further kube-controller-manager controllers.
 	controllers []string
 	args        []string
+	// chartValues are --set values of the chart whose RBAC the
+	// controller runs with.
+	chartValues []string
 }
 
 // startSyncerStack starts Vault with kubernetes auth reviewing tokens with
@@ -75,7 +78,7 @@ func startSyncerStack(t *testing.T, opts ...stackOptions) *syncerStack {
 	}
 	s.c = c
 	// The controller runs with exactly the chart's RBAC.
-	s.kubeconfig = s.cp.ApplyChartRBAC("vaultkms-system")
+	s.kubeconfig = s.cp.ApplyChartRBAC("vaultkms-system", o.chartValues...)
 	addr := s.v.Addr
 	if o.vaultAddr != nil {
 		addr = o.vaultAddr(s.v)

@@ -6,6 +6,8 @@ package syncer
 
 import (
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // refreshFraction is how far into a lifetime the controller refreshes:
@@ -211,6 +213,16 @@ func NextWake(ts ...time.Time) time.Time {
 		}
 	}
 	return best
+}
+
+// FailingSince is when the current generation started failing, from the
+// Ready condition: zero when it is not failing, or the failure recorded is
+// of an older spec (a spec change starts afresh and is retried promptly).
+func FailingSince(ready *metav1.Condition, generation int64) time.Time {
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.ObservedGeneration != generation {
+		return time.Time{}
+	}
+	return ready.LastTransitionTime.Time
 }
 
 // RetryAfter is how long to wait before retrying a failed refresh: half of

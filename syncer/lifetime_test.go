@@ -3,6 +3,8 @@ package syncer
 import (
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -202,6 +204,27 @@ func TestRetryAfter(t *testing.T) {
 			}
 			if got := RetryAfter(t0, since, exp); got != tc.want {
 				t.Fatalf("RetryAfter = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFailingSince(t *testing.T) {
+	since := metav1.NewTime(t0.Add(-time.Hour))
+	cases := []struct {
+		name  string
+		ready *metav1.Condition
+		want  time.Time
+	}{
+		{"never synced", nil, time.Time{}},
+		{"ready", &metav1.Condition{Status: metav1.ConditionTrue, ObservedGeneration: 2, LastTransitionTime: since}, time.Time{}},
+		{"failing, this spec", &metav1.Condition{Status: metav1.ConditionFalse, ObservedGeneration: 2, LastTransitionTime: since}, since.Time},
+		{"failing, an older spec", &metav1.Condition{Status: metav1.ConditionFalse, ObservedGeneration: 1, LastTransitionTime: since}, time.Time{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := FailingSince(tc.ready, 2); !got.Equal(tc.want) {
+				t.Errorf("FailingSince = %s, want %s", got, tc.want)
 			}
 		})
 	}

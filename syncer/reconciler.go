@@ -22,10 +22,13 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
@@ -88,7 +91,14 @@ var errSecretConflict = errors.New("a Secret of that name exists and is not mana
 // SetupWithManager watches VaultSecrets and the Secrets they own.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.VaultSecret{}).
+		// The controller is the only writer of status, and every pass ends
+		// with its own requeue; reacting to its own status writes would
+		// retry a failure at once instead of at its back-off — for a
+		// dynamic source whose Secret write is refused, a loop issuing a
+		// lease per status write.
+		For(&v1alpha1.VaultSecret{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool { return !StatusOnlyUpdate(e.ObjectOld, e.ObjectNew) },
+		})).
 		Owns(&corev1.Secret{}).
 		Named("vaultsecret").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Workers)})
@@ -109,6 +119,20 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(r)
 }
 
+// StatusOnlyUpdate tells whether an update of a VaultSecret changed nothing
+// but its status (and resourceVersion): no spec, labels, annotations,
+// finalizers or deletion.
+func StatusOnlyUpdate(old, cur client.Object) bool {
+	if old == nil || cur == nil {
+		return false
+	}
+	return old.GetGeneration() == cur.GetGeneration() &&
+		equality.Semantic.DeepEqual(old.GetLabels(), cur.GetLabels()) &&
+		equality.Semantic.DeepEqual(old.GetAnnotations(), cur.GetAnnotations()) &&
+		equality.Semantic.DeepEqual(old.GetFinalizers(), cur.GetFinalizers()) &&
+		equality.Semantic.DeepEqual(old.GetDeletionTimestamp(), cur.GetDeletionTimestamp())
+}
+
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	start := r.Clock.Now()
@@ -126,7 +150,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: vs.Namespace}, &ns); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		// A namespace not (or no longer) selected is not served: nothing
+		// is read from Vault and nothing is written, not even status, since
+		// another controller may serve it. What was issued runs out on its
+		// own: the Expirer, which serves every managed Secret, still deletes
+		// it at its expires-at. A deletion is still finalized, so a
+		// finalizer added while the namespace was served never hangs.
 		if !r.NamespaceSelector.Matches(labels.Set(ns.Labels)) && vs.DeletionTimestamp.IsZero() {
+			r.Log.V(1).Info("namespace not selected; not served", "vaultsecret", req.NamespacedName.String())
 			return ctrl.Result{}, nil
 		}
 	}
@@ -585,15 +616,21 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig 
 	if vs.Status.ExpiresAt != nil && Expired(now, vs.Status.ExpiresAt.Time) {
 		reason, msg = ReasonExpired, fmt.Sprintf("Secret deleted at expiry (%s); refresh keeps failing: %s: %s", vs.Status.ExpiresAt.UTC().Format(time.RFC3339), reason, msg)
 	}
-	var failingSince time.Time
 	// Back off only on failures of this generation: a spec change is
 	// retried promptly even after a long run of failures.
-	if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == vs.Generation {
-		failingSince = c.LastTransitionTime.Time
-	} else {
+	failingSince := FailingSince(meta.FindStatusCondition(vs.Status.Conditions, "Ready"), vs.Generation)
+	if failingSince.IsZero() {
 		r.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
 	}
 	r.setReady(vs, metav1.ConditionFalse, reason, msg)
+	if failingSince.IsZero() {
+		// The first failure of this generation starts the count, even when
+		// Ready was already False for an older spec (SetStatusCondition
+		// keeps lastTransitionTime while the status stays False): else the
+		// next retries of a new spec would back off as if it had been
+		// failing all along.
+		meta.FindStatusCondition(vs.Status.Conditions, "Ready").LastTransitionTime = metav1.NewTime(now)
+	}
 	var expiresAt time.Time
 	if vs.Status.ExpiresAt != nil {
 		expiresAt = vs.Status.ExpiresAt.Time

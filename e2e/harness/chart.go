@@ -149,11 +149,12 @@ func (cp *ControlPlane) ServiceAccountKubeconfig(namespace, serviceAccount strin
 // with `helm upgrade --install` and returns a kubeconfig of the
 // controller's ServiceAccount as rendered, so tests run the controller
 // with exactly the privileges it ships with. The Deployment is created
-// too, but nothing runs its pods (there is no kubelet).
-func (cp *ControlPlane) ApplyChartRBAC(namespace string) string {
+// too, but nothing runs its pods (there is no kubelet). values are further
+// --set values, for RBAC that depends on them.
+func (cp *ControlPlane) ApplyChartRBAC(namespace string, values ...string) string {
 	cp.env.Helper()
 	cp.Namespace(namespace)
-	r := cp.InstallChart("vaultkms", namespace, "vault.addr=https://vault.invalid:8200")
+	r := cp.InstallChart("vaultkms", namespace, append([]string{"vault.addr=https://vault.invalid:8200"}, values...)...)
 	d := r.Deployment("-controller")
 	return cp.ServiceAccountKubeconfig(namespace, d.Spec.Template.Spec.ServiceAccountName)
 }
