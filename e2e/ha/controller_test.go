@@ -18,6 +18,7 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -593,7 +594,7 @@ func watchSecrets(t *testing.T, c *cluster, names []string) *secretWatch {
 				switch {
 				case ctx.Err() != nil:
 				case err != nil:
-					if had && strings.Contains(err.Error(), "not found") {
+					if had && apierrors.IsNotFound(err) {
 						w.lapses[n]++
 					}
 				default:
