@@ -4,6 +4,7 @@
 // vaultkms plugin container sharing a socket directory, under faults —
 // the active Vault node stopped, a plugin cut off from Vault, a Transit
 // rotation seen by both API servers, an etcd member killed, a plugin
-// restarted. The tests are in *_test.go; docs/ha.md describes them and
-// README.md lists the figures they print.
+// restarted, and the chart's controller (two replicas, leader election)
+// with its leader stopped mid-sync. The tests are in *_test.go;
+// docs/ha.md describes them and README.md lists the figures they print.
 package ha

@@ -242,6 +242,7 @@ type spec struct {
 	files        map[string][]byte // container path → content (mode 0644)
 	binds        []string          // host:container
 	tmpfs        []string
+	env          map[string]string
 }
 
 // start creates and starts a container on network; it is removed on
@@ -253,6 +254,7 @@ func (d *docker) start(t *testing.T, network string, s spec) *box {
 	req := testcontainers.ContainerRequest{
 		Image:          s.image,
 		Cmd:            s.cmd,
+		Env:            s.env,
 		ExposedPorts:   s.ports,
 		Labels:         labels(),
 		Networks:       []string{network},

@@ -64,6 +64,7 @@ func TestHA(t *testing.T) {
 	t.Run("PluginCutOffFromVault", func(t *testing.T) { pluginCutOff(t, c) })
 	t.Run("EtcdMemberKilled", func(t *testing.T) { etcdMemberKilled(t, c) })
 	t.Run("PluginRestarted", func(t *testing.T) { pluginRestarted(t, c) })
+	t.Run("ControllerLeaderStopped", func(t *testing.T) { controllerLeaderStopped(t, c) })
 	t.Logf("whole run: %s", time.Since(began).Round(time.Second))
 }
 
