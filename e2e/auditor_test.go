@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,27 +59,8 @@ func startAuditor(t *testing.T, cp *harness.ControlPlane, args ...string) {
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := harness.GoBuild(t, "github.com/vaultkms/vaultkms/cmd/vaultkms-auditor")
-	m, _ := harness.FreePort()
-	h, _ := harness.FreePort()
-	log := &harness.SyncBuffer{}
-	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start auditor: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	log := harness.RunAuditor(t, kubeconfig, args...).Log
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
 		if t.Failed() {
 			t.Logf("auditor log:\n%s", log.String())
 		}

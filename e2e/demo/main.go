@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -167,10 +166,5 @@ func startAuditor(env *harness.Main, cp *harness.ControlPlane, args ...string) {
 	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
 		env.Fatalf("kubeconfig: %v", err)
 	}
-	cmd := exec.Command(harness.GoBuild(env, "github.com/vaultkms/vaultkms/cmd/vaultkms-auditor"), append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		env.Fatalf("start auditor: %v", err)
-	}
-	env.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	harness.RunAuditor(env, kubeconfig, args...)
 }

@@ -63,7 +63,22 @@ func StartController(env Env, kubeconfig string, args ...string) *SyncBuffer {
 // RunController is StartController returning the whole Controller.
 func RunController(env Env, kubeconfig string, args ...string) *Controller {
 	env.Helper()
-	bin := GoBuild(env, "github.com/vaultkms/vaultkms/cmd/vaultkms-controller")
+	return runManager(env, "vaultkms-controller", kubeconfig, args...)
+}
+
+// RunAuditor builds and runs cmd/vaultkms-auditor as RunController runs
+// the controller.
+func RunAuditor(env Env, kubeconfig string, args ...string) *Controller {
+	env.Helper()
+	return runManager(env, "vaultkms-auditor", kubeconfig, args...)
+}
+
+// runManager runs one of vaultkms's controller-runtime binaries with
+// metrics and probes on free loopback ports (args may override them), a
+// debug log, and a stop on cleanup.
+func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
+	env.Helper()
+	bin := GoBuild(env, "github.com/vaultkms/vaultkms/cmd/"+name)
 	m, err := FreePort()
 	if err != nil {
 		env.Fatalf("%v", err)
@@ -78,7 +93,7 @@ func RunController(env Env, kubeconfig string, args ...string) *Controller {
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		env.Fatalf("start controller: %v", err)
+		env.Fatalf("start %s: %v", name, err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
