@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"strings"
 	"testing"
@@ -232,6 +233,41 @@ spec:
 	if !strings.HasPrefix(vs.Status.DataHMAC, "hmac-sha256:") {
 		t.Fatalf("status HMAC %q", vs.Status.DataHMAC)
 	}
+
+	t.Run("kubectl vaultkms secrets shows the time left", func(t *testing.T) {
+		// kubectl get prints a future time in a date column as <invalid>;
+		// the plugin computes the time left on the client.
+		out, stderr, code := cli(t, "secrets", "--kubeconfig", s.kubeconfig, "-n", "app", "-o", "json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var rows []struct {
+			Name     string `json:"name"`
+			Ready    string `json:"ready"`
+			Secret   string `json:"secret"`
+			TimeLeft *int64 `json:"timeLeftSeconds"`
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		found := false
+		for _, r := range rows {
+			if r.Name != "app-config" {
+				continue
+			}
+			found = true
+			if r.Ready != "True" || r.Secret != "app-config" || r.TimeLeft == nil || *r.TimeLeft <= 0 || *r.TimeLeft > 30 {
+				t.Fatalf("row %+v, want Ready, Secret app-config, 0 < time left <= 30 s", r)
+			}
+		}
+		if !found {
+			t.Fatalf("app-config not listed: %s", out)
+		}
+		table, _, code := cli(t, "secrets", "--kubeconfig", s.kubeconfig, "-A")
+		if code != 0 || !strings.Contains(table, "TIME LEFT") || !strings.Contains(table, "app-config") || strings.Contains(table, "<invalid>") {
+			t.Fatalf("exit %d, table:\n%s", code, table)
+		}
+	})
 
 	t.Run("a change in Vault is followed", func(t *testing.T) {
 		s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "second-value-9c1d", "user": "svc"}})

@@ -155,3 +155,51 @@ func BenchmarkBatcherParallel(b *testing.B) {
 		}
 	})
 }
+
+// Callers whose contexts end at random moments (in the queue, while
+// leading, while handed a batch) must never strand the others: every
+// caller that stays gets its own result, and every slot is freed.
+func TestBatcherCallersLeavingAtRandom(t *testing.T) {
+	var sent atomic.Int64
+	b := newBatcher(4, 2, func(_ context.Context, in []int) ([]int, []error, error) {
+		sent.Add(int64(len(in)))
+		time.Sleep(50 * time.Microsecond)
+		out := make([]int, len(in))
+		for i, v := range in {
+			out[i] = v * 2
+		}
+		return out, make([]error, len(in)), nil
+	})
+	var wg sync.WaitGroup
+	var wrong, stayedWithoutAnswer atomic.Int32
+	for i := range 2000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			leaves := i%3 == 0
+			if leaves {
+				go func() {
+					time.Sleep(time.Duration(i%7) * 20 * time.Microsecond)
+					cancel()
+				}()
+			}
+			v, err := b.Submit(ctx, i)
+			switch {
+			case err == nil && v != 2*i:
+				wrong.Add(1)
+			case err != nil && !leaves:
+				stayedWithoutAnswer.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wrong.Load() != 0 || stayedWithoutAnswer.Load() != 0 {
+		t.Fatalf("%d wrong results, %d callers that stayed got no answer", wrong.Load(), stayedWithoutAnswer.Load())
+	}
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.inFlight == 0 && len(b.queue) == 0 })
+	if sent.Load() < 2000*2/3 {
+		t.Fatalf("%d items sent, want at least the %d that stayed", sent.Load(), 2000*2/3)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +18,11 @@ import (
 // lets in-flight calls finish for up to drain, and closes the listener
 // (which removes the socket file).
 func Serve(ctx context.Context, lis net.Listener, p *Plugin, drain time.Duration) error {
-	srv := grpc.NewServer()
+	// A fixed set of workers serves the calls, so their stacks, grown once
+	// through the Vault client, are reused instead of grown again for
+	// every call (a call finding every worker busy gets a goroutine of its
+	// own, so none waits for a worker).
+	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(max(8, 4*runtime.GOMAXPROCS(0)))))
 	// GRPCService only adapts the service interface to the generated gRPC
 	// types; the listener is ours, so its permissions are too.
 	kmsapi.RegisterKeyManagementServiceServer(srv, service.NewGRPCService(lis.Addr().String(), drain, p))

@@ -57,10 +57,7 @@ func newCommon(name string, ios streams) *common {
 	c := &common{fs: pflag.NewFlagSet(name, pflag.ContinueOnError), ios: ios}
 	fs := c.fs
 	fs.SetOutput(ios.ErrOut)
-	c.rules = clientcmd.NewDefaultClientConfigLoadingRules()
-	c.overrides = &clientcmd.ConfigOverrides{}
-	fs.StringVar(&c.rules.ExplicitPath, clientcmd.RecommendedConfigPathFlag, "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-	clientcmd.BindOverrideFlags(c.overrides, fs, clientcmd.RecommendedConfigOverrideFlags(""))
+	c.rules, c.overrides = bindKubeconfigFlags(fs)
 	fs.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	fs.StringSliceVar(&c.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma separated (read-only access is enough)")
 	fs.StringVar(&c.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
@@ -86,6 +83,16 @@ func newCommon(name string, ios streams) *common {
 	fs.StringSliceVar(&c.metricsFrom, "apiserver-metrics-url", nil, "the /metrics URL of every API server; default: found from the kubernetes EndpointSlices")
 	fs.BoolVar(&c.noAPIServerMetrics, "no-apiserver-metrics", false, "do not ask API servers which key_id they use (status and verify only; trim never skips this)")
 	return c
+}
+
+// bindKubeconfigFlags adds kubectl's own connection flags (--kubeconfig,
+// --context, -n, --server, --token, ...) to fs.
+func bindKubeconfigFlags(fs *pflag.FlagSet) (*clientcmd.ClientConfigLoadingRules, *clientcmd.ConfigOverrides) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	overrides := &clientcmd.ConfigOverrides{}
+	fs.StringVar(&rules.ExplicitPath, clientcmd.RecommendedConfigPathFlag, "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	clientcmd.BindOverrideFlags(overrides, fs, clientcmd.RecommendedConfigOverrideFlags(""))
+	return rules, overrides
 }
 
 func (c *common) parse(args []string) error {

@@ -73,6 +73,7 @@ var commands = []command{
 	{"reencrypt", "rewrite every stale object through the API server under the current key", runReencrypt},
 	{"rotate", "rotate the Transit key with your own Vault token", runRotate},
 	{"trim", "retire Transit key versions nothing in etcd needs any more", runTrim},
+	{"secrets", "list VaultSecrets with the time their Secrets have left", runSecrets},
 }
 
 func usage(w io.Writer) {

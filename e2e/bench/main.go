@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,7 +88,21 @@ func main() {
 	scanSizes := flag.String("scan-sizes", "10000,100000", "numbers of secrets to scan, comma separated")
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process plugin and the callers) to this file")
 	flag.Parse()
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	env := &harness.Main{Quiet: true}
 	defer env.Close()
