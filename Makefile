@@ -18,7 +18,7 @@ CMDS := vaultkms-plugin vaultkms-controller kubectl-vaultkms vaultkms-auditor
 BASE_IMAGE ?=
 IMAGE_PREFIX ?= vaultkms
 
-.PHONY: all tools build generate check-generated test unit bench demo lint image clean
+.PHONY: all tools bench-tools build generate check-generated test unit bench demo lint image clean
 
 all: build
 
@@ -55,8 +55,12 @@ test: tools lint check-generated
 unit:
 	$(GO) test -race -count=1 -short ./...
 
-## bench: measured figures (plugin vs direct Transit, batching)
-bench: tools
+## bench-tools: build the controllers the bench measures beside vaultkms's (Vault Secrets Operator, External Secrets Operator) into bin/
+bench-tools:
+	@e2e/tools/build.sh bench
+
+## bench: measured figures (plugin vs direct Transit, batching, the controller beside VSO and ESO)
+bench: tools bench-tools
 	$(GO) test -run '^$$' -bench . -benchmem ./kmsplugin/
 	$(GO) run ./e2e/bench
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -65,8 +66,11 @@ func scrape(url string, names ...string) (map[string]float64, error) {
 
 // benchController measures n kv VaultSecrets created at once, the Vault
 // requests per refresh, and controller memory with many unmanaged Secrets.
-func benchController(env *harness.Main, n, unmanaged, managed int) {
+func benchController(env *harness.Main, n, unmanaged, managed int, measure []other) {
 	v := harness.StartVault(env)
+	// Vault's own record of requests, counted the same way for vaultkms's
+	// controller and the ones measured beside it.
+	aud := &audit{path: v.EnableFileAudit(), env: env}
 	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(env, "charts/vaultkms/crds")}})
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
 	cp.Namespace("app", "app")
@@ -104,10 +108,13 @@ func benchController(env *harness.Main, n, unmanaged, managed int) {
 
 	fmt.Printf("\n%d kv VaultSecrets created at once (ttl 60s)\n", n)
 	ttl := metav1.Duration{Duration: time.Minute}
+	aud.mark()
 	start := time.Now()
 	created := createVaultSecrets(env, c, 0, n, ttl)
 	waitAllReady(env, c, n, start)
 	allReady := time.Since(start)
+	mine := syncResult{name: "vaultkms-controller", config: fmt.Sprintf("--max-concurrent-reconciles=%d (its default); no client-side rate limit (controller-runtime's default); the chart's RBAC", workers),
+		n: n, interval: ttl.Duration, created: created, synced: allReady, first: aud.count()}
 	synced := "vaultkms_syncs_total{outcome=synced}"
 	before, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", synced)
 	fmt.Printf("  created in %.1fs; all Ready after %.1fs (%.0f VaultSecrets/s); %g Vault reads and %g logins for the first sync\n",
@@ -115,12 +122,14 @@ func benchController(env *harness.Main, n, unmanaged, managed int) {
 	// One refresh cycle: every VaultSecret re-reads once between 2/3 and
 	// 9/15 of its ttl after its last read; wait a full ttl.
 	time.Sleep(ttl.Duration)
+	mine.refresh = aud.count()
 	after, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", synced)
 	reads := after["vaultkms_syncer_vault_requests_total"] - before["vaultkms_syncer_vault_requests_total"]
 	logins := after["vaultkms_tenant_logins_total"] - before["vaultkms_tenant_logins_total"]
 	refreshes := after[synced] - before[synced]
 	fmt.Printf("  next %s: %.0f refreshes, %.0f Vault reads = %.2f reads per VaultSecret per refresh, %.0f logins\n", ttl.Duration, refreshes, reads, reads/refreshes, logins)
-	fmt.Printf("  controller RSS with %d managed Secrets: %.1f MiB\n", n, rss(busy))
+	mine.rss = rss(busy)
+	fmt.Printf("  controller RSS with %d managed Secrets: %.1f MiB\n", n, mine.rss)
 
 	if managed > n {
 		long := metav1.Duration{Duration: time.Hour}
@@ -130,6 +139,36 @@ func benchController(env *harness.Main, n, unmanaged, managed int) {
 		fmt.Printf("\n%d managed VaultSecrets (%d more created, all Ready after %.1fs)\n", managed, managed-n, time.Since(start).Seconds())
 		fmt.Printf("  controller RSS with %d managed VaultSecrets and Secrets: %.1f MiB\n", managed, rss(busy))
 	}
+	if len(measure) == 0 {
+		return
+	}
+
+	// The same n kv secrets with the other controllers, one at a time,
+	// each in a namespace of its own, with vaultkms's controller stopped so
+	// that its refreshes are not counted.
+	busy.Stop()
+	admin := filepath.Join(env.TempDir(), "kubeconfig")
+	if err := cp.WriteKubeconfig(admin); err != nil {
+		env.Fatalf("admin kubeconfig: %v", err)
+	}
+	b := &sideBySide{env: env, v: v, cp: cp, kubeconfig: admin, audit: aud, n: n, interval: ttl.Duration}
+	b.c, err = client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		env.Fatalf("client: %v", err)
+	}
+	rows := []syncResult{mine}
+	for _, o := range measure {
+		fmt.Printf("\n%s: %d secrets created at once\n", o.name, n)
+		r := b.run(o)
+		if r.skipped != "" {
+			fmt.Printf("  not measured: %s\n", r.skipped)
+		} else {
+			fmt.Printf("  created in %.1fs; all synced after %.1fs; Vault: %s; next %s: %s; RSS %.1f MiB\n",
+				r.created.Seconds(), r.synced.Seconds(), r.first, r.interval, r.refresh, r.rss)
+		}
+		rows = append(rows, r)
+	}
+	printSideBySide(rows)
 }
 
 // createVaultSecrets creates kv VaultSecrets vs-<from> to vs-<to-1> with 16

@@ -16,7 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	kmsapi "k8s.io/kms/apis/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
@@ -89,7 +91,10 @@ func main() {
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process plugin and the callers) to this file")
+	othersFlag := flag.String("others", "vso,eso,eso-cache", "controllers measured beside vaultkms's (built by `make bench-tools`): vso, eso, eso-cache, comma separated; empty for none")
 	flag.Parse()
+	// The bench's own API clients log nothing.
+	ctrllog.SetLogger(logr.Discard())
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -125,7 +130,18 @@ func main() {
 		benchReencrypt(env, *reencryptN)
 	}
 	if *only == "" || *only == "controller" {
-		benchController(env, *vaultSecrets, *unmanaged, *managed)
+		var measure []other
+		for _, k := range strings.Split(*othersFlag, ",") {
+			if k = strings.TrimSpace(k); k == "" {
+				continue
+			}
+			i := slices.IndexFunc(others(), func(o other) bool { return o.key == k })
+			if i < 0 {
+				env.Fatalf("-others: unknown controller %q (vso, eso, eso-cache)", k)
+			}
+			measure = append(measure, others()[i])
+		}
+		benchController(env, *vaultSecrets, *unmanaged, *managed, measure)
 	}
 }
 
