@@ -44,6 +44,7 @@ type options struct {
 	syncer                bool
 
 	workers, expiryWorkers int
+	pprofAddr              string
 	vaultTimeout           time.Duration
 	tokenAudience          string
 	serviceAccount         string
@@ -69,6 +70,7 @@ func run() error {
 	flag.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
 	flag.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
 	printVersion := flag.Bool("version", false, "print the version and exit")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "serve Go's pprof profiles on this address (off when empty); for profiling, never exposed by the chart")
 	flag.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
 	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
 	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
@@ -104,6 +106,7 @@ func run() error {
 		}},
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
+		PprofBindAddress:       o.pprofAddr,
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "vaultkms-controller.secrets.vaultkms.io",
 		// The Lease lives in the controller's own namespace, which also

@@ -92,6 +92,9 @@ func main() {
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process plugin and the callers) to this file")
 	othersFlag := flag.String("others", "vso,eso,eso-cache", "controllers measured beside vaultkms's (built by `make bench-tools`): vso, eso, eso-cache, comma separated; empty for none")
+	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write kube-apiserver's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
+	flag.StringVar(&controllerProfile, "controller-cpuprofile", "", "write vaultkms-controller's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
+	flag.IntVar(&reconcilers, "reconcilers", reconcilers, "concurrent reconciles of every controller in the controller part")
 	flag.Parse()
 	// The bench's own API clients log nothing.
 	ctrllog.SetLogger(logr.Discard())

@@ -33,9 +33,9 @@ import (
 // bench) from a module of its own under e2e/tools, and its CRDs are read
 // from that module in the module cache.
 
-// workers is what every controller runs with: vaultkms's default
+// reconcilers is what every controller runs with (-reconcilers): vaultkms.s default
 // --max-concurrent-reconciles.
-const workers = 8
+var reconcilers = 8
 
 // vaultCounts is what Vault's audit log recorded in a window: every
 // response, split by the kind of request.
@@ -167,7 +167,7 @@ type sideBySide struct {
 func others() []other {
 	esoArgs := func(extra ...string) func(string) []string {
 		return func(metrics string) []string {
-			return append([]string{"--metrics-addr=" + metrics, "--enable-leader-election=false", fmt.Sprintf("--concurrent=%d", workers),
+			return append([]string{"--metrics-addr=" + metrics, "--enable-leader-election=false", fmt.Sprintf("--concurrent=%d", reconcilers),
 				"--client-qps=-1", "--loglevel=error"}, extra...)
 		}
 	}
@@ -186,18 +186,18 @@ func others() []other {
 		setup: esoSetup, object: esoObject, ready: esoReady,
 	}
 	esoDefault, esoCached := eso, eso
-	esoDefault.config = fmt.Sprintf("--concurrent=%d --client-qps=-1 --namespace=<its own>; Vault token cache off (its default)", workers)
+	esoDefault.config = fmt.Sprintf("--concurrent=%d --client-qps=-1 --namespace=<its own>; Vault token cache off (its default)", reconcilers)
 	esoDefault.args = esoArgs()
 	esoCached.name += " (token cache)"
-	esoCached.config = fmt.Sprintf("--concurrent=%d --client-qps=-1 --namespace=<its own> --experimental-enable-vault-token-cache", workers)
+	esoCached.config = fmt.Sprintf("--concurrent=%d --client-qps=-1 --namespace=<its own> --experimental-enable-vault-token-cache", reconcilers)
 	esoCached.args = esoArgs("--experimental-enable-vault-token-cache")
 	vso := other{
 		name: "Vault Secrets Operator", binary: "vault-secrets-operator", module: "github.com/hashicorp/vault-secrets-operator", tools: "vso",
 		crdDir: "config/crd/bases", gvk: schema.GroupVersionKind{Group: "secrets.hashicorp.com", Version: "v1beta1", Kind: "VaultStaticSecret"},
-		config: fmt.Sprintf("--max-concurrent-reconciles=%d --kube-client-qps=-1; client cache persistence none (its default)", workers),
+		config: fmt.Sprintf("--max-concurrent-reconciles=%d --kube-client-qps=-1; client cache persistence none (its default)", reconcilers),
 		args: func(metrics string) []string {
 			return []string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=0", "--leader-elect=false",
-				fmt.Sprintf("--max-concurrent-reconciles=%d", workers), "--kube-client-qps=-1", "--zap-log-level=error"}
+				fmt.Sprintf("--max-concurrent-reconciles=%d", reconcilers), "--kube-client-qps=-1", "--zap-log-level=error"}
 		},
 		env:   []string{"OPERATOR_NAMESPACE=vso-system"},
 		setup: vsoSetup,
@@ -383,41 +383,15 @@ func (b *sideBySide) run(o other) syncResult {
 }
 
 // waitSynced waits until n objects of o in ns are synced and n Secrets
-// with their names exist.
+// with their names hold data, following watches as for vaultkms.
 func (b *sideBySide) waitSynced(o other, ns string, start time.Time) {
-	ctx := context.Background()
-	for {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(o.gvk.GroupVersion().WithKind(o.gvk.Kind + "List"))
-		if err := b.c.List(ctx, list, client.InNamespace(ns)); err != nil {
-			b.env.Fatalf("list: %v", err)
-		}
-		ready := 0
-		for i := range list.Items {
-			if o.ready(&list.Items[i]) {
-				ready++
-			}
-		}
-		if ready >= b.n {
-			var secrets corev1.SecretList
-			if err := b.c.List(ctx, &secrets, client.InNamespace(ns)); err != nil {
-				b.env.Fatalf("list secrets: %v", err)
-			}
-			have := 0
-			for _, s := range secrets.Items {
-				if strings.HasPrefix(s.Name, "s-") && len(s.Data) > 0 {
-					have++
-				}
-			}
-			if have >= b.n {
-				return
-			}
-		}
-		if time.Since(start) > 10*time.Minute {
-			b.env.Fatalf("%s: only %d of %d synced after 10 minutes", o.name, ready, b.n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	deadline := start.Add(10 * time.Minute)
+	gvr := o.gvk.GroupVersion().WithResource(strings.ToLower(o.gvk.Kind) + "s")
+	waitCount(b.env, b.cp.Config, gvr, ns, b.n, o.ready, deadline)
+	waitCount(b.env, b.cp.Config, corev1.SchemeGroupVersion.WithResource("secrets"), ns, b.n, func(u *unstructured.Unstructured) bool {
+		data, _, _ := unstructured.NestedMap(u.Object, "data")
+		return strings.HasPrefix(u.GetName(), "s-") && len(data) > 0
+	}, deadline)
 }
 
 // start runs bin with the admin kubeconfig and returns its stop.
