@@ -489,3 +489,93 @@ func (in *VaultSecretStatus) DeepCopy() *VaultSecretStatus {
 	in.DeepCopyInto(out)
 	return out
 }
+
+// TEMPORARY hand-written until controller-gen is available.
+func (in *RotationPolicy) DeepCopyInto(out *RotationPolicy) {
+	*out = *in
+	out.TypeMeta = in.TypeMeta
+	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	in.Spec.DeepCopyInto(&out.Spec)
+	in.Status.DeepCopyInto(&out.Status)
+}
+func (in *RotationPolicy) DeepCopy() *RotationPolicy {
+	if in == nil {
+		return nil
+	}
+	out := new(RotationPolicy)
+	in.DeepCopyInto(out)
+	return out
+}
+func (in *RotationPolicy) DeepCopyObject() runtime.Object {
+	if c := in.DeepCopy(); c != nil {
+		return c
+	}
+	return nil
+}
+func (in *RotationPolicyList) DeepCopyInto(out *RotationPolicyList) {
+	*out = *in
+	out.TypeMeta = in.TypeMeta
+	in.ListMeta.DeepCopyInto(&out.ListMeta)
+	if in.Items != nil {
+		l := make([]RotationPolicy, len(in.Items))
+		for i := range in.Items {
+			in.Items[i].DeepCopyInto(&l[i])
+		}
+		out.Items = l
+	}
+}
+func (in *RotationPolicyList) DeepCopy() *RotationPolicyList {
+	if in == nil {
+		return nil
+	}
+	out := new(RotationPolicyList)
+	in.DeepCopyInto(out)
+	return out
+}
+func (in *RotationPolicyList) DeepCopyObject() runtime.Object {
+	if c := in.DeepCopy(); c != nil {
+		return c
+	}
+	return nil
+}
+func (in *RotationPolicySpec) DeepCopyInto(out *RotationPolicySpec) {
+	*out = *in
+	if in.TrimAfter != nil {
+		t := *in.TrimAfter
+		out.TrimAfter = &t
+	}
+	if in.APIServers.SettleTime != nil {
+		t := *in.APIServers.SettleTime
+		out.APIServers.SettleTime = &t
+	}
+	if in.APIServers.Timeout != nil {
+		t := *in.APIServers.Timeout
+		out.APIServers.Timeout = &t
+	}
+	if in.APIServers.MetricsURLs != nil {
+		out.APIServers.MetricsURLs = append([]string(nil), in.APIServers.MetricsURLs...)
+	}
+}
+func (in *RotationPolicyStatus) DeepCopyInto(out *RotationPolicyStatus) {
+	*out = *in
+	for _, p := range []struct{ src, dst **v1.Time }{{&in.StageTime, &out.StageTime}, {&in.LastRotationTime, &out.LastRotationTime}, {&in.NextRotationTime, &out.NextRotationTime}, {&in.VerifiedTime, &out.VerifiedTime}, {&in.LastTrimTime, &out.LastTrimTime}} {
+		if *p.src != nil {
+			*p.dst = (*p.src).DeepCopy()
+		}
+	}
+	if in.Conditions != nil {
+		l := make([]v1.Condition, len(in.Conditions))
+		for i := range in.Conditions {
+			in.Conditions[i].DeepCopyInto(&l[i])
+		}
+		out.Conditions = l
+	}
+}
+func (in *RotationPolicyStatus) DeepCopy() *RotationPolicyStatus {
+	if in == nil {
+		return nil
+	}
+	out := new(RotationPolicyStatus)
+	in.DeepCopyInto(out)
+	return out
+}
