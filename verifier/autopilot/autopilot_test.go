@@ -470,6 +470,25 @@ func TestSuspend(t *testing.T) {
 	if c := meta.FindStatusCondition(out.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != v1alpha1.ReasonSuspended {
 		t.Fatalf("%+v", out.Status.Conditions)
 	}
+	// Suspending a stopped policy keeps the reason; clearing suspend (a
+	// spec change) resumes it.
+	f.preflightErr = rotation.Refuse(rotation.GateNoEvidence, errors.New("nothing found"))
+	p.Spec.Suspend = false
+	p.Status = m.Step(context.Background(), p).Status
+	if p.Status.Stage != v1alpha1.StageStopped {
+		t.Fatalf("%+v", p.Status)
+	}
+	p.Spec.Suspend, p.Generation = true, 2
+	p.Status = m.Step(context.Background(), p).Status
+	if p.Status.Stage != v1alpha1.StageStopped || stoppedReason(p.Status) != v1alpha1.ReasonGateNoEvidence {
+		t.Fatalf("suspending lost the stop: %+v", p.Status)
+	}
+	f.preflightErr = nil
+	p.Spec.Suspend, p.Generation = false, 3
+	out = m.Step(context.Background(), p)
+	if out.Status.Stage != v1alpha1.StageIdle || reasons(out.Events) != "Resumed,Idle" {
+		t.Fatalf("clearing suspend did not resume: %+v", out)
+	}
 }
 
 func TestKeyChangedStops(t *testing.T) {

@@ -116,7 +116,13 @@ func (x *step) run(ctx context.Context) {
 		x.st.StageTime = x.mt()
 	}
 	if x.p.Spec.Suspend {
-		x.conditions(metav1.ConditionFalse, v1alpha1.ReasonSuspended, fmt.Sprintf("suspended at stage %s: clear spec.suspend to go on", x.st.Stage), metav1.ConditionFalse)
+		msg := fmt.Sprintf("suspended at stage %s: clear spec.suspend to go on", x.st.Stage)
+		x.set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSuspended, msg)
+		x.set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonSuspended, msg)
+		// A stopped policy stays stopped, with its reason, while suspended.
+		if x.st.Stage != v1alpha1.StageStopped {
+			x.set(v1alpha1.ConditionStopped, metav1.ConditionFalse, v1alpha1.ReasonNotStopped, "no gate has failed")
+		}
 		return
 	}
 	if x.st.Stage == v1alpha1.StageStopped {
@@ -243,7 +249,7 @@ func (x *step) rotating(ctx context.Context) {
 		if err := x.m.Env.Rotate(ctx, x.s); err != nil {
 			switch vault.Classify(err) {
 			case vault.KindDenied, vault.KindInvalid, vault.KindNotFound:
-				x.stop(v1alpha1.ReasonGateVaultRotate, fmt.Errorf("Vault refused to rotate %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
+				x.stop(v1alpha1.ReasonGateVaultRotate, fmt.Errorf("vault refused to rotate %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
 			default:
 				x.retry(fmt.Errorf("rotate %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
 			}
@@ -356,7 +362,7 @@ func (x *step) trim(ctx context.Context) {
 		if err := x.m.Env.SetMinDecryption(ctx, x.s, to); err != nil {
 			switch vault.Classify(err) {
 			case vault.KindDenied, vault.KindInvalid, vault.KindNotFound:
-				x.stop(v1alpha1.ReasonGateVaultTrim, fmt.Errorf("Vault refused to set min_decryption_version of %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
+				x.stop(v1alpha1.ReasonGateVaultTrim, fmt.Errorf("vault refused to set min_decryption_version of %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
 			default:
 				x.retry(fmt.Errorf("set min_decryption_version: %s", vault.Describe(err)))
 			}

@@ -122,7 +122,9 @@ func TestEvidence(t *testing.T) {
 // the reason of its Stopped condition.
 func TestCheckTrimNamesTheGate(t *testing.T) {
 	cur := transitkey.KeyID{Mount: "transit", Key: "k", Version: 3}
-	ev := func(versions map[int]int, unreadable int) Evidence { return Evidence{Versions: versions, Unreadable: unreadable, Total: 10} }
+	ev := func(versions map[int]int, unreadable int) Evidence {
+		return Evidence{Versions: versions, Unreadable: unreadable, Total: 10}
+	}
 	for _, c := range []struct {
 		name string
 		f    TrimFacts
