@@ -174,6 +174,70 @@ func TestChartLintAndRender(t *testing.T) {
 	})
 }
 
+// TestChartRotation: auditor.rotation is off by default and then grants
+// nothing; on, it adds exactly the autopilot's rules (the encrypted
+// resources named, nothing else) and a token Secret of its own.
+func TestChartRotation(t *testing.T) {
+	t.Parallel()
+	auditorOn := []string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://10.0.0.1:2379",
+		"auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
+	rotationOn := append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true", "auditor.rotation.vaultTokenSecret=rotation-token",
+		"auditor.rotation.encryptionConfigResources=secrets\\,configmaps", "auditor.rotation.encryptedResources[0].apiGroup=",
+		"auditor.rotation.encryptedResources[0].resources={secrets,configmaps}")
+	auditorRole := func(values ...string) (string, string) {
+		t.Helper()
+		out, err := helmTemplate(t, "vaultkms", "kube-system", values...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var role, deploy string
+		for _, o := range renderedObjects(t, out) {
+			text, _ := yaml.Marshal(o)
+			switch {
+			case o["kind"] == "ClusterRole" && strings.HasSuffix(objName(o), "-auditor"):
+				role = string(text)
+			case o["kind"] == "Deployment" && strings.HasSuffix(objName(o), "-auditor"):
+				deploy = string(text)
+			}
+		}
+		return role, deploy
+	}
+	role, deploy := auditorRole(auditorOn...)
+	for _, no := range []string{"rotationpolicies", "- secrets\n", "- configmaps\n", "/metrics", "endpointslices"} {
+		if strings.Contains(role, no) {
+			t.Errorf("with auditor.rotation off the auditor's ClusterRole grants %s:\n%s", no, role)
+		}
+	}
+	if strings.Contains(deploy, "--rotation") {
+		t.Errorf("with auditor.rotation off the auditor runs with --rotation:\n%s", deploy)
+	}
+	role, deploy = auditorRole(rotationOn...)
+	for _, want := range []string{"rotationpolicies", "rotationpolicies/status", "endpointslices", "/metrics", "- secrets\n", "- configmaps\n"} {
+		if !strings.Contains(role, want) {
+			t.Errorf("with auditor.rotation on the auditor's ClusterRole lacks %s:\n%s", want, role)
+		}
+	}
+	for _, want := range []string{"--rotation", "--rotation-token-file=/etc/vaultkms/rotation-token/token", "secretName: rotation-token", "--resources=secrets,configmaps"} {
+		if !strings.Contains(deploy, want) {
+			t.Errorf("with auditor.rotation on the auditor Deployment lacks %s:\n%s", want, deploy)
+		}
+	}
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true"), "auditor.rotation.vaultTokenSecret is required"},
+		{append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true", "auditor.rotation.vaultTokenSecret=auditor-token"), "must differ from auditor.vaultTokenSecret"},
+		{append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true", "auditor.rotation.vaultTokenSecret=r"), "auditor.rotation.encryptionConfigResources is required"},
+		{append(append([]string(nil), auditorOn...), "auditor.rotation.workers=0"), "/auditor/rotation/workers"},
+	} {
+		out, err := helmTemplate(t, "r", "ns", tc.set...)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("--set %v: %v, want a refusal naming %q:\n%s", tc.set, err, tc.want, out)
+		}
+	}
+}
+
 // hostController runs the controller binary as a host process the way
 // kubelet would run the rendered Deployment: its args, its env
 // (POD_NAMESPACE from the downward API), its Secret volumes written to a

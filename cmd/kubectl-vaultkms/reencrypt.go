@@ -7,27 +7,16 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/vaultkms/vaultkms/verifier/rewrite"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 )
 
 type reencryptReport struct {
-	Resources []reencryptResource `json:"resources"`
-	After     *scan.Report        `json:"after,omitempty"`
+	Resources []rewrite.ResourceResult `json:"resources"`
+	After     *scan.Report             `json:"after,omitempty"`
 	// NotScanned names configured resources that were not covered.
 	NotScanned []string `json:"notScanned,omitempty"`
-}
-
-type reencryptResource struct {
-	Resource string `json:"resource"`
-	Stale    int    `json:"stale"`
-	rewrite.Result
 }
 
 func runReencrypt(ctx context.Context, ios streams, args []string) error {
@@ -63,40 +52,30 @@ func runReencrypt(ctx context.Context, ios streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Each object costs a read and a write; --qps is the pacing, so the
-	// client's own limiter (5 requests/s by default) must not be.
-	cfg.QPS = float32(max(2**qps+10, 20))
-	cfg.Burst = int(cfg.QPS)
-	dyn, err := dynamic.NewForConfig(cfg)
+	dyn, mapper, err := rewrite.Clients(cfg, *qps)
 	if err != nil {
 		return err
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	limiter := rate.NewLimiter(rate.Limit(*qps), 1)
 	var out reencryptReport
-	start := time.Now()
+	var names []string
 	for _, r := range rep.Resources {
-		res := scan.Resource(r.Resource)
-		objs := stale.Objects(r.Resource)
-		rr := reencryptResource{Resource: string(res), Stale: len(objs)}
-		if len(objs) > 0 {
-			gvr, err := resolve(mapper, res)
-			if err != nil {
-				return err
+		names = append(names, r.Resource)
+	}
+	var p *progress
+	start := time.Now()
+	out.Resources, err = rewrite.Stale(ctx, rewrite.Config{Client: dyn, Mapper: mapper, Limiter: rate.NewLimiter(rate.Limit(*qps), 1), Workers: *workers,
+		Progress: func(res string, n int) func(int) {
+			if p != nil {
+				p.done()
 			}
-			p := newProgress(ios.ErrOut, "reencrypt "+string(res), len(objs))
-			rw := &rewrite.Rewriter{Client: dyn, Resource: gvr, Limiter: limiter, Workers: *workers, Progress: func(n int) { p.set("", n) }}
-			rr.Result, err = rw.Run(ctx, objs)
-			p.done()
-			if err != nil {
-				return fmt.Errorf("reencrypt %s interrupted after %d objects (run again to resume): %w", res, rr.Rewritten, err)
-			}
-		}
-		out.Resources = append(out.Resources, rr)
+			p = newProgress(ios.ErrOut, "reencrypt "+res, n)
+			return func(done int) { p.set("", done) }
+		}}, names, stale)
+	if p != nil {
+		p.done()
+	}
+	if err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
 	after, err := c.scan(ctx, keyID, nil, nil)
@@ -130,14 +109,4 @@ func runReencrypt(ctx context.Context, ios streams, args []string) error {
 		return &exitErr{code: exitFinding, err: fmt.Errorf("%d objects still stale after reencrypt", out.After.Stale())}
 	}
 	return nil
-}
-
-// resolve maps "secrets" or "widgets.example.com" to the served version.
-func resolve(m *restmapper.DeferredDiscoveryRESTMapper, res scan.Resource) (schema.GroupVersionResource, error) {
-	gr := schema.ParseGroupResource(string(res))
-	gvr, err := m.ResourceFor(gr.WithVersion(""))
-	if err != nil {
-		return schema.GroupVersionResource{}, fmt.Errorf("resource %q is not served by the API server: %w", res, err)
-	}
-	return gvr, nil
 }

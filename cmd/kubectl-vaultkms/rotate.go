@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/vaultkms/vaultkms/verifier/apiservers"
+	"github.com/vaultkms/vaultkms/verifier/gates"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
-	"github.com/vaultkms/vaultkms/verifier/scan"
-	"github.com/vaultkms/vaultkms/verifier/storedvalue"
 )
 
 // unfinished tells whether the Transit key still has versions below its
@@ -100,31 +98,21 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 	if target == 0 {
 		target = tk.LatestVersion
 	}
-	keyID := tk.Current.String()
-	facts := rotation.TrimFacts{Current: tk.Current, MinDecryptionVersion: tk.MinDecryption, AllowNoEvidence: c.allowNoEvidence}
-	// Gate 1: every API server on the target key_id for the settle time.
-	before, gateErr := c.gate(ctx, keyID, *settle)
-	if gateErr != nil {
-		facts.APIServers = gateErr
-		return refused("trim refused: %v", rotation.CheckTrim(facts, target))
-	}
-	// Gate 2: the whole prefix, every resource.
-	rep, ev, err := c.scanWhole(ctx, keyID, tk)
+	g, err := c.gates(ctx)
 	if err != nil {
 		return err
 	}
-	facts.Evidence = ev
-	// Gate 3: the same API servers, still on the target key_id.
-	after, gateErr := c.gate(ctx, keyID, *settle)
-	if gateErr == nil {
-		gateErr = apiservers.Same(before, after)
+	defer g.close()
+	proof, err := g.Trim(ctx, tk, target, *settle, c.allowNoEvidence)
+	if rotation.GateOf(err) != "" {
+		return refused("trim refused: %v", err)
 	}
-	facts.APIServers = gateErr
-	if err := rotation.CheckTrim(facts, target); err != nil {
-		return refused("trim refused: %w", err)
+	if err != nil {
+		return err
 	}
+	ev, after := proof.Evidence, proof.APIServers
 	from := max(1, tk.MinDecryption)
-	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: rep.Revision, Evidence: ev, APIServers: after,
+	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: proof.Revision, Evidence: ev, APIServers: after,
 		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.transitMount, c.transitKey, from)}
 	if !*dryRun {
 		path := c.transitMount + "/keys/" + c.transitKey + "/config"
@@ -140,39 +128,28 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 		fmt.Fprintf(w, "%s min_decryption_version of %s/%s from %d to %d: versions below %d can no longer decrypt.\n",
 			verb, c.transitMount, c.transitKey, from, target, target)
 		fmt.Fprintf(w, "Proof: %d API servers on the current key_id for at least %s; %d keys scanned under %s at revision %d, %d values under this key, none below version %d.\n",
-			len(after), *settle, ev.Total, c.etcdPrefix, rep.Revision, ev.Found(), target)
+			len(after), *settle, ev.Total, c.etcdPrefix, proof.Revision, ev.Found(), target)
 		fmt.Fprintf(w, "Undo (the key versions still exist in Vault):\n  %s\n", out.Undo)
 		fmt.Fprintf(w, "Warning: etcd backups taken before the re-encryption may hold values under versions below %d;\nrestoring one needs this undo first.\n", target)
 	})
 }
 
-// gate reads every API server's reports and checks them at this moment.
-func (c *common) gate(ctx context.Context, keyID string, settle time.Duration) ([]apiservers.Server, error) {
-	reports, err := c.apiServerReports(ctx)
+// cliGates are the shared gates (verifier/gates) over the CLI's etcd,
+// kubeconfig and API server list, with progress on stderr.
+type cliGates struct {
+	*gates.Gates
+	close func()
+}
+
+func (c *common) gates(ctx context.Context) (*cliGates, error) {
+	cli, err := c.dialEtcd(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return apiservers.Check(reports, c.provider, keyID, settle, time.Now())
-}
-
-// scanWhole scans every key under the prefix and gathers the evidence of
-// which versions of the key etcd still holds.
-func (c *common) scanWhole(ctx context.Context, keyID string, tk keysource.TransitKey) (scan.Report, rotation.Evidence, error) {
-	cli, err := c.dialEtcd(ctx)
-	if err != nil {
-		return scan.Report{}, rotation.Evidence{}, err
-	}
-	defer cli.Close()
-	if err := scan.CheckPrefix(ctx, cli, c.etcdPrefix); err != nil {
-		return scan.Report{}, rotation.Evidence{}, refused("trim refused: %v", err)
-	}
-	var ev rotation.Evidence
 	p := newProgress(c.ios.ErrOut, "scanning", 0)
-	rep, err := scan.Run(ctx, cli, scan.Options{Prefix: c.etcdPrefix, Provider: c.provider, CurrentKeyID: keyID,
-		Progress:  func(res string, n int) { p.set("scanning "+res, n) },
-		OnRestart: func(int64) { ev = rotation.Evidence{} },
-		Visit:     func(_ string, _ []byte, v storedvalue.Value, _ bool) { ev.Add(v, tk.Current) },
-	})
-	p.done()
-	return rep, ev, err
+	return &cliGates{
+		Gates: &gates.Gates{KV: cli, Prefix: c.etcdPrefix, Provider: c.provider, Reports: c.apiServerReports,
+			Progress: func(res string, n int) { p.set("scanning "+res, n) }},
+		close: func() { p.done(); cli.Close() },
+	}, nil
 }

@@ -21,16 +21,19 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/internal/version"
+	"github.com/vaultkms/vaultkms/verifier/autopilot"
 	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/etcdconn"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
@@ -56,6 +59,11 @@ type options struct {
 	vaultAddr, vaultCACert, vaultNamespace string
 	transitMount, transitKey               string
 	vaultTokenFile                         string
+
+	rotation                               bool
+	rotationVaultAddr, rotationVaultCACert string
+	rotationAuth                           vault.MethodConfig
+	rotationWorkers                        int
 }
 
 func main() {
@@ -92,6 +100,20 @@ func run() error {
 	flag.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
 	flag.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
 	flag.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
+	flag.BoolVar(&o.rotation, "rotation", false, "run the RotationPolicy autopilot: rotate, re-encrypt, verify and trim the Transit key a RotationPolicy names (opt-in; needs a rotation identity)")
+	flag.StringVar(&o.rotationVaultAddr, "rotation-vault-addr", "", "Vault address for rotation (default: --vault-addr)")
+	flag.StringVar(&o.rotationVaultCACert, "rotation-vault-ca-cert", "", "CA of Vault's serving certificate for rotation (default: --vault-ca-cert)")
+	o.rotationAuth.FlagPrefix = "rotation-"
+	flag.StringVar(&o.rotationAuth.Method, "rotation-auth-method", "token", "auth method of the rotation identity: token, approle, cert, jwt or kubernetes")
+	flag.StringVar(&o.rotationAuth.Mount, "rotation-auth-mount", "", "mount path of the rotation identity's auth method (default: the method's name)")
+	flag.StringVar(&o.rotationAuth.Role, "rotation-auth-role", "", "role of the rotation identity (jwt, kubernetes: required; cert: optional)")
+	flag.StringVar(&o.rotationAuth.TokenFile, "rotation-token-file", "", "file holding the rotation identity's token (auth-method token); not --vault-token-file")
+	flag.StringVar(&o.rotationAuth.RoleIDFile, "rotation-approle-role-id-file", "", "file holding the rotation identity's AppRole role ID")
+	flag.StringVar(&o.rotationAuth.SecretIDFile, "rotation-approle-secret-id-file", "", "file holding the rotation identity's AppRole secret ID")
+	flag.StringVar(&o.rotationAuth.ClientCert, "rotation-client-cert", "", "client certificate of the rotation identity (auth-method cert)")
+	flag.StringVar(&o.rotationAuth.ClientKey, "rotation-client-key", "", "key of --rotation-client-cert")
+	flag.StringVar(&o.rotationAuth.JWTFile, "rotation-jwt-file", "", "file holding the rotation identity's JWT (jwt; kubernetes defaults to the pod's token)")
+	flag.IntVar(&o.rotationWorkers, "rotation-workers", 4, "objects re-encrypted at once (the policy's qps paces them)")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	printVersion := flag.Bool("version", false, "print the version and exit")
@@ -182,8 +204,59 @@ func run() error {
 	if err := mgr.Add(p); err != nil {
 		return err
 	}
+	if o.rotation {
+		if err := setupRotation(ctx, mgr, o, etcd, targets, key); err != nil {
+			return err
+		}
+	}
 	mgr.GetLogger().Info("publishing EncryptionStatus", "interval", o.scanInterval, "resources", fmt.Sprint(names))
 	return mgr.Start(ctx)
+}
+
+// setupRotation runs the RotationPolicy autopilot with its own Vault
+// identity, separate from the read-only one of --vault-token-file.
+func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd *etcdconn.Client, targets []scan.Target, key publisher.KeySource) error {
+	if o.rotationAuth.Method == "token" && o.rotationAuth.TokenFile != "" && o.rotationAuth.TokenFile == o.vaultTokenFile {
+		return errors.New("--rotation-token-file must not be --vault-token-file: rotation uses its own identity, allowed to rotate and trim one key, apart from the read-only one")
+	}
+	if o.rotationWorkers <= 0 {
+		return errors.New("--rotation-workers must be positive")
+	}
+	method, err := o.rotationAuth.Build()
+	if err != nil {
+		return err
+	}
+	addr, ca := o.rotationVaultAddr, o.rotationVaultCACert
+	if addr == "" {
+		addr = o.vaultAddr
+	}
+	if ca == "" {
+		ca = o.vaultCACert
+	}
+	if addr == "" {
+		return errors.New("--rotation needs --rotation-vault-addr (or --vault-addr)")
+	}
+	vcfg := vault.Config{Address: addr, CACert: ca, Namespace: o.vaultNamespace, Timeout: 15 * time.Second}
+	if o.rotationAuth.Method == "cert" {
+		vcfg.ClientCert, vcfg.ClientKey = o.rotationAuth.ClientCert, o.rotationAuth.ClientKey
+	}
+	vc, err := vault.NewClient(vcfg)
+	if err != nil {
+		return fmt.Errorf("rotation vault client: %w", err)
+	}
+	session := vault.NewSession(vc, method, mgr.GetLogger().WithName("rotation-vault"))
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { session.Run(ctx); return nil })); err != nil {
+		return err
+	}
+	env := &autopilot.LiveEnv{Vault: vc, Session: session, KV: etcd, Prefix: o.etcdPrefix, Targets: targets, Kube: mgr.GetConfig(),
+		Workers: o.rotationWorkers, ScannedKey: func(ctx context.Context) (string, error) { return key(ctx) }}
+	r := &autopilot.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Machine: &autopilot.Machine{Env: env, Clock: clock.RealClock{}},
+		Recorder: mgr.GetEventRecorder("vaultkms-auditor"), Log: mgr.GetLogger().WithName("rotation")}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("rotation controller: %w", err)
+	}
+	mgr.GetLogger().Info("rotation autopilot on", "vault", addr, "auth", o.rotationAuth.Method)
+	return nil
 }
 
 func resourceNames(o options) ([]scan.Resource, error) {

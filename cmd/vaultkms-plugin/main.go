@@ -107,38 +107,8 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 }
 
 func (o *options) authMethodFor() (vault.Method, error) {
-	switch o.authMethod {
-	case "token":
-		if o.tokenFile == "" {
-			return nil, errors.New("--auth-method token needs --token-file (a token in a flag or manifest would be readable by anyone who can read the manifest)")
-		}
-		return vault.TokenFile{Path: o.tokenFile}, nil
-	case "approle":
-		if o.approleRoleIDFile == "" || o.approleSecretID == "" {
-			return nil, errors.New("--auth-method approle needs --approle-role-id-file and --approle-secret-id-file")
-		}
-		return vault.AppRole{Mount: o.authMount, RoleIDFile: o.approleRoleIDFile, SecretIDFile: o.approleSecretID}, nil
-	case "cert":
-		if o.clientCert == "" || o.clientKey == "" {
-			return nil, errors.New("--auth-method cert needs --client-cert and --client-key")
-		}
-		return vault.Cert{Mount: o.authMount, Role: o.authRole}, nil
-	case "jwt":
-		if o.jwtFile == "" || o.authRole == "" {
-			return nil, errors.New("--auth-method jwt needs --jwt-file and --auth-role")
-		}
-		return vault.JWT{Method: "jwt", Mount: o.authMount, Role: o.authRole, Token: vault.JWTFile(o.jwtFile)}, nil
-	case "kubernetes":
-		if o.authRole == "" {
-			return nil, errors.New("--auth-method kubernetes needs --auth-role")
-		}
-		f := o.jwtFile
-		if f == "" {
-			f = vault.DefaultServiceAccountTokenFile
-		}
-		return vault.JWT{Method: "kubernetes", Mount: o.authMount, Role: o.authRole, Token: vault.JWTFile(f)}, nil
-	}
-	return nil, fmt.Errorf("--auth-method %q is not one of token, approle, cert, jwt, kubernetes", o.authMethod)
+	return vault.MethodConfig{Method: o.authMethod, Mount: o.authMount, Role: o.authRole, TokenFile: o.tokenFile,
+		RoleIDFile: o.approleRoleIDFile, SecretIDFile: o.approleSecretID, ClientCert: o.clientCert, ClientKey: o.clientKey, JWTFile: o.jwtFile}.Build()
 }
 
 // dropVaultEnvironment removes every VAULT_* variable from the process's

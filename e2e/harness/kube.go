@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -239,4 +240,63 @@ func StartEtcd(env Env) string {
 	}
 	env.Cleanup(func() { e.Stop() })
 	return e.URL.String()
+}
+
+// APIServer is a further kube-apiserver sharing the control plane's etcd,
+// with its own port, EncryptionConfiguration and (through it) plugin: a
+// second API server of the same cluster.
+type APIServer struct {
+	API *envtest.APIServer
+	// URL is https://127.0.0.1:<port>.
+	URL string
+	// Config is an admin client config of this API server.
+	Config               *rest.Config
+	EncryptionConfigPath string
+	stopOnce             sync.Once
+}
+
+// StartAPIServer starts another kube-apiserver on the control plane's etcd.
+// It serves the same certificate and trusts the same client CA as the
+// first, so every user of the control plane is accepted by both.
+func (cp *ControlPlane) StartAPIServer(encryptionConfig string) *APIServer {
+	cp.env.Helper()
+	first := cp.Env.ControlPlane.GetAPIServer()
+	dir := cp.env.TempDir()
+	for _, f := range []string{"apiserver.crt", "apiserver.key", "sa-signer.crt", "sa-signer.key"} {
+		b, err := os.ReadFile(filepath.Join(first.CertDir, f))
+		if err != nil {
+			cp.env.Fatalf("copy %s of the first API server: %v", f, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			cp.env.Fatalf("%v", err)
+		}
+	}
+	api := &envtest.APIServer{EtcdURL: first.EtcdURL, CertDir: dir, Path: first.Path, StartTimeout: 90 * time.Second, StopTimeout: 30 * time.Second}
+	api.SecureServing.Authn = first.SecureServing.Authn
+	a := &APIServer{API: api}
+	if encryptionConfig != "" {
+		a.EncryptionConfigPath = filepath.Join(dir, "encryption-config.yaml")
+		if err := os.WriteFile(a.EncryptionConfigPath, []byte(encryptionConfig), 0o600); err != nil {
+			cp.env.Fatalf("write encryption config: %v", err)
+		}
+		api.Configure().Set("encryption-provider-config", a.EncryptionConfigPath)
+		api.Configure().Set("encryption-provider-config-automatic-reload", "true")
+	}
+	if err := api.Start(); err != nil {
+		cp.env.Fatalf("start a second kube-apiserver: %v", err)
+	}
+	cp.env.Cleanup(func() { a.Stop() })
+	a.URL = api.SecureServing.URL("https", "").String()
+	a.Config = rest.CopyConfig(cp.Config)
+	a.Config.Host = a.URL
+	return a
+}
+
+// Stop stops this API server (cleanup does too).
+func (a *APIServer) Stop() {
+	a.stopOnce.Do(func() {
+		if err := a.API.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop kube-apiserver: %v\n", err)
+		}
+	})
 }

@@ -14,9 +14,14 @@ import (
 
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 
 	"github.com/vaultkms/vaultkms/verifier/scan"
 	"github.com/vaultkms/vaultkms/verifier/storedvalue"
@@ -65,6 +70,8 @@ type Rewriter struct {
 	Progress func(done int)
 	// MaxConflicts bounds retries of one object that keeps changing.
 	MaxConflicts int
+	// FieldManager names the writer (default kubectl-vaultkms).
+	FieldManager string
 }
 
 // Run rewrites each object, honouring the rate limit and ctx.
@@ -149,7 +156,11 @@ func (r *Rewriter) one(ctx context.Context, o Object) error {
 		if err != nil {
 			return err
 		}
-		_, err = c.Update(ctx, obj, metav1.UpdateOptions{FieldManager: "kubectl-vaultkms"})
+		fm := r.FieldManager
+		if fm == "" {
+			fm = "kubectl-vaultkms"
+		}
+		_, err = c.Update(ctx, obj, metav1.UpdateOptions{FieldManager: fm})
 		if err == nil || !apierrors.IsConflict(err) || attempt >= r.MaxConflicts {
 			return err
 		}
@@ -202,3 +213,83 @@ func (s *StaleSet) Len() int { return len(s.seen) }
 
 // Err is the first key that could not be parsed.
 func (s *StaleSet) Err() error { return s.err }
+
+// ResourceResult is what Stale did for one resource.
+type ResourceResult struct {
+	Resource string `json:"resource"`
+	Stale    int    `json:"stale"`
+	Result
+}
+
+// Config is what Stale needs to rewrite objects through the API server.
+type Config struct {
+	Client  dynamic.Interface
+	Mapper  meta.RESTMapper
+	Limiter *rate.Limiter
+	Workers int
+	// FieldManager names the writer in managedFields (default
+	// kubectl-vaultkms).
+	FieldManager string
+	// Progress, when set, is called before each resource with its number
+	// of stale objects and returns the per-object progress callback.
+	Progress func(resource string, stale int) func(done int)
+}
+
+// Stale rewrites every object collected in stale, resource by resource in
+// the order given (the resources of a scan report). It is the shared
+// re-encryption step of `kubectl vaultkms reencrypt` and the autopilot. An
+// interruption returns what was done so far with the error; objects that
+// could not be rewritten are counted in each result's Failed.
+func Stale(ctx context.Context, cfg Config, resources []string, stale *StaleSet) ([]ResourceResult, error) {
+	var out []ResourceResult
+	for _, name := range resources {
+		res := scan.Resource(name)
+		objs := stale.Objects(name)
+		rr := ResourceResult{Resource: string(res), Stale: len(objs)}
+		if len(objs) > 0 {
+			gvr, err := Resolve(cfg.Mapper, res)
+			if err != nil {
+				return out, err
+			}
+			rw := &Rewriter{Client: cfg.Client, Resource: gvr, Limiter: cfg.Limiter, Workers: cfg.Workers, FieldManager: cfg.FieldManager}
+			if cfg.Progress != nil {
+				rw.Progress = cfg.Progress(string(res), len(objs))
+			}
+			rr.Result, err = rw.Run(ctx, objs)
+			if err != nil {
+				out = append(out, rr)
+				return out, fmt.Errorf("reencrypt %s interrupted after %d objects (run again to resume): %w", res, rr.Rewritten, err)
+			}
+		}
+		out = append(out, rr)
+	}
+	return out, nil
+}
+
+// Resolve maps "secrets" or "widgets.example.com" to the served version.
+func Resolve(m meta.RESTMapper, res scan.Resource) (schema.GroupVersionResource, error) {
+	gr := schema.ParseGroupResource(string(res))
+	gvr, err := m.ResourceFor(gr.WithVersion(""))
+	if err != nil {
+		return schema.GroupVersionResource{}, fmt.Errorf("resource %q is not served by the API server: %w", res, err)
+	}
+	return gvr, nil
+}
+
+// Clients builds the dynamic client and REST mapper Stale needs from cfg.
+// qps is the pacing of rewrites; each costs a read and a write, so the
+// client's own limiter (5 requests/s by default) is raised above it.
+func Clients(cfg *rest.Config, qps float64) (dynamic.Interface, meta.RESTMapper, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS = float32(max(2*qps+10, 20))
+	cfg.Burst = int(cfg.QPS)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), nil
+}

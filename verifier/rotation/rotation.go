@@ -4,6 +4,7 @@
 package rotation
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -209,34 +210,77 @@ type TrimFacts struct {
 	APIServers error
 }
 
+// Gate names one of the checks a trim (or the autopilot) must pass.
+type Gate string
+
+// The gates, in the order they are checked.
+const (
+	GateAPIServers Gate = "APIServers"
+	GateVersion    Gate = "Version"
+	GateNothing    Gate = "NothingToTrim"
+	GatePrefix     Gate = "Prefix"
+	GateUnreadable Gate = "UnreadableKeyID"
+	GateStale      Gate = "StaleObjects"
+	GateNoEvidence Gate = "NoEvidence"
+)
+
+// GateError is a refusal by one gate. Its text is the cause and the fix;
+// Gate says which check refused.
+type GateError struct {
+	Gate Gate
+	Err  error
+}
+
+func (e *GateError) Error() string { return e.Err.Error() }
+func (e *GateError) Unwrap() error { return e.Err }
+
+// Refuse wraps err as a refusal by gate g.
+func Refuse(g Gate, err error) error { return &GateError{Gate: g, Err: err} }
+
+// GateOf returns the gate that refused in err's chain, or "".
+func GateOf(err error) Gate {
+	var ge *GateError
+	if errors.As(err, &ge) {
+		return ge.Gate
+	}
+	return ""
+}
+
 // CheckTrim says whether min_decryption_version may be raised to to. It
-// fails closed: anything unknown refuses.
+// fails closed: anything unknown refuses. A refusal is a *GateError.
 func CheckTrim(f TrimFacts, to int) error {
 	if f.APIServers != nil {
-		return fmt.Errorf("API server gate: %w", f.APIServers)
+		return Refuse(GateAPIServers, fmt.Errorf("API server gate: %w", f.APIServers))
 	}
 	if to > f.Current.Version {
-		return fmt.Errorf("version %d does not exist yet; the latest is %d", to, f.Current.Version)
+		return Refuse(GateVersion, fmt.Errorf("version %d does not exist yet; the latest is %d", to, f.Current.Version))
 	}
 	if to <= max(1, f.MinDecryptionVersion) {
-		return fmt.Errorf("min_decryption_version is already %d: nothing to trim", max(1, f.MinDecryptionVersion))
+		return Refuse(GateNothing, fmt.Errorf("min_decryption_version is already %d: nothing to trim", max(1, f.MinDecryptionVersion)))
 	}
-	if f.Evidence.Unreadable > 0 {
-		return fmt.Errorf("%d KMS v2 values have a key_id that cannot be read; they might need any version", f.Evidence.Unreadable)
+	return CheckEvidence(f.Evidence, f.Current, to, f.AllowNoEvidence)
+}
+
+// CheckEvidence says whether a whole-prefix scan proves that no value of
+// cur's key needs a version below to: nothing unreadable, nothing below,
+// and something found (unless allowNoEvidence).
+func CheckEvidence(ev Evidence, cur transitkey.KeyID, to int, allowNoEvidence bool) error {
+	if ev.Unreadable > 0 {
+		return Refuse(GateUnreadable, fmt.Errorf("%d KMS v2 values have a key_id that cannot be read; they might need any version", ev.Unreadable))
 	}
 	var below []string
 	n := 0
-	for _, v := range sortedInts(f.Evidence.Versions) {
+	for _, v := range sortedInts(ev.Versions) {
 		if v < to {
-			below = append(below, fmt.Sprintf("v%d=%d", v, f.Evidence.Versions[v]))
-			n += f.Evidence.Versions[v]
+			below = append(below, fmt.Sprintf("v%d=%d", v, ev.Versions[v]))
+			n += ev.Versions[v]
 		}
 	}
 	if n > 0 {
-		return fmt.Errorf("%d objects in etcd still need versions below %d (%v): run `kubectl vaultkms reencrypt` for every resource under this key first", n, to, below)
+		return Refuse(GateStale, fmt.Errorf("%d objects in etcd still need versions below %d (%v): run `kubectl vaultkms reencrypt` for every resource under this key first", n, to, below))
 	}
-	if f.Evidence.Found() == 0 && !f.AllowNoEvidence {
-		return fmt.Errorf("no value in etcd is encrypted under %s/%s (%d keys scanned): that is no evidence, not proof; check --etcd-endpoints and --etcd-prefix, or pass --allow-no-evidence if the key really encrypts nothing", f.Current.Mount, f.Current.Key, f.Evidence.Total)
+	if ev.Found() == 0 && !allowNoEvidence {
+		return Refuse(GateNoEvidence, fmt.Errorf("no value in etcd is encrypted under %s/%s (%d keys scanned): that is no evidence, not proof; check --etcd-endpoints and --etcd-prefix, or pass --allow-no-evidence if the key really encrypts nothing", cur.Mount, cur.Key, ev.Total))
 	}
 	return nil
 }

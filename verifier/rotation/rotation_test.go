@@ -117,3 +117,31 @@ func TestEvidence(t *testing.T) {
 		t.Fatalf("Evidence = %+v", e)
 	}
 }
+
+// Each refusal of CheckTrim names its gate, which the autopilot turns into
+// the reason of its Stopped condition.
+func TestCheckTrimNamesTheGate(t *testing.T) {
+	cur := transitkey.KeyID{Mount: "transit", Key: "k", Version: 3}
+	ev := func(versions map[int]int, unreadable int) Evidence {
+		return Evidence{Versions: versions, Unreadable: unreadable, Total: 10}
+	}
+	for _, c := range []struct {
+		name string
+		f    TrimFacts
+		to   int
+		want Gate
+	}{
+		{"API servers", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(map[int]int{3: 1}, 0), APIServers: errors.New("x")}, 3, GateAPIServers},
+		{"version", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(map[int]int{3: 1}, 0)}, 4, GateVersion},
+		{"nothing to trim", TrimFacts{Current: cur, MinDecryptionVersion: 3, Evidence: ev(map[int]int{3: 1}, 0)}, 3, GateNothing},
+		{"unreadable", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(map[int]int{3: 1}, 1)}, 3, GateUnreadable},
+		{"stale", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(map[int]int{2: 1, 3: 1}, 0)}, 3, GateStale},
+		{"no evidence", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(nil, 0)}, 3, GateNoEvidence},
+		{"passes", TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: ev(map[int]int{3: 1}, 0)}, 3, ""},
+	} {
+		err := CheckTrim(c.f, c.to)
+		if got := GateOf(err); got != c.want || (c.want == "") != (err == nil) {
+			t.Errorf("%s: gate %q (%v), want %q", c.name, got, err, c.want)
+		}
+	}
+}

@@ -179,6 +179,14 @@ func ResourceOf(prefix, key string) string {
 	return first
 }
 
+// WrongPrefixError is CheckPrefix's answer when etcd answered but holds no
+// namespaces/default under the prefix (as opposed to etcd not answering).
+type WrongPrefixError struct{ Key, Prefix string }
+
+func (e *WrongPrefixError) Error() string {
+	return fmt.Sprintf("etcd has no %s: --etcd-prefix %q is not kube-apiserver's, or this is not the cluster's etcd", e.Key, e.Prefix)
+}
+
 // CheckPrefix makes sure prefix is what kube-apiserver writes under: every
 // cluster has the namespace "default". A wrong --etcd-prefix or the wrong
 // etcd would otherwise scan nothing and look clean.
@@ -189,7 +197,7 @@ func CheckPrefix(ctx context.Context, kv KV, prefix string) error {
 		return fmt.Errorf("check --etcd-prefix: read %s: %w", key, err)
 	}
 	if resp.Count == 0 {
-		return fmt.Errorf("etcd has no %s: --etcd-prefix %q is not kube-apiserver's, or this is not the cluster's etcd", key, prefix)
+		return &WrongPrefixError{Key: key, Prefix: prefix}
 	}
 	return nil
 }
