@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/verifier/keysource"
 )
 
 func TestTimeLeft(t *testing.T) {
@@ -67,5 +68,22 @@ func TestSecretsUsage(t *testing.T) {
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d naming %q", tc.args, code, stderr, exitUsage, tc.want)
 		}
+	}
+}
+
+// The status table names an API server that is not on the current key_id,
+// not only the JSON.
+func TestStatusTableNamesLaggingAPIServer(t *testing.T) {
+	keyID := "vault:transit/kms:v2"
+	agree := false
+	st := statusReport{APIServersAgree: &agree, ObjectsByVersion: map[int]int{}, APIServers: []keysource.APIServerKey{
+		{APIServerIDHash: "sha256:aaa", Provider: "vault", KeyIDHash: keysource.HashKeyID(keyID), LastSeen: time.Now()},
+		{APIServerIDHash: "sha256:bbb", Provider: "vault", KeyIDHash: "sha256:old", LastSeen: time.Now()},
+	}}
+	var b bytes.Buffer
+	statusTable(&b, st, keyID)
+	out := b.String()
+	if !strings.Contains(out, "not on it") || !strings.Contains(out, "sha256:bbb") || strings.Contains(out, "sha256:aaa reports") {
+		t.Fatalf("table:\n%s", out)
 	}
 }

@@ -67,7 +67,11 @@ func runStatus(ctx context.Context, ios streams, args []string) error {
 	if err != nil {
 		c.warnf("cannot read API server metrics: %v", err)
 	} else if len(keys) > 0 {
-		st.APIServers = keys
+		for _, k := range keys {
+			if c.provider == "" || k.Provider == c.provider {
+				st.APIServers = append(st.APIServers, k)
+			}
+		}
 		agree, _ := keysource.Agreement(keys, c.provider, keyID)
 		st.APIServersAgree = &agree
 		facts.APIServersKnown, facts.APIServersAgree = true, agree
@@ -127,6 +131,15 @@ func statusTable(w io.Writer, st statusReport, keyID string) {
 		fmt.Fprintf(w, "API servers on it:\tunknown (no envelope encryption metrics)\n")
 	default:
 		fmt.Fprintf(w, "API servers on it:\t%s (%d reporting)\n", yes(*st.APIServersAgree), len(st.APIServers))
+		// Name the laggards here, not only in -o json: they are what the
+		// operator has to go and look at.
+		want := keysource.HashKeyID(keyID)
+		for _, k := range st.APIServers {
+			if k.KeyIDHash != want {
+				fmt.Fprintf(w, "  not on it:\tAPI server %s reports key_id hash %s (last seen %s ago)\n",
+					k.APIServerIDHash, k.KeyIDHash, time.Since(k.LastSeen).Round(time.Second))
+			}
+		}
 	}
 	fmt.Fprintf(w, "Objects by key version:\t")
 	if len(st.ObjectsByVersion) == 0 {
