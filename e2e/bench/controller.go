@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -199,22 +198,14 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl metav1.Duration) time.Duration {
 	ctx := context.Background()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := from + w; i < to; i += 16 {
-				vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%05d", i)},
-					Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
-						Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
-				if err := c.Create(ctx, vs); err != nil {
-					env.Fatalf("create: %v", err)
-				}
-			}
-		}()
+	err := createAll(from, to, func(i int) error {
+		return c.Create(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%05d", i)},
+			Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+				Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}})
+	})
+	if err != nil {
+		env.Fatalf("create: %v", err)
 	}
-	wg.Wait()
 	return time.Since(start)
 }
 
@@ -227,21 +218,13 @@ func waitAllReady(env *harness.Main, cfg *rest.Config, n int, start time.Time) {
 
 func createUnmanaged(env *harness.Main, c client.Client, n int) {
 	ctx := context.Background()
-	var wg sync.WaitGroup
 	val := []byte(strings.Repeat("x", 1024))
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 16 {
-				s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("unmanaged-%05d", i)}, Data: map[string][]byte{"v": val}}
-				if err := c.Create(ctx, s); err != nil {
-					env.Fatalf("create unmanaged secret: %v", err)
-				}
-			}
-		}()
+	err := createAll(0, n, func(i int) error {
+		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("unmanaged-%05d", i)}, Data: map[string][]byte{"v": val}})
+	})
+	if err != nil {
+		env.Fatalf("create unmanaged secret: %v", err)
 	}
-	wg.Wait()
 }
 
 func waitMetrics(env *harness.Main, url string) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -89,30 +88,24 @@ func (a *audit) count() vaultCounts {
 			break // a partial last line is read by the next count
 		}
 		a.offset += int64(len(line))
-		var e struct {
-			Type    string `json:"type"`
-			Error   string `json:"error"`
-			Request struct {
-				Path string `json:"path"`
-			} `json:"request"`
-		}
-		if json.Unmarshal(line, &e) != nil || e.Type != "response" {
+		e, ok := harness.ParseAuditResponse(line)
+		if !ok {
 			continue
 		}
 		c.all++
 		switch {
 		case e.Error != "":
 			c.errors++
-		case strings.HasPrefix(e.Request.Path, "auth/") && strings.HasSuffix(e.Request.Path, "/login"):
+		case strings.HasPrefix(e.Path, "auth/") && strings.HasSuffix(e.Path, "/login"):
 			c.logins++
-		case strings.HasPrefix(e.Request.Path, "secret/data/"):
+		case strings.HasPrefix(e.Path, "secret/data/"):
 			c.reads++
 		default:
 			c.other++
 			if c.otherPaths == nil {
 				c.otherPaths = map[string]int{}
 			}
-			c.otherPaths[e.Request.Path]++
+			c.otherPaths[e.Path]++
 		}
 	}
 	return c
@@ -360,17 +353,11 @@ func (b *sideBySide) run(o other) syncResult {
 
 	b.audit.mark()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < b.n; i += 16 {
-				b.create(o.object(ns, fmt.Sprintf("s-%05d", i), fmt.Sprintf("s-%05d", i)))
-			}
-		}()
+	if err := createAll(0, b.n, func(i int) error {
+		return b.c.Create(context.Background(), o.object(ns, fmt.Sprintf("s-%05d", i), fmt.Sprintf("s-%05d", i)))
+	}); err != nil {
+		b.env.Fatalf("create %s: %v", o.gvk.Kind, err)
 	}
-	wg.Wait()
 	res.created = time.Since(start)
 	b.waitSynced(o, ns, start)
 	res.synced = time.Since(start)

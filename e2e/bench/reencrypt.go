@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,26 +22,12 @@ func benchReencrypt(env *harness.Main, n int) {
 	p.WaitKeyID(env, 20*time.Second)
 	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig("vault", p.Socket)})
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 16 {
-				_, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s-%06d", i)}, Data: map[string][]byte{"v": []byte("value")},
-				}, metav1.CreateOptions{})
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := createAll(0, n, func(i int) error {
+		_, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s-%06d", i)}, Data: map[string][]byte{"v": []byte("value")},
+		}, metav1.CreateOptions{})
+		return err
+	}); err != nil {
 		env.Fatalf("create secrets: %v", err)
 	}
 	cp.SetEncryptionConfig(harness.KMSEncryptionConfig("vault", p.Socket))

@@ -256,18 +256,33 @@ func AuditCount(env Env, p, path string) int {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
-		var e struct {
-			Type    string `json:"type"`
-			Error   string `json:"error"`
-			Request struct {
-				Path string `json:"path"`
-			} `json:"request"`
-		}
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "response" && e.Request.Path == path && e.Error == "" {
+		if e, ok := ParseAuditResponse(sc.Bytes()); ok && e.Path == path && e.Error == "" {
 			n++
 		}
 	}
 	return n
+}
+
+// AuditResponse is what the tests and the bench read of one response
+// entry in a Vault file audit log.
+type AuditResponse struct {
+	Path, Error string
+}
+
+// ParseAuditResponse reads one line of a file audit log; ok is false for
+// request entries and for lines that are not JSON.
+func ParseAuditResponse(line []byte) (r AuditResponse, ok bool) {
+	var e struct {
+		Type    string `json:"type"`
+		Error   string `json:"error"`
+		Request struct {
+			Path string `json:"path"`
+		} `json:"request"`
+	}
+	if json.Unmarshal(line, &e) != nil || e.Type != "response" {
+		return AuditResponse{}, false
+	}
+	return AuditResponse{Path: e.Request.Path, Error: e.Error}, true
 }
 
 // ServeCert replaces the server's TLS certificate with one from a new CA,
