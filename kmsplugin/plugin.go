@@ -223,6 +223,14 @@ func (p *Plugin) refresh(ctx context.Context) {
 		p.publishHealth()
 		return
 	}
+	// Encrypt batches may lean on this read like on one of their own. It
+	// goes in before the key it names becomes current, so a batch pinned
+	// to a new version never meets an older read without that version.
+	done := &keyRead{sent: start, done: make(chan struct{}), ki: ki}
+	close(done.done)
+	p.kmu.Lock()
+	p.kread = done
+	p.kmu.Unlock()
 	prev := p.current.Load()
 	if prev == nil || prev.text != text {
 		p.current.Store(&currentKey{id: id, text: text, since: p.clock.Now()})
@@ -461,33 +469,49 @@ func (p *Plugin) decryptBatch(ctx context.Context, cts []string) ([]string, []er
 	})
 }
 
-// keyRead is one read of the Transit key that encrypt batches running at
-// the same time share.
+// keyCheckReuse is how long after it was sent one read of the Transit key
+// may vouch for the encrypt batches that follow. A read per batch cost as
+// much in Vault as the encrypt it checked; one per window costs a few per
+// second at any load, and a key deleted and created again is still
+// noticed by every encrypt sent more than this long afterwards (before,
+// the window was one round trip; deleting and recreating a key takes an
+// operator three requests in any case).
+const keyCheckReuse = 50 * time.Millisecond
+
+// keyRead is one read of the Transit key that encrypt batches share.
 type keyRead struct {
+	sent time.Time
 	done chan struct{}
 	ki   transitkey.KeyInfo
 	err  error
 }
 
-// keyCheck returns the key read in flight, or starts one. A batch joins a
-// read that is already on its way, so it was sent no more than one Vault
-// round trip before the batch's encrypt: the same window a read of its own
-// sent beside the encrypt would have, at a fraction of the requests.
+// failed tells whether the read has ended with an error.
+func (r *keyRead) failed() bool {
+	select {
+	case <-r.done:
+		return r.err != nil
+	default:
+		return false
+	}
+}
+
+// keyCheck returns a read of the key sent no more than keyCheckReuse ago
+// (still in flight or answered), or starts one beside the batch's encrypt.
+// A failed read is never reused.
 func (p *Plugin) keyCheck() *keyRead {
+	now := p.clock.Now()
 	p.kmu.Lock()
 	defer p.kmu.Unlock()
-	if p.kread != nil {
-		return p.kread
+	if r := p.kread; r != nil && now.Sub(r.sent) <= keyCheckReuse && !r.failed() {
+		return r
 	}
-	r := &keyRead{done: make(chan struct{})}
+	r := &keyRead{sent: now, done: make(chan struct{})}
 	p.kread = r
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CallTimeout)
 		defer cancel()
 		r.ki, r.err = p.transit.ReadKey(ctx)
-		p.kmu.Lock()
-		p.kread = nil
-		p.kmu.Unlock()
 		close(r.done)
 	}()
 	return r

@@ -198,3 +198,76 @@ func TestErrorsCarryNoPayload(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestEncryptKeyCheckIsSharedForAWindow pins how encrypt batches check
+// that the key was not deleted and created again: a read of the key sent
+// within keyCheckReuse vouches for them, the refresher's read included;
+// an older or failed read does not.
+func TestEncryptKeyCheckIsSharedForAWindow(t *testing.T) {
+	ctx := context.Background()
+	recreated := keyInfo(1)
+	recreated.Created[1] = time.Unix(5000, 0).UTC()
+	steps := []struct {
+		name      string
+		step      time.Duration // clock moves before the encrypt
+		info      *transitkey.KeyInfo
+		readErr   error
+		wantReads int // reads by encrypt batches so far
+		wantCode  codes.Code
+	}{
+		{name: "the refresher's read vouches", wantReads: 0, wantCode: codes.OK},
+		{name: "still within the window", step: keyCheckReuse / 2, wantReads: 0, wantCode: codes.OK},
+		{name: "past the window, a read of its own", step: keyCheckReuse, wantReads: 1, wantCode: codes.OK},
+		{name: "within the window of that read", step: time.Millisecond, wantReads: 1, wantCode: codes.OK},
+		{name: "a failed read lets the batch through", step: 2 * keyCheckReuse, readErr: errors.New("vault down"), wantReads: 2, wantCode: codes.OK},
+		{name: "and is not reused", step: time.Millisecond, wantReads: 3, wantCode: codes.OK},
+		{name: "recreated key within the window is not seen yet", step: time.Millisecond, info: &recreated, wantReads: 3, wantCode: codes.OK},
+		{name: "recreated key past the window is refused", step: 2 * keyCheckReuse, wantReads: 4, wantCode: codes.Unavailable},
+	}
+	tr := &stubTransit{info: keyInfo(1)}
+	p, clk := newTestPlugin(tr)
+	p.refresh(ctx)
+	base := tr.reads
+	for _, s := range steps {
+		clk.Step(s.step)
+		tr.mu.Lock()
+		if s.info != nil {
+			tr.info = *s.info
+		}
+		tr.readErr = s.readErr
+		tr.mu.Unlock()
+		_, err := p.Encrypt(ctx, "uid", []byte("seed"))
+		tr.mu.Lock()
+		reads := tr.reads - base
+		tr.mu.Unlock()
+		if status.Code(err) != s.wantCode || reads != s.wantReads {
+			t.Fatalf("%s: encrypt %v (want %s), %d reads by batches (want %d)", s.name, err, s.wantCode, reads, s.wantReads)
+		}
+	}
+}
+
+// TestEncryptRightAfterRotationIsNotRefused: a batch pinned to the version
+// the refresher just found must not be judged by an older read that lacks
+// it (which would fail every encrypt for a window after each rotation).
+func TestEncryptRightAfterRotationIsNotRefused(t *testing.T) {
+	ctx := context.Background()
+	tr := &stubTransit{info: keyInfo(1)}
+	p, clk := newTestPlugin(tr)
+	p.refresh(ctx)
+	clk.Step(2 * keyCheckReuse)
+	if _, err := p.Encrypt(ctx, "uid", []byte("seed")); err != nil { // a batch's own read of version 1
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	tr.info = keyInfo(2)
+	tr.mu.Unlock()
+	clk.Step(time.Millisecond)
+	p.refresh(ctx)
+	enc, err := p.Encrypt(ctx, "uid", []byte("seed"))
+	if err != nil {
+		t.Fatalf("encrypt right after the refresher found version 2: %v", err)
+	}
+	if id, _ := transitkey.ParseKeyID(enc.KeyID); id.Version != 2 {
+		t.Fatalf("key_id %q, want version 2", enc.KeyID)
+	}
+}

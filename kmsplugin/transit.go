@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 
 	"github.com/hashicorp/vault/api"
 
@@ -22,6 +21,7 @@ type itemResult struct {
 // Transit talks to one Transit key. Every call is one Vault request.
 type Transit struct {
 	client *api.Client
+	raw    *vault.Raw
 	mount  string
 	key    string
 	aad    string // base64 associated data, or empty
@@ -30,7 +30,7 @@ type Transit struct {
 // NewTransit returns a Transit client for mount/key. associatedData, when
 // set, is bound to every ciphertext.
 func NewTransit(client *api.Client, mount, key string, associatedData []byte) *Transit {
-	t := &Transit{client: client, mount: transitkey.NormalizeMount(mount), key: key}
+	t := &Transit{client: client, raw: vault.NewRaw(client), mount: transitkey.NormalizeMount(mount), key: key}
 	if len(associatedData) > 0 {
 		t.aad = base64.StdEncoding.EncodeToString(associatedData)
 	}
@@ -47,6 +47,11 @@ type batchItem struct {
 	Ciphertext     string `json:"ciphertext,omitempty"`
 	KeyVersion     int    `json:"key_version,omitempty"`
 	AssociatedData string `json:"associated_data,omitempty"`
+}
+
+type batchRequest struct {
+	BatchInput                 []batchItem `json:"batch_input"`
+	PartialFailureResponseCode int         `json:"partial_failure_response_code"`
 }
 
 type batchResponse struct {
@@ -82,37 +87,35 @@ func (t *Transit) DecryptBatch(ctx context.Context, token string, ciphertexts []
 }
 
 func (t *Transit) batch(ctx context.Context, token, op string, in []batchItem, value func(batchResult) string) ([]itemResult, error) {
-	body, err := json.Marshal(map[string]any{"batch_input": in, "partial_failure_response_code": 200})
+	what := "transit " + op + " with key \"" + t.mount + "/" + t.key + "\""
+	if len(in) == 1 {
+		// A lone call, the usual case on a quiet cluster, goes without the
+		// batch wrapping: Vault answers it measurably sooner.
+		return t.single(ctx, token, op, what, in[0], value)
+	}
+	body, err := json.Marshal(batchRequest{BatchInput: in, PartialFailureResponseCode: 200})
 	if err != nil {
 		return nil, fmt.Errorf("encode transit %s request: %w", op, err)
 	}
-	what := fmt.Sprintf("transit %s with key %q", op, t.mount+"/"+t.key)
 	// The token is the one the caller will report if Vault refuses it, so
 	// a re-login is tied to the token that was actually refused.
-	r := t.client.NewRequest("POST", "/v1/"+t.mount+"/"+op+"/"+t.key)
-	r.ClientToken = token
-	r.BodyBytes = body
-	//nolint:staticcheck // RawRequestWithContext is the api's way to send a request with its own token.
-	resp, err := t.client.RawRequestWithContext(ctx, r)
-	if resp != nil {
-		defer resp.Body.Close()
+	code, raw, err := t.raw.Post(ctx, t.mount+"/"+op+"/"+t.key, token, body)
+	if err != nil {
+		return nil, vault.Wrap(what, err)
 	}
 	// Vault answers 400 with every item's error when all of them failed;
 	// those answers still carry per-item results worth reading.
-	if err != nil && (resp == nil || resp.StatusCode != 400) {
-		return nil, vault.Wrap(what, err)
-	}
-	raw, rerr := io.ReadAll(resp.Body)
-	if rerr != nil {
-		return nil, vault.Wrap("read the answer of "+what, rerr)
+	failed := vault.AnswerError(code, raw)
+	if failed != nil && code != 400 {
+		return nil, vault.Wrap(what, failed)
 	}
 	var br batchResponse
-	if jerr := json.Unmarshal(raw, &br); jerr != nil {
+	if jerr := json.Unmarshal(raw, &br); jerr != nil && failed == nil {
 		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: "vault's answer is not the expected JSON"}
 	}
 	if len(br.Data.BatchResults) != len(in) {
-		if err != nil {
-			return nil, vault.Wrap(what, err)
+		if failed != nil {
+			return nil, vault.Wrap(what, failed)
 		}
 		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: fmt.Sprintf("vault returned %d results for %d items", len(br.Data.BatchResults), len(in))}
 	}
@@ -125,4 +128,30 @@ func (t *Transit) batch(ctx context.Context, token, op string, in []batchItem, v
 		out[i].Value = value(r)
 	}
 	return out, nil
+}
+
+// single sends one item as a plain (not batch) request. Vault's 400 is
+// that item's own error, as a batch would have reported it.
+func (t *Transit) single(ctx context.Context, token, op, what string, in batchItem, value func(batchResult) string) ([]itemResult, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("encode transit %s request: %w", op, err)
+	}
+	code, raw, err := t.raw.Post(ctx, t.mount+"/"+op+"/"+t.key, token, body)
+	if err != nil {
+		return nil, vault.Wrap(what, err)
+	}
+	if failed := vault.AnswerError(code, raw); failed != nil {
+		if code == 400 {
+			return []itemResult{{Err: vault.Wrap(what, failed)}}, nil
+		}
+		return nil, vault.Wrap(what, failed)
+	}
+	var sr struct {
+		Data batchResult `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &sr); err != nil {
+		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: "vault's answer is not the expected JSON"}
+	}
+	return []itemResult{{Value: value(sr.Data)}}, nil
 }
