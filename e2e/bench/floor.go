@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/syncer"
+)
+
+// floorNamespace holds the objects of the API server floor measurement.
+const floorNamespace = "floor"
+
+// measureFloor times, with no controller and no Vault, the writes one kv
+// VaultSecret costs however well a controller does its part: its create,
+// the create of its Secret and one status write saying Ready, for n
+// VaultSecrets from the same 16 writers. No controller can make n
+// VaultSecrets Ready faster than kube-apiserver takes these writes. The
+// objects are deleted afterwards, so no controller started later sees
+// them.
+func measureFloor(env *harness.Main, c client.Client, n int) time.Duration {
+	// A first pass warms the API server (its first writes of a resource
+	// are slower), as the runs measured later find it warm.
+	floorPass(env, c, n)
+	return floorPass(env, c, n)
+}
+
+func floorPass(env *harness.Main, c client.Client, n int) time.Duration {
+	ctx := context.Background()
+	ttl := metav1.Duration{Duration: time.Minute}
+	data := map[string][]byte{"password": []byte("p")}
+	start := time.Now()
+	err := createAll(0, n, func(i int) error {
+		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: floorNamespace, Name: fmt.Sprintf("vs-%05d", i)},
+			Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+				Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
+		if err := c.Create(ctx, vs); err != nil {
+			return err
+		}
+		yes := true
+		now := metav1.Now()
+		expires := metav1.NewTime(now.Add(ttl.Duration))
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: floorNamespace, Name: vs.Name,
+			Labels:      map[string]string{syncer.ManagedByLabel: syncer.ManagedByValue},
+			Annotations: map[string]string{syncer.ExpiresAtAnnotation: expires.UTC().Format(time.RFC3339)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VaultSecret", Name: vs.Name, UID: vs.UID,
+				Controller: &yes, BlockOwnerDeletion: &yes}}},
+			Type: corev1.SecretTypeOpaque, Data: data}
+		if err := c.Create(ctx, s); err != nil {
+			return err
+		}
+		vs.Status.ObservedGeneration = vs.Generation
+		vs.Status.ExpiresAt, vs.Status.RefreshAt, vs.Status.LastSyncTime = &expires, &expires, &now
+		vs.Status.SecretName = s.Name
+		vs.Status.DataHMAC = "hmac-sha256:" + strings.Repeat("A", 43)
+		meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Synced",
+			Message: "Secret synced from Vault", ObservedGeneration: vs.Generation})
+		return c.Status().Update(ctx, vs)
+	})
+	took := time.Since(start)
+	if err != nil {
+		env.Fatalf("floor: %v", err)
+	}
+	if err := c.DeleteAllOf(ctx, &v1alpha1.VaultSecret{}, client.InNamespace(floorNamespace)); err != nil {
+		env.Fatalf("floor: delete VaultSecrets: %v", err)
+	}
+	if err := c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(floorNamespace)); err != nil {
+		env.Fatalf("floor: delete Secrets: %v", err)
+	}
+	return took
+}
