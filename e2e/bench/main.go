@@ -90,6 +90,7 @@ func main() {
 	scanSizes := flag.String("scan-sizes", "10000,100000", "numbers of secrets to scan, comma separated")
 	reencryptN := flag.Int("reencrypt", 10000, "stale secrets to re-encrypt")
 	inflight := flag.Int("inflight", 0, "plugin's concurrent Transit requests per operation (0: its default)")
+	pluginProcess := flag.Bool("plugin-process", false, "run the plugin as its own process (the vaultkms-plugin binary, as users run it) instead of inside the bench")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process plugin and the callers) to this file")
 	othersFlag := flag.String("others", "vso,eso,eso-cache", "controllers measured beside vaultkms's (built by `make bench-tools`): vso, eso, eso-cache, comma separated; empty for none")
 	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write kube-apiserver's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
@@ -116,7 +117,7 @@ func main() {
 	defer env.Close()
 	env.StopOnSignal()
 	if *only == "" || *only == "plugin" {
-		benchPlugin(env, *dur, *workers, *inflight)
+		benchPlugin(env, *dur, *workers, *inflight, *pluginProcess)
 	}
 	if *only == "" || *only == "scan" {
 		var sizes []int
@@ -148,13 +149,19 @@ func main() {
 	}
 }
 
-func benchPlugin(env *harness.Main, d time.Duration, w, inflight int) {
+func benchPlugin(env *harness.Main, d time.Duration, w, inflight int, process bool) {
 	dur, workers := &d, &w
 	v := harness.StartVault(env)
 	v.TransitKey("transit", "kms")
-	p := harness.StartPlugin(env, v, harness.PluginOptions{Key: "kms", MaxInFlight: inflight})
-	p.WaitKeyID(env, 20*time.Second)
-	kms := p.Client(env)
+	var kms kmsapi.KeyManagementServiceClient
+	where := "inside the bench's process"
+	if process {
+		kms, where = startPluginProcess(env, v, "kms", inflight)
+	} else {
+		p := harness.StartPlugin(env, v, harness.PluginOptions{Key: "kms", MaxInFlight: inflight})
+		p.WaitKeyID(env, 20*time.Second)
+		kms = p.Client(env)
+	}
 	direct := v.Client()
 	ctx := context.Background()
 	seed := make([]byte, 32)
@@ -185,7 +192,7 @@ func benchPlugin(env *harness.Main, d time.Duration, w, inflight int) {
 			}},
 	}
 
-	fmt.Printf("vaultkms plugin vs direct single-call Transit client, real Vault on this machine\n")
+	fmt.Printf("vaultkms plugin (%s) vs direct single-call Transit client, real Vault on this machine\n", where)
 	fmt.Printf("%d runs of %s per mode, interleaved\n\n", 2, *dur)
 	fmt.Printf("%-8s %-8s %8s %10s %10s %10s %8s\n", "op", "callers", "mode", "ops/s", "p50", "p99", "ratio")
 	for _, op := range ops {
