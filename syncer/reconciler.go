@@ -276,6 +276,12 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind so
 	return r.fetchAndWrite(ctx, vs, orig, kind, now, exists, &existing)
 }
 
+// finishAfterShutdown bounds a pass that has started issuing credentials
+// once the process is told to stop; it is below the 15 s leader election
+// Lease (controller-runtime's default), which the stopping leader keeps
+// until it exits.
+const finishAfterShutdown = 10 * time.Second
+
 // vaultCtx bounds one Vault request.
 func (r *Reconciler) vaultCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if r.VaultTimeout <= 0 {
@@ -337,6 +343,14 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret
 	if err != nil {
 		return r.failedLogin(ctx, vs, orig, now, err)
 	}
+	// From here on credentials may be issued. A shutdown cancels ctx, and
+	// a pass cut short after Vault issued would leave them unrecorded: a
+	// lease nobody revokes, and another replica issuing again. So the pass
+	// finishes on a deadline of its own; controller-runtime waits for
+	// running passes before the process exits, and the deadline is shorter
+	// than the leader election Lease, so no other replica acts meanwhile.
+	ctx, cancelPass := context.WithTimeout(context.WithoutCancel(ctx), finishAfterShutdown)
+	defer cancelPass()
 	vctx, cancel := r.vaultCtx(ctx)
 	f, err := kind.fetch(vctx, tok.Client, vs)
 	cancel()
