@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -229,3 +230,36 @@ func TestFailingSince(t *testing.T) {
 		})
 	}
 }
+
+// TestOutliveCancel pins what a pass that has started issuing credentials
+// gets when the process is told to stop: the rest of its grace, not an
+// immediate cancellation, and no deadline at all before that.
+func TestOutliveCancel(t *testing.T) {
+	parent, stopParent := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
+	ctx, cancel := outliveCancel(parent, 50*time.Millisecond)
+	defer cancel()
+	if _, ok := ctx.Deadline(); ok {
+		t.Fatal("a deadline before any shutdown")
+	}
+	if ctx.Value(ctxKey{}) != "v" {
+		t.Fatal("values of the parent lost")
+	}
+	stopParent()
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("ended with its parent: %v", err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5 s after its parent ended; want the 50 ms grace")
+	}
+
+	// Canceled by its own cancel, it ends at once.
+	ctx2, cancel2 := outliveCancel(context.Background(), time.Hour)
+	cancel2()
+	if ctx2.Err() == nil {
+		t.Fatal("its own cancel did not end it")
+	}
+}
+
+type ctxKey struct{}

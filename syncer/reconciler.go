@@ -282,6 +282,19 @@ func (r *Reconciler) sync(ctx context.Context, vs *v1alpha1.VaultSecret, kind so
 // until it exits.
 const finishAfterShutdown = 10 * time.Second
 
+// outliveCancel returns a context that ends grace after ctx is canceled
+// (or when the returned cancel is called), not at once; ctx's values carry
+// over. Until ctx ends it adds no deadline of its own.
+func outliveCancel(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	detached, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		// Real time: this paces a shutdown, not the reconcile logic.
+		t := time.AfterFunc(grace, cancel)
+		context.AfterFunc(detached, func() { t.Stop() })
+	})
+	return detached, func() { stop(); cancel() }
+}
+
 // vaultCtx bounds one Vault request.
 func (r *Reconciler) vaultCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if r.VaultTimeout <= 0 {
@@ -345,11 +358,12 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, vs *v1alpha1.VaultSecret
 	}
 	// From here on credentials may be issued. A shutdown cancels ctx, and
 	// a pass cut short after Vault issued would leave them unrecorded: a
-	// lease nobody revokes, and another replica issuing again. So the pass
-	// finishes on a deadline of its own; controller-runtime waits for
-	// running passes before the process exits, and the deadline is shorter
-	// than the leader election Lease, so no other replica acts meanwhile.
-	ctx, cancelPass := context.WithTimeout(context.WithoutCancel(ctx), finishAfterShutdown)
+	// lease nobody revokes, and another replica issuing again. So once
+	// told to stop the pass still gets finishAfterShutdown to finish;
+	// controller-runtime waits for running passes before the process
+	// exits, and that time is shorter than the leader election Lease, so
+	// no other replica acts meanwhile.
+	ctx, cancelPass := outliveCancel(ctx, finishAfterShutdown)
 	defer cancelPass()
 	vctx, cancel := r.vaultCtx(ctx)
 	f, err := kind.fetch(vctx, tok.Client, vs)
