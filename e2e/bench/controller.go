@@ -210,14 +210,20 @@ func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl me
 	ctx := context.Background()
 	start := time.Now()
 	err := createAll(from, to, func(i int) error {
-		return c.Create(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("vs-%05d", i)},
-			Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
-				Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}})
+		return c.Create(ctx, kvVaultSecret("app", fmt.Sprintf("vs-%05d", i), ttl))
 	})
 	if err != nil {
 		env.Fatalf("create: %v", err)
 	}
 	return time.Since(start)
+}
+
+// kvVaultSecret is the bench's VaultSecret: the app role reading
+// secret/app/config, refreshed every ttl.
+func kvVaultSecret(namespace, name string, ttl metav1.Duration) *v1alpha1.VaultSecret {
+	return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
 }
 
 // waitAllReady waits until n VaultSecrets in namespace app are Ready.

@@ -39,9 +39,7 @@ func floorPass(env *harness.Main, c client.Client, n int) time.Duration {
 	data := map[string][]byte{"password": []byte("p")}
 	start := time.Now()
 	err := createAll(0, n, func(i int) error {
-		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: floorNamespace, Name: fmt.Sprintf("vs-%05d", i)},
-			Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
-				Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
+		vs := kvVaultSecret(floorNamespace, fmt.Sprintf("vs-%05d", i), ttl)
 		if err := c.Create(ctx, vs); err != nil {
 			return err
 		}
