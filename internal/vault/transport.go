@@ -2,6 +2,7 @@ package vault
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -124,7 +125,34 @@ type transport struct {
 	mu        sync.Mutex
 	lastCheck time.Time
 	lastSum   [32]byte
-	rt        atomic.Pointer[http.Transport]
+	rt        atomic.Pointer[roundTrippers]
+}
+
+// roundTrippers are the two ways of sending built from one TLS
+// configuration: net/http's transport for the api package's requests, and
+// the inline one for Raw's.
+type roundTrippers struct {
+	std    *http.Transport
+	inline *inlineTransport
+}
+
+func newRoundTrippers(cfg *tls.Config) *roundTrippers {
+	return &roundTrippers{std: newHTTPTransport(cfg), inline: newInlineTransport(cfg)}
+}
+
+func (r *roundTrippers) closeIdle() {
+	r.std.CloseIdleConnections()
+	r.inline.closeIdle()
+}
+
+// inlineKey marks a request's context for the inline transport.
+type inlineKey struct{}
+
+// withInline marks ctx so that its requests go through the inline
+// transport; only requests that are small, read whole and safe to send
+// twice may be marked.
+func withInline(ctx context.Context) context.Context {
+	return context.WithValue(ctx, inlineKey{}, true)
 }
 
 func newTransport(addrs []*url.URL, files tlsFiles, check time.Duration) (*transport, error) {
@@ -137,7 +165,7 @@ func newTransport(addrs []*url.URL, files tlsFiles, check time.Duration) (*trans
 		return nil, err
 	}
 	t.lastSum, t.lastCheck = files.fingerprint(), time.Now()
-	t.rt.Store(newHTTPTransport(cfg))
+	t.rt.Store(newRoundTrippers(cfg))
 	return t, nil
 }
 
@@ -157,10 +185,10 @@ func newHTTPTransport(cfg *tls.Config) *http.Transport {
 	}
 }
 
-// httpTransport returns the transport for the current files, rebuilding
-// it when their content changed. A half-written pair (certificate renewed,
-// key not yet) keeps the previous transport until the next check.
-func (t *transport) httpTransport() *http.Transport {
+// roundTrippers returns the transports for the current files, rebuilding
+// them when their content changed. A half-written pair (certificate
+// renewed, key not yet) keeps the previous ones until the next check.
+func (t *transport) roundTrippers() *roundTrippers {
 	if t.files == (tlsFiles{}) {
 		return t.rt.Load()
 	}
@@ -180,15 +208,15 @@ func (t *transport) httpTransport() *http.Transport {
 		return t.rt.Load()
 	}
 	t.lastSum = sum
-	old := t.rt.Swap(newHTTPTransport(cfg))
+	old := t.rt.Swap(newRoundTrippers(cfg))
 	// Connections made with the old certificates close once idle.
-	old.CloseIdleConnections()
+	old.closeIdle()
 	return t.rt.Load()
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
-// current transport.
-func (t *transport) CloseIdleConnections() { t.rt.Load().CloseIdleConnections() }
+// current transports.
+func (t *transport) CloseIdleConnections() { t.rt.Load().closeIdle() }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" && !(req.URL.Scheme == "http" && isLoopback(req.URL.Hostname())) {
@@ -197,7 +225,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, fmt.Errorf("refusing %s://%s: plain http is allowed only to a loopback address", req.URL.Scheme, req.URL.Hostname())
 	}
-	rt := t.httpTransport()
+	rts := t.roundTrippers()
+	var rt http.RoundTripper = rts.std
+	if req.Context().Value(inlineKey{}) != nil {
+		rt = rts.inline
+	}
 	// Requests to the configured address (the api client only knows the
 	// first) go to whichever address is current; a redirect elsewhere is
 	// sent as it is.

@@ -1,0 +1,142 @@
+package vault
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// These tests drive the inline transport against net/http's own server:
+// they check HTTP mechanics (reuse, a closed idle connection, cancel,
+// size limit), not Vault.
+
+func inlineServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func inlinePost(t *testing.T, it *inlineTransport, ctx context.Context, url, body string) (int, string, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := it.RoundTrip(req)
+	if err != nil {
+		return 0, "", err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.WriteHeader(http.StatusOK)
+	w.Write(append([]byte("got "), b...))
+}
+
+func TestInlineReusesConnection(t *testing.T) {
+	srv, conns := inlineServer(t, echo)
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	for i := range 5 {
+		code, body, err := inlinePost(t, it, context.Background(), srv.URL+"/v1/x", "abc")
+		if err != nil || code != 200 || body != "got abc" {
+			t.Fatalf("call %d: code %d body %q err %v", i, code, body, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("5 sequential calls opened %d connections, want 1", n)
+	}
+}
+
+func TestInlineResendsOnClosedIdleConnection(t *testing.T) {
+	srv, conns := inlineServer(t, echo)
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "one"); err != nil {
+		t.Fatal(err)
+	}
+	// The server drops its idle connections, as Vault's listener does
+	// after its idle timeout.
+	srv.CloseClientConnections()
+	code, body, err := inlinePost(t, it, context.Background(), srv.URL, "two")
+	if err != nil || code != 200 || body != "got two" {
+		t.Fatalf("after the server closed the idle connection: code %d body %q err %v", code, body, err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("opened %d connections, want 2", n)
+	}
+}
+
+func TestInlineCancelStopsWaiting(t *testing.T) {
+	release := make(chan struct{})
+	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		echo(w, r)
+	})
+	defer close(release)
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, _, err := inlinePost(t, it, ctx, srv.URL+"/slow", "x")
+	if err == nil || !strings.Contains(err.Error(), context.Canceled.Error()) {
+		t.Fatalf("cancelled call: err %v, want context canceled", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancel took %s to interrupt the call", d)
+	}
+	// The interrupted connection is not reused: the next call works.
+	if code, body, err := inlinePost(t, it, context.Background(), srv.URL+"/v1/x", "y"); err != nil || body != "got y" {
+		t.Fatalf("call after a cancel: code %d body %q err %v", code, body, err)
+	}
+}
+
+func TestInlineRefusesHugeAnswer(t *testing.T) {
+	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, maxAnswer+10))
+	})
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
+		t.Fatalf("huge answer: err %v, want a size error", err)
+	}
+}
+
+func TestInlineChunkedAnswerAndClose(t *testing.T) {
+	srv, conns := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Write([]byte("part1 "))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("part2"))
+	})
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	for range 2 {
+		if _, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || body != "part1 part2" {
+			t.Fatalf("chunked answer: body %q err %v", body, err)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("Connection: close answers must not be reused: %d connections, want 2", n)
+	}
+}
