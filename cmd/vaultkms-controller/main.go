@@ -101,9 +101,16 @@ func run() error {
 		Scheme: scheme,
 		// Only Secrets this controller manages are cached, so memory does
 		// not grow with the cluster's other Secrets.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{syncer.ManagedByLabel: syncer.ManagedByValue})},
-		}},
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{syncer.ManagedByLabel: syncer.ManagedByValue})},
+			},
+			// managedFields are never read here. Without them the cache
+			// is smaller, and the updates built from cached objects carry
+			// none, which the API server reads as "unchanged" instead of
+			// decoding and comparing them on every write.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,
