@@ -30,7 +30,9 @@ type inlineTransport struct {
 }
 
 type inlineConn struct {
-	nc       net.Conn
+	nc net.Conn
+	// raw is the TCP connection under nc, checked before reuse.
+	raw      net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
@@ -71,21 +73,37 @@ func (t *inlineTransport) closeIdle() {
 	}
 }
 
-func (t *inlineTransport) get(key string) *inlineConn {
+// dropIdle closes the idle connections to one address.
+func (t *inlineTransport) dropIdle(key string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	cs := t.idle[key]
-	for len(cs) > 0 {
+	delete(t.idle, key)
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.nc.Close()
+	}
+}
+
+// get returns an idle connection to key that is young enough and has
+// nothing waiting to be read, or nil.
+func (t *inlineTransport) get(key string) *inlineConn {
+	for {
+		t.mu.Lock()
+		cs := t.idle[key]
+		if len(cs) == 0 {
+			t.mu.Unlock()
+			return nil
+		}
 		c := cs[len(cs)-1]
-		cs = cs[:len(cs)-1]
-		if time.Since(c.lastUsed) < inlineIdleLimit {
-			t.idle[key] = cs
+		t.idle[key] = cs[:len(cs)-1]
+		t.mu.Unlock()
+		// Anything readable on an idle connection (an unasked answer,
+		// the server's close) means it is out of step or gone.
+		if time.Since(c.lastUsed) < inlineIdleLimit && c.br.Buffered() == 0 && !readable(c.raw) {
 			return c
 		}
 		c.nc.Close()
 	}
-	t.idle[key] = cs
-	return nil
 }
 
 func (t *inlineTransport) put(key string, c *inlineConn) {
@@ -114,6 +132,7 @@ func (t *inlineTransport) dial(ctx context.Context, u *http.Request) (*inlineCon
 	if err != nil {
 		return nil, err
 	}
+	raw := nc
 	if u.URL.Scheme == "https" {
 		cfg := t.tls.Clone()
 		if cfg.ServerName == "" {
@@ -129,7 +148,7 @@ func (t *inlineTransport) dial(ctx context.Context, u *http.Request) (*inlineCon
 		}
 		nc = tc
 	}
-	return &inlineConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}, nil
+	return &inlineConn{nc: nc, raw: raw, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}, nil
 }
 
 func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -145,9 +164,14 @@ func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := req.URL.Scheme + "://" + req.URL.Host
 	// A pooled connection the server has meanwhile closed fails before
 	// any answer arrives; the request is then sent once more on a new
-	// connection, which Raw's requests allow.
+	// connection, which Raw's requests allow. The other idle connections
+	// to that address most likely went with it (a restart, a leader
+	// change), so they are dropped too.
 	for attempt := 0; ; attempt++ {
-		c := t.get(key)
+		var c *inlineConn
+		if attempt == 0 {
+			c = t.get(key)
+		}
 		reused := c != nil
 		if c == nil {
 			var err error
@@ -160,7 +184,10 @@ func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.nc.Close()
-		if reused && !answered && attempt == 0 && req.Context().Err() == nil {
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout()
+		if reused && !answered && !timedOut && attempt == 0 && req.Context().Err() == nil {
+			t.dropIdle(key)
 			continue
 		}
 		return nil, err
@@ -172,12 +199,12 @@ func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // failure the caller closes it.
 func (t *inlineTransport) exchange(req *http.Request, c *inlineConn, body []byte) (*http.Response, bool, error) {
 	ctx := req.Context()
-	if d, ok := ctx.Deadline(); ok {
-		c.nc.SetDeadline(d)
-	} else {
-		c.nc.SetDeadline(time.Time{})
+	d, _ := ctx.Deadline() // zero: none
+	if err := c.nc.SetDeadline(d); err != nil {
+		return nil, false, fmt.Errorf("set deadline: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	// A failure to interrupt shows as the call running to its deadline.
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
 	r, answered, err := roundTrip(c, req, body)
 	if !stop() {
 		// Cancelled meanwhile: the connection's deadline is spoilt.
@@ -190,7 +217,8 @@ func (t *inlineTransport) exchange(req *http.Request, c *inlineConn, body []byte
 	if err != nil {
 		return nil, answered, err
 	}
-	if r.Close || req.Close {
+	if r.Close || req.Close || c.br.Buffered() > 0 {
+		// Bytes beyond the answer would be read as the next one's.
 		c.nc.Close()
 	} else {
 		t.put(req.URL.Scheme+"://"+req.URL.Host, c)
@@ -202,7 +230,7 @@ func (t *inlineTransport) exchange(req *http.Request, c *inlineConn, body []byte
 func roundTrip(c *inlineConn, req *http.Request, body []byte) (*http.Response, bool, error) {
 	out := req.Clone(req.Context())
 	out.Body, out.ContentLength = nil, 0
-	if body != nil {
+	if len(body) > 0 {
 		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
 	if err := out.Write(c.bw); err != nil {
@@ -212,6 +240,11 @@ func roundTrip(c *inlineConn, req *http.Request, body []byte) (*http.Response, b
 		return nil, false, fmt.Errorf("send request: %w", err)
 	}
 	r, err := http.ReadResponse(c.br, out)
+	// Informational answers (100 Continue, 103 Early Hints) precede the
+	// real one; none is asked for, but one must not be taken for it.
+	for err == nil && r.StatusCode >= 100 && r.StatusCode < 200 && r.StatusCode != http.StatusSwitchingProtocols {
+		r, err = http.ReadResponse(c.br, out)
+	}
 	if err != nil {
 		return nil, c.br.Buffered() > 0, fmt.Errorf("read answer: %w", err)
 	}

@@ -1,7 +1,9 @@
 package vault
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -105,8 +107,12 @@ func TestInlineCancelStopsWaiting(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("cancel took %s to interrupt the call", d)
 	}
-	// The interrupted connection is not reused: the next call works.
-	if code, body, err := inlinePost(t, it, context.Background(), srv.URL+"/v1/x", "y"); err != nil || body != "got y" {
+	if n := idleCount(it); n != 0 {
+		t.Fatalf("the interrupted connection went back to the pool (%d idle)", n)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if code, body, err := inlinePost(t, it, ctx2, srv.URL+"/v1/x", "y"); err != nil || body != "got y" {
 		t.Fatalf("call after a cancel: code %d body %q err %v", code, body, err)
 	}
 }
@@ -135,8 +141,118 @@ func TestInlineChunkedAnswerAndClose(t *testing.T) {
 		if _, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || body != "part1 part2" {
 			t.Fatalf("chunked answer: body %q err %v", body, err)
 		}
+		if n := idleCount(it); n != 0 {
+			t.Fatalf("a Connection: close answer left %d idle connections, want 0", n)
+		}
 	}
 	if n := conns.Load(); n != 2 {
-		t.Fatalf("Connection: close answers must not be reused: %d connections, want 2", n)
+		t.Fatalf("opened %d connections, want 2", n)
+	}
+}
+
+func idleCount(it *inlineTransport) int {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	n := 0
+	for _, cs := range it.idle {
+		n += len(cs)
+	}
+	return n
+}
+
+func TestInlineResendsWhenEveryIdleConnectionIsGone(t *testing.T) {
+	srv, _ := inlineServer(t, echo)
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+	key := req.URL.Scheme + "://" + req.URL.Host
+	for range 3 {
+		c, err := it.dial(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it.put(key, c)
+	}
+	// A Vault restart or leader change drops them all at once.
+	srv.CloseClientConnections()
+	time.Sleep(50 * time.Millisecond)
+	if code, body, err := inlinePost(t, it, context.Background(), srv.URL, "z"); err != nil || code != 200 || body != "got z" {
+		t.Fatalf("after every idle connection was closed: code %d body %q err %v", code, body, err)
+	}
+}
+
+// rawServer answers each request on a connection with what reply returns,
+// written as raw bytes.
+func rawServer(t *testing.T, reply func(n int) string) *httptest.Server {
+	t.Helper()
+	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		for n := 0; ; n++ {
+			if n > 0 {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+			}
+			if _, err := io.WriteString(conn, reply(n)); err != nil {
+				return
+			}
+		}
+	})
+	return srv
+}
+
+func TestInlineSkipsInformationalAnswers(t *testing.T) {
+	srv := rawServer(t, func(n int) string {
+		return fmt.Sprintf("HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer %d", n)
+	})
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	for i := range 2 {
+		if code, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || code != 200 || body != fmt.Sprintf("answer %d", i) {
+			t.Fatalf("call %d: code %d body %q err %v, want 200 %q", i, code, body, err, fmt.Sprintf("answer %d", i))
+		}
+	}
+}
+
+func TestInlineDropsConnectionWithUnaskedBytes(t *testing.T) {
+	srv := rawServer(t, func(n int) string {
+		// An answer followed by one nobody asked for: the connection is
+		// out of step and must not serve the next call.
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer %d", n) +
+			"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+	})
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	for i := range 3 {
+		if code, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || code != 200 || body != "answer 0" {
+			t.Fatalf("call %d: code %d body %q err %v, want 200 %q on a fresh connection", i, code, body, err, "answer 0")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestInlineDropsIdleConnectionTheServerClosed(t *testing.T) {
+	srv, conns := inlineServer(t, echo)
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	defer it.closeIdle()
+	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "one"); err != nil {
+		t.Fatal(err)
+	}
+	srv.CloseClientConnections()
+	time.Sleep(50 * time.Millisecond)
+	if it.get("https://"+srv.Listener.Addr().String()) != nil {
+		t.Fatal("get handed out an idle connection the server had closed")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("opened %d connections, want 1", n)
 	}
 }
