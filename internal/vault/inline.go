@@ -152,14 +152,9 @@ func (t *inlineTransport) dial(ctx context.Context, u *http.Request) (*inlineCon
 }
 
 func (t *inlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read request body: %w", err)
-		}
-		body = b
+	body, err := takeBody(req)
+	if err != nil {
+		return nil, err
 	}
 	key := req.URL.Scheme + "://" + req.URL.Host
 	// A pooled connection the server has meanwhile closed fails before

@@ -18,7 +18,9 @@ import (
 // they check HTTP mechanics (reuse, a closed idle connection, cancel,
 // size limit), not Vault.
 
-func inlineServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+// inlineServer starts a TLS server with h and returns it, its count of
+// accepted connections and an inline transport that trusts it.
+func inlineServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32, *inlineTransport) {
 	t.Helper()
 	var conns atomic.Int32
 	srv := httptest.NewUnstartedServer(h)
@@ -29,7 +31,9 @@ func inlineServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.I
 	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return srv, &conns
+	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
+	t.Cleanup(it.closeIdle)
+	return srv, &conns, it
 }
 
 func inlinePost(t *testing.T, it *inlineTransport, ctx context.Context, url, body string) (int, string, error) {
@@ -53,9 +57,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestInlineReusesConnection(t *testing.T) {
-	srv, conns := inlineServer(t, echo)
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
+	srv, conns, it := inlineServer(t, echo)
 	for i := range 5 {
 		code, body, err := inlinePost(t, it, context.Background(), srv.URL+"/v1/x", "abc")
 		if err != nil || code != 200 || body != "got abc" {
@@ -68,9 +70,7 @@ func TestInlineReusesConnection(t *testing.T) {
 }
 
 func TestInlineResendsOnClosedIdleConnection(t *testing.T) {
-	srv, conns := inlineServer(t, echo)
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
+	srv, conns, it := inlineServer(t, echo)
 	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "one"); err != nil {
 		t.Fatal(err)
 	}
@@ -88,15 +88,13 @@ func TestInlineResendsOnClosedIdleConnection(t *testing.T) {
 
 func TestInlineCancelStopsWaiting(t *testing.T) {
 	release := make(chan struct{})
-	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, it := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			<-release
 		}
 		echo(w, r)
 	})
 	defer close(release)
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
@@ -118,25 +116,21 @@ func TestInlineCancelStopsWaiting(t *testing.T) {
 }
 
 func TestInlineRefusesHugeAnswer(t *testing.T) {
-	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, it := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Write(make([]byte, maxAnswer+10))
 	})
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
 	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
 		t.Fatalf("huge answer: err %v, want a size error", err)
 	}
 }
 
 func TestInlineChunkedAnswerAndClose(t *testing.T) {
-	srv, conns := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, conns, it := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		w.Write([]byte("part1 "))
 		w.(http.Flusher).Flush()
 		w.Write([]byte("part2"))
 	})
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
 	for range 2 {
 		if _, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || body != "part1 part2" {
 			t.Fatalf("chunked answer: body %q err %v", body, err)
@@ -161,9 +155,7 @@ func idleCount(it *inlineTransport) int {
 }
 
 func TestInlineResendsWhenEveryIdleConnectionIsGone(t *testing.T) {
-	srv, _ := inlineServer(t, echo)
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
+	srv, _, it := inlineServer(t, echo)
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
 	key := req.URL.Scheme + "://" + req.URL.Host
 	for range 3 {
@@ -183,9 +175,9 @@ func TestInlineResendsWhenEveryIdleConnectionIsGone(t *testing.T) {
 
 // rawServer answers each request on a connection with what reply returns,
 // written as raw bytes.
-func rawServer(t *testing.T, reply func(n int) string) *httptest.Server {
+func rawServer(t *testing.T, reply func(n int) string) (*httptest.Server, *inlineTransport) {
 	t.Helper()
-	srv, _ := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
+	srv, _, it := inlineServer(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -207,15 +199,13 @@ func rawServer(t *testing.T, reply func(n int) string) *httptest.Server {
 			}
 		}
 	})
-	return srv
+	return srv, it
 }
 
 func TestInlineSkipsInformationalAnswers(t *testing.T) {
-	srv := rawServer(t, func(n int) string {
+	srv, it := rawServer(t, func(n int) string {
 		return fmt.Sprintf("HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer %d", n)
 	})
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
 	for i := range 2 {
 		if code, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || code != 200 || body != fmt.Sprintf("answer %d", i) {
 			t.Fatalf("call %d: code %d body %q err %v, want 200 %q", i, code, body, err, fmt.Sprintf("answer %d", i))
@@ -224,14 +214,12 @@ func TestInlineSkipsInformationalAnswers(t *testing.T) {
 }
 
 func TestInlineDropsConnectionWithUnaskedBytes(t *testing.T) {
-	srv := rawServer(t, func(n int) string {
+	srv, it := rawServer(t, func(n int) string {
 		// An answer followed by one nobody asked for: the connection is
 		// out of step and must not serve the next call.
 		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer %d", n) +
 			"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
 	})
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
 	for i := range 3 {
 		if code, body, err := inlinePost(t, it, context.Background(), srv.URL, "x"); err != nil || code != 200 || body != "answer 0" {
 			t.Fatalf("call %d: code %d body %q err %v, want 200 %q on a fresh connection", i, code, body, err, "answer 0")
@@ -241,9 +229,7 @@ func TestInlineDropsConnectionWithUnaskedBytes(t *testing.T) {
 }
 
 func TestInlineDropsIdleConnectionTheServerClosed(t *testing.T) {
-	srv, conns := inlineServer(t, echo)
-	it := newInlineTransport(srv.Client().Transport.(*http.Transport).TLSClientConfig)
-	defer it.closeIdle()
+	srv, conns, it := inlineServer(t, echo)
 	if _, _, err := inlinePost(t, it, context.Background(), srv.URL, "one"); err != nil {
 		t.Fatal(err)
 	}

@@ -237,14 +237,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if len(t.addrs) == 1 || req.URL.Scheme != primary.Scheme || req.URL.Host != primary.Host {
 		return rt.RoundTrip(req)
 	}
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read request body: %w", err)
-		}
-		body = b
+	body, err := takeBody(req)
+	if err != nil {
+		return nil, err
 	}
 	start := int(t.current.Load())
 	var lastErr error
@@ -271,6 +266,20 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, lastErr
+}
+
+// takeBody reads and closes req's body, so that it can be sent again; nil
+// when there is none.
+func takeBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	return b, nil
 }
 
 // isConnectFailure tells whether err happened before the request could
