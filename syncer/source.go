@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
 // fetched is what one read of a source returned.
@@ -119,6 +120,7 @@ func (dynamicKind) release(ctx context.Context, c *api.Client, id string) error 
 }
 
 func readKV(ctx context.Context, c *api.Client, src *v1alpha1.KVSource) (fetched, error) {
+	ctx = vault.Inline(ctx)
 	mount := strings.Trim(src.Mount, "/")
 	if src.KVVersion == 1 {
 		s, err := c.Logical().ReadWithContext(ctx, mount+"/"+src.Path)

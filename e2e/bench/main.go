@@ -83,7 +83,7 @@ func merge(a, b result) result {
 func main() {
 	dur := flag.Duration("duration", 3*time.Second, "length of each measured run (each mode runs twice, interleaved)")
 	workers := flag.Int("workers", 8, "concurrent callers")
-	only := flag.String("only", "", "run one part: plugin, scan, reencrypt or controller")
+	only := flag.String("only", "", "run one part: plugin, kvreads, scan, reencrypt or controller")
 	vaultSecrets := flag.Int("vaultsecrets", 1000, "kv VaultSecrets created at once")
 	unmanaged := flag.Int("unmanaged", 10000, "unmanaged Secrets for the controller memory comparison")
 	managed := flag.Int("managed", 10000, "managed VaultSecrets for the controller memory figure (0: skip)")
@@ -118,6 +118,9 @@ func main() {
 	env.StopOnSignal()
 	if *only == "" || *only == "plugin" {
 		benchPlugin(env, *dur, *workers, *inflight, *pluginProcess)
+	}
+	if *only == "" || *only == "kvreads" {
+		benchKVReads(env, 8000, 5)
 	}
 	if *only == "" || *only == "scan" {
 		var sizes []int

@@ -3,11 +3,14 @@ package vault
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -240,5 +243,37 @@ func TestInlineDropsIdleConnectionTheServerClosed(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("opened %d connections, want 1", n)
+	}
+}
+
+// TestInlineContextSendsAPIReadsOverHTTP1 checks that a context marked
+// with Inline takes the api package's requests off HTTP/2, and that an
+// unmarked one stays on it.
+func TestInlineContextSendsAPIReadsOverHTTP1(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"data":{"proto":%q}}`, r.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(Config{Address: srv.URL, CACert: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ctx  context.Context
+		want string
+	}{{Inline(context.Background()), "HTTP/1.1"}, {context.Background(), "HTTP/2.0"}} {
+		s, err := c.Logical().ReadWithContext(tc.ctx, "secret/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Data["proto"]; got != tc.want {
+			t.Fatalf("request went over %v, want %s", got, tc.want)
+		}
 	}
 }
