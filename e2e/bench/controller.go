@@ -209,7 +209,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl metav1.Duration) time.Duration {
 	ctx := context.Background()
 	start := time.Now()
-	err := createAll(from, to, func(i int) error {
+	err := inParallel(from, to, func(i int) error {
 		return c.Create(ctx, kvVaultSecret("app", fmt.Sprintf("vs-%05d", i), ttl))
 	})
 	if err != nil {
@@ -236,7 +236,7 @@ func waitAllReady(env *harness.Main, cfg *rest.Config, n int, start time.Time) {
 func createUnmanaged(env *harness.Main, c client.Client, n int) {
 	ctx := context.Background()
 	val := []byte(strings.Repeat("x", 1024))
-	err := createAll(0, n, func(i int) error {
+	err := inParallel(0, n, func(i int) error {
 		return c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("unmanaged-%05d", i)}, Data: map[string][]byte{"v": val}})
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ func floorPass(env *harness.Main, c client.Client, n int) time.Duration {
 	ttl := metav1.Duration{Duration: time.Minute}
 	data := map[string][]byte{"password": []byte("p")}
 	start := time.Now()
-	err := createAll(0, n, func(i int) error {
+	err := inParallel(0, n, func(i int) error {
 		vs := kvVaultSecret(floorNamespace, fmt.Sprintf("vs-%05d", i), ttl)
 		if err := c.Create(ctx, vs); err != nil {
 			return err

@@ -7,9 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/internal/vault"
@@ -19,7 +17,7 @@ import (
 // client when it goes over the api package's HTTP/2 connection (the way
 // every other controller request goes) and over the inline HTTP/1.1
 // transport the controller uses for KV reads. Both modes run in turns on
-// one Vault, n reads from 16 goroutines each time.
+// one Vault, n reads from writers goroutines each time.
 func benchKVReads(env *harness.Main, n, rounds int) {
 	v := harness.StartVault(env)
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
@@ -29,39 +27,26 @@ func benchKVReads(env *harness.Main, n, rounds int) {
 		env.Fatalf("vault client: %v", err)
 	}
 	c.SetToken(v.RootToken)
-	const workers = 16
-	type cost struct{ vault, client, wall float64 }
+	type cost struct{ vault, client float64 }
 	read := func(inline bool) cost {
-		v0, c0, t0 := cpuSeconds(env, pid), selfCPUSeconds(), time.Now()
-		var wg sync.WaitGroup
-		var once sync.Once
-		var first error
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < n; i += workers {
-					ctx := context.Background()
-					if inline {
-						ctx = vault.Inline(ctx)
-					}
-					if _, err := c.Logical().ReadWithDataWithContext(ctx, "secret/data/app/config", nil); err != nil {
-						once.Do(func() { first = err })
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if first != nil {
-			env.Fatalf("kv read: %v", first)
+		v0, c0 := cpuSeconds(env, pid), selfCPUSeconds()
+		err := inParallel(0, n, func(int) error {
+			ctx := context.Background()
+			if inline {
+				ctx = vault.Inline(ctx)
+			}
+			_, err := c.Logical().ReadWithDataWithContext(ctx, "secret/data/app/config", nil)
+			return err
+		})
+		if err != nil {
+			env.Fatalf("kv read: %v", err)
 		}
 		per := func(s float64) float64 { return s / float64(n) * 1e6 }
-		return cost{vault: per(cpuSeconds(env, pid) - v0), client: per(selfCPUSeconds() - c0), wall: time.Since(t0).Seconds()}
+		return cost{vault: per(cpuSeconds(env, pid) - v0), client: per(selfCPUSeconds() - c0)}
 	}
 	read(false) // warm both paths and Vault's caches
 	read(true)
-	fmt.Printf("\nKV reads, %d per run from %d goroutines, CPU per read (µs)\n", n, workers)
+	fmt.Printf("\nKV reads, %d per run from %d goroutines, CPU per read (µs)\n", n, writers)
 	fmt.Printf("  %3s  %12s  %12s  %13s  %13s  %s\n", "run", "vault HTTP/2", "vault inline", "client HTTP/2", "client inline", "vault inline/HTTP/2")
 	var sumH, sumI float64
 	for r := range rounds {

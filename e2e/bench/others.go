@@ -353,7 +353,7 @@ func (b *sideBySide) run(o other) syncResult {
 
 	b.audit.mark()
 	start := time.Now()
-	if err := createAll(0, b.n, func(i int) error {
+	if err := inParallel(0, b.n, func(i int) error {
 		return b.c.Create(context.Background(), o.object(ns, fmt.Sprintf("s-%05d", i), fmt.Sprintf("s-%05d", i)))
 	}); err != nil {
 		b.env.Fatalf("create %s: %v", o.gvk.Kind, err)

@@ -2,14 +2,15 @@ package main
 
 import "sync"
 
-// writers is how many clients create the bench's objects at once.
+// writers is how many clients create the bench's objects (or read Vault)
+// at once.
 const writers = 16
 
-// createAll calls create(i) for every i in [from, to) from writers
+// inParallel calls f(i) for every i in [from, to) from writers
 // goroutines and returns the first error. The caller reports it: failing
 // from one of these goroutines would tear the environment down while the
 // others still use it.
-func createAll(from, to int, create func(i int) error) error {
+func inParallel(from, to int, f func(i int) error) error {
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
@@ -18,7 +19,7 @@ func createAll(from, to int, create func(i int) error) error {
 		go func() {
 			defer wg.Done()
 			for i := from + w; i < to; i += writers {
-				if err := create(i); err != nil {
+				if err := f(i); err != nil {
 					once.Do(func() { first = err })
 					return
 				}

@@ -22,7 +22,7 @@ func benchReencrypt(env *harness.Main, n int) {
 	p.WaitKeyID(env, 20*time.Second)
 	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{EncryptionConfig: harness.IdentityFirstEncryptionConfig("vault", p.Socket)})
 	ctx := context.Background()
-	if err := createAll(0, n, func(i int) error {
+	if err := inParallel(0, n, func(i int) error {
 		_, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s-%06d", i)}, Data: map[string][]byte{"v": []byte("value")},
 		}, metav1.CreateOptions{})
