@@ -37,7 +37,7 @@ func NewRaw(c *api.Client) *Raw {
 // to read.
 func (r *Raw) Post(ctx context.Context, path, token string, body []byte) (int, []byte, error) {
 	target := r.addr + "/v1/" + path
-	ctx = withInline(ctx)
+	ctx = Inline(ctx)
 	for redirects := 0; ; redirects++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {

@@ -148,20 +148,16 @@ func (r *roundTrippers) closeIdle() {
 // inlineKey marks a request's context for the inline transport.
 type inlineKey struct{}
 
-// withInline marks ctx so that its requests go through the inline
-// transport; only requests that are small, read whole and safe to send
-// twice may be marked.
-func withInline(ctx context.Context) context.Context {
+// Inline marks ctx so that requests made with it, Raw's and the api
+// package's alike, go through the inline transport: HTTP/1.1 written and
+// read by the calling goroutine, which costs Vault and the caller less CPU
+// than HTTP/2's connection loops. Only requests that are small, read whole
+// and safe to send twice (a Transit call, a KV read; not a request that
+// creates a lease) may use it: a pooled connection found dead is retried
+// once on a new one.
+func Inline(ctx context.Context) context.Context {
 	return context.WithValue(ctx, inlineKey{}, true)
 }
-
-// Inline marks ctx so that the api package's requests made with it go
-// through the inline transport, as Raw's do: HTTP/1.1 written and read by
-// the calling goroutine, which costs Vault and the caller less CPU than
-// HTTP/2's connection loops. Only reads that are small, read whole and
-// safe to send twice (a KV read, not a request that creates a lease) may
-// use it: a pooled connection found dead is retried once on a new one.
-func Inline(ctx context.Context) context.Context { return withInline(ctx) }
 
 func newTransport(addrs []*url.URL, files tlsFiles, check time.Duration) (*transport, error) {
 	if check <= 0 {
