@@ -36,6 +36,20 @@ type KeyID struct {
 	Created   time.Time
 }
 
+// NewKeyID is the one way to build a KeyID: it normalises the mount and
+// the namespace, so "transit/" and "transit" (or "root" and "") yield the
+// same key_id text. The plugin reports that text and kube-apiserver stores
+// it; a verifier that spelled the mount as given would never match it.
+func NewKeyID(namespace, mount, key string, version int, created time.Time) KeyID {
+	return KeyID{
+		Namespace: NormalizeNamespace(namespace),
+		Mount:     NormalizeMount(mount),
+		Key:       key,
+		Version:   version,
+		Created:   created,
+	}
+}
+
 func (k KeyID) String() string {
 	return strings.Join([]string{
 		KeyIDPrefix,

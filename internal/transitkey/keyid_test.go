@@ -150,3 +150,25 @@ func TestNormalizeAndSameKey(t *testing.T) {
 		t.Fatal("a different mount or namespace is a different key")
 	}
 }
+
+func TestNewKeyIDOneSpellingPerKey(t *testing.T) {
+	created := time.Unix(1764104400, 0).UTC()
+	want := "vaultkms.v1:team/a:transit:kms:2:1764104400"
+	spellings := []struct{ namespace, mount string }{
+		{"team/a", "transit"},
+		{"team/a/", "transit/"},
+		{"/team/a", "/transit/"},
+		{"team//a", "transit//"},
+		{" team/a ", " transit "},
+	}
+	for _, s := range spellings {
+		if got := NewKeyID(s.namespace, s.mount, "kms", 2, created).String(); got != want {
+			t.Errorf("NewKeyID(%q, %q) = %q, want %q", s.namespace, s.mount, got, want)
+		}
+	}
+	for _, root := range []string{"", "root", "/root/", "/"} {
+		if got := NewKeyID(root, "transit", "kms", 2, created).Namespace; got != "" {
+			t.Errorf("NewKeyID(namespace %q).Namespace = %q, want the root namespace \"\"", root, got)
+		}
+	}
+}
