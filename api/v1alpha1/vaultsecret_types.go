@@ -28,7 +28,9 @@ type VaultSecret struct {
 }
 
 // VaultSecretSpec says where the data comes from, as whom, and where it goes.
+// +kubebuilder:validation:XValidation:rule="!has(self.expiryPolicy) || self.expiryPolicy != 'Retain' || has(self.source.kv)",message="expiryPolicy Retain is only for kv sources (dynamic and pki data is dead at expiry): set spec.expiryPolicy to Delete or remove it",fieldPath=".expiryPolicy",reason=FieldValueInvalid
 type VaultSecretSpec struct {
+
 	Auth   Auth   `json:"auth"`
 	Source Source `json:"source"`
 	// TTL is how long the Secret lives: for kv, after the last successful
@@ -59,6 +61,17 @@ type VaultSecretSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="revokeGracePeriod must be a duration between 0s and 8760h, such as 2m"
 	// +optional
 	RevokeGracePeriod *metav1.Duration `json:"revokeGracePeriod,omitempty"`
+	// ExpiryPolicy says what happens to the Secret at expiry when no
+	// refresh succeeded in time (Vault unreachable or refusing): Delete
+	// (default) deletes it, so nothing outlives what Vault vouches for;
+	// Retain keeps its last data while the VaultSecret reports
+	// Ready=False with reason Expired, until the next successful read.
+	// Retain is for kv sources only: dynamic and pki data is dead at
+	// expiry.
+	// +kubebuilder:validation:Enum=Delete;Retain
+	// +kubebuilder:default=Delete
+	// +optional
+	ExpiryPolicy string `json:"expiryPolicy,omitempty"`
 	// RevokeOnDelete revokes the dynamic lease when the VaultSecret is
 	// deleted (default true). With false, deletion never waits on Vault and
 	// the lease ends on its own.
@@ -66,6 +79,14 @@ type VaultSecretSpec struct {
 	// +optional
 	RevokeOnDelete *bool `json:"revokeOnDelete,omitempty"`
 }
+
+// Values of spec.expiryPolicy.
+const (
+	// ExpiryDelete deletes the Secret at expiry (the default).
+	ExpiryDelete = "Delete"
+	// ExpiryRetain keeps a kv Secret's last data past expiry.
+	ExpiryRetain = "Retain"
+)
 
 // Auth names exactly one way to log in to Vault.
 // +kubebuilder:validation:XValidation:rule="has(self.kubernetes) != has(self.appRole)",message="auth needs exactly one of kubernetes or appRole"
