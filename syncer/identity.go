@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -30,6 +32,9 @@ type TenantToken struct {
 	Expires   time.Time // zero: the token does not expire
 	ttl       time.Duration
 	renewable bool
+	// suspect is set when Vault refused a request made with the token:
+	// the next use checks the token itself before trusting it again.
+	suspect atomic.Bool
 }
 
 // Tenants logs in to Vault as each tenant's own service account and caches
@@ -44,6 +49,9 @@ type Tenants struct {
 	// Audiences are asked for service account tokens when a VaultSecret
 	// names none; the Vault role's audience must match.
 	Audiences []string
+	// AllowedAudiences are the audiences a VaultSecret may name (default:
+	// Audiences). No token is minted for any other.
+	AllowedAudiences []string
 	// Timeout bounds each login (TokenRequest and Vault).
 	Timeout time.Duration
 	// Logins counts Vault logins, for metrics.
@@ -71,8 +79,38 @@ const loginRetryAfter = 2 * time.Second
 // LoginFunc logs a fresh client in and returns the auth secret.
 type LoginFunc func(ctx context.Context, c *api.Client) (*api.SecretAuth, error)
 
+// allowedAudiences is the allowlist in force.
+func (t *Tenants) allowedAudiences() []string {
+	if t == nil {
+		return nil
+	}
+	if len(t.AllowedAudiences) > 0 {
+		return t.AllowedAudiences
+	}
+	return t.Audiences
+}
+
+// CheckSpec refuses, before any Vault call or token request, a spec that
+// would turn the controller against Vault's own endpoints or have it mint
+// a token for an audience the administrator did not allow. The error names
+// the field.
+func (t *Tenants) CheckSpec(vs *v1alpha1.VaultSecret) error {
+	if err := checkVaultPaths(vs.Spec.Source); err != nil {
+		return err
+	}
+	if k := vs.Spec.Auth.Kubernetes; k != nil {
+		return checkAudiences(k.Audiences, t.allowedAudiences())
+	}
+	return nil
+}
+
 // Client returns a Vault session logged in as the tenant's service account.
+// Audiences outside the allowlist are refused here too, whatever the
+// caller checked, so no path mints such a token.
 func (t *Tenants) Client(ctx context.Context, k tenantKey, audiences []string) (*TenantToken, error) {
+	if err := checkAudiences(audiences, t.allowedAudiences()); err != nil {
+		return nil, err
+	}
 	if len(audiences) == 0 {
 		audiences = t.Audiences
 	}
@@ -116,6 +154,12 @@ func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (
 	t.mu.Lock()
 	tok := t.tokens[k]
 	t.mu.Unlock()
+	if tok != nil && tok.suspect.Load() {
+		var err error
+		if tok, err = t.verify(ctx, k, tok); err != nil {
+			return nil, err
+		}
+	}
 	now := t.Clock.Now()
 	// Reuse a token with at least a third of its life left; renew one
 	// past that while Vault allows, and log in again only when it does not.
@@ -165,11 +209,45 @@ func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (
 	return c, err
 }
 
-// Forget drops a tenant's token, after Vault refused it.
+// Refused records that Vault refused a request made with the tenant's
+// token. A refused path is not a dead token: one VaultSecret naming a path
+// its policy does not grant must not log out every VaultSecret of the
+// tenant. The token is checked (lookup-self) on its next use, and dropped
+// only if that check is refused too.
+func (t *Tenants) Refused(k tenantKey) {
+	t.mu.Lock()
+	tok := t.tokens[k]
+	t.mu.Unlock()
+	if tok != nil {
+		tok.suspect.Store(true)
+	}
+}
+
+// Forget drops a tenant's token.
 func (t *Tenants) Forget(k tenantKey) {
 	t.mu.Lock()
 	delete(t.tokens, k)
 	t.mu.Unlock()
+}
+
+// verify checks a suspect token with lookup-self. It returns the token
+// when Vault still accepts it, nil when Vault refuses it (dropped: the
+// caller logs in again), and the error when Vault could not answer.
+func (t *Tenants) verify(ctx context.Context, k tenantKey, tok *TenantToken) (*TenantToken, error) {
+	_, err := tok.Client.Auth().Token().LookupSelfWithContext(ctx)
+	switch {
+	case err == nil:
+		tok.suspect.Store(false)
+		return tok, nil
+	case vault.Classify(err) == vault.KindDenied:
+		t.mu.Lock()
+		if t.tokens[k] == tok {
+			delete(t.tokens, k)
+		}
+		t.mu.Unlock()
+		return nil, nil
+	}
+	return nil, fmt.Errorf("check the tenant's Vault token: %s", vault.Describe(err))
 }
 
 // loginError keeps a sanitized message naming the identity while the

@@ -30,7 +30,6 @@ type VaultSecret struct {
 // VaultSecretSpec says where the data comes from, as whom, and where it goes.
 // +kubebuilder:validation:XValidation:rule="!has(self.expiryPolicy) || self.expiryPolicy != 'Retain' || has(self.source.kv)",message="expiryPolicy Retain is only for kv sources (dynamic and pki data is dead at expiry): set spec.expiryPolicy to Delete or remove it",fieldPath=".expiryPolicy",reason=FieldValueInvalid
 type VaultSecretSpec struct {
-
 	Auth   Auth   `json:"auth"`
 	Source Source `json:"source"`
 	// TTL is how long the Secret lives: for kv, after the last successful
@@ -161,6 +160,7 @@ type KVSource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
+	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^(auth|sys)(/|$)')",message="mounts under auth/ and sys/ are Vault's own endpoints, not secrets engines (a read there can return the tenant's own token): name the mount of a secrets engine, such as secret"
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
@@ -182,6 +182,7 @@ type DynamicSource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
+	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^(auth|sys)(/|$)')",message="mounts under auth/ and sys/ are Vault's own endpoints, not secrets engines (a read there can return the tenant's own token): name the mount of a secrets engine, such as secret"
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
@@ -194,6 +195,7 @@ type PKISource struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$`
+	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^(auth|sys)(/|$)')",message="mounts under auth/ and sys/ are Vault's own endpoints, not secrets engines (a read there can return the tenant's own token): name the mount of a secrets engine, such as secret"
 	Mount string `json:"mount"`
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,7 @@ type options struct {
 	pprofAddr              string
 	vaultTimeout           time.Duration
 	tokenAudience          string
+	allowedAudiences       string
 	serviceAccount         string
 	namespaceSelector      string
 }
@@ -75,6 +77,7 @@ func run() error {
 	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
 	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
 	flag.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
+	flag.StringVar(&o.allowedAudiences, "allowed-audiences", "", "comma-separated audiences a VaultSecret may name in spec.auth.kubernetes.audiences (default: only --token-audience); no token is minted for any other")
 	flag.StringVar(&o.serviceAccount, "service-account-name", envOr("POD_SERVICE_ACCOUNT", "vaultkms-controller"), "the controller's own service account, which no VaultSecret may use")
 	flag.StringVar(&o.namespaceSelector, "namespace-selector", "", "label selector of the namespaces whose VaultSecrets are served (default all); needs list/watch on namespaces")
 	zopts := zap.Options{}
@@ -145,6 +148,10 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 	if o.vaultTimeout <= 0 {
 		return fmt.Errorf("--vault-request-timeout must be positive, such as 10s")
 	}
+	allowed, err := audienceAllowlist(o.tokenAudience, o.allowedAudiences)
+	if err != nil {
+		return err
+	}
 	var nsSel labels.Selector
 	if o.namespaceSelector != "" {
 		sel, err := labels.Parse(o.namespaceSelector)
@@ -169,7 +176,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 	r := &syncer.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Tenants: &syncer.Tenants{Base: base, Kube: kube, Clock: clock.RealClock{}, Logins: m.Login,
-			Audiences: []string{o.tokenAudience}, Timeout: o.vaultTimeout},
+			Audiences: []string{o.tokenAudience}, AllowedAudiences: allowed, Timeout: o.vaultTimeout},
 		Clock:    clock.RealClock{},
 		Recorder: mgr.GetEventRecorder("vaultkms-controller"),
 		HMACKey:  key,
@@ -222,6 +229,26 @@ func hmacKey(ctx context.Context, kube kubernetes.Interface, ns, name string) ([
 		}
 	}
 	return nil, fmt.Errorf("HMAC key Secret %s/%s: created and deleted concurrently; start again", ns, name)
+}
+
+// audienceAllowlist parses --allowed-audiences; empty allows only the
+// default audience.
+func audienceAllowlist(tokenAudience, flagValue string) ([]string, error) {
+	if tokenAudience == "" {
+		return nil, fmt.Errorf("--token-audience must not be empty; set the audience the Vault roles expect, such as vault")
+	}
+	if strings.TrimSpace(flagValue) == "" {
+		return []string{tokenAudience}, nil
+	}
+	var out []string
+	for _, a := range strings.Split(flagValue, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("--allowed-audiences %q has an empty entry; list audiences separated by commas, such as vault,vault-eu", flagValue)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func envOr(k, d string) string {
