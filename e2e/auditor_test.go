@@ -90,8 +90,8 @@ func TestAuditorReadOnlyEtcd(t *testing.T) {
 	url := harness.StartEtcd(t)
 	root := etcdClient(t, url)
 	ctx := context.Background()
-	kid1 := transitkey.KeyID{Mount: "transit", Key: "kms", Version: 1, Created: time.Unix(1764000000, 0)}.String()
-	kid2 := transitkey.KeyID{Mount: "transit", Key: "kms", Version: 2, Created: time.Unix(1764100000, 0)}.String()
+	kid1 := transitkey.NewKeyID("", "transit", "kms", 1, time.Unix(1764000000, 0)).String()
+	kid2 := transitkey.NewKeyID("", "transit", "kms", 2, time.Unix(1764100000, 0)).String()
 	for k, v := range map[string]string{
 		"/registry/namespaces/default":   "k8s\x00ns",
 		"/registry/secrets/default/a":    storedKMS(kid2),

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/verifier/apiservers"
 	"github.com/vaultkms/vaultkms/verifier/encconfig"
@@ -110,6 +111,9 @@ func (c *common) parse(args []string) error {
 	default:
 		return usageErr("-o %q: use table, json or yaml", c.output)
 	}
+	// One spelling of the mount for Vault paths, messages and key_ids:
+	// "transit/" would otherwise build "transit//keys/...".
+	c.transitMount = transitkey.NormalizeMount(c.transitMount)
 	if c.kmsSocket != "" {
 		if _, err := keysource.SocketPath(c.kmsSocket); err != nil {
 			return usageErr("%v", err)

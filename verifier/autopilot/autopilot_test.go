@@ -166,7 +166,7 @@ func (f *fakeEnv) Key(context.Context, Settings) (keysource.TransitKey, error) {
 			vs[v] = c
 		}
 	}
-	return keysource.TransitKey{Current: transitkey.KeyID{Mount: "transit", Key: "k", Version: f.latest, Created: vs[f.latest]},
+	return keysource.TransitKey{Current: transitkey.NewKeyID("", "transit", "k", f.latest, vs[f.latest]),
 		LatestVersion: f.latest, MinDecryption: f.min, Versions: vs}, nil
 }
 

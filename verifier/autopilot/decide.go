@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/verifier/apiservers"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
 )
@@ -51,6 +52,10 @@ func SettingsOf(spec v1alpha1.RotationPolicySpec) Settings {
 	s := Settings{Mount: spec.Transit.Mount, Key: spec.Transit.Key, Namespace: spec.Transit.Namespace, Provider: spec.Provider,
 		RotateEvery: spec.RotateEvery.Duration, TrimAfter: DefaultTrimAfter, Settle: DefaultSettle, Timeout: DefaultTimeout,
 		QPS: DefaultQPS, Burst: 1, MetricsURLs: spec.APIServers.MetricsURLs}
+	// The spelling the plugin records, for the key_id, Vault paths and
+	// messages alike.
+	s.Mount = transitkey.NormalizeMount(s.Mount)
+	s.Namespace = transitkey.NormalizeNamespace(s.Namespace)
 	if s.Mount == "" {
 		s.Mount = "transit"
 	}

@@ -89,7 +89,7 @@ func (r *Reconciler) duplicateOf(ctx context.Context, p *v1alpha1.RotationPolicy
 func FirstForKey(all []v1alpha1.RotationPolicy, p *v1alpha1.RotationPolicy) string {
 	key := func(q *v1alpha1.RotationPolicy) transitkey.KeyID {
 		s := SettingsOf(q.Spec)
-		return transitkey.KeyID{Namespace: s.Namespace, Mount: s.Mount, Key: s.Key}
+		return transitkey.NewKeyID(s.Namespace, s.Mount, s.Key, 0, time.Time{})
 	}
 	var same []v1alpha1.RotationPolicy
 	for i := range all {

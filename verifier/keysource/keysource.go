@@ -73,13 +73,20 @@ func FromVault(ctx context.Context, c *api.Client, namespace, mount, key string)
 	if err != nil {
 		return TransitKey{}, err
 	}
+	return transitKeyOf(namespace, mount, key, ki), nil
+}
+
+// transitKeyOf builds the TransitKey of what Vault answered, with the
+// key_id spelled exactly as the plugin reports it.
+func transitKeyOf(namespace, mount, key string, ki transitkey.KeyInfo) TransitKey {
+	cur := transitkey.NewKeyID(namespace, mount, key, ki.LatestVersion, ki.Created[ki.LatestVersion])
 	return TransitKey{
-		Current:       transitkey.KeyID{Namespace: namespace, Mount: mount, Key: key, Version: ki.LatestVersion, Created: ki.Created[ki.LatestVersion]},
+		Current:       cur,
 		MinDecryption: ki.MinDecryptionVersion,
 		Versions:      ki.Created,
 		LatestVersion: ki.LatestVersion,
-		Namespace:     namespace, Mount: mount, KeyName: key,
-	}, nil
+		Namespace:     cur.Namespace, Mount: cur.Mount, KeyName: key,
+	}
 }
 
 // HashKeyID is how kube-apiserver names a key_id in its metrics.

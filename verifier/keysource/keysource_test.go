@@ -3,6 +3,9 @@ package keysource
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 )
 
 const metrics = `# HELP apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds [ALPHA] The last time in seconds when a keyID was returned by the Status RPC call.
@@ -38,5 +41,22 @@ func TestHashKeyID(t *testing.T) {
 	// sha256("abc")
 	if got := HashKeyID("abc"); got != "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
 		t.Fatal(got)
+	}
+}
+
+// The key_id built from Vault must be the plugin's text however the mount
+// and namespace are spelled, or the API-server check never passes.
+func TestTransitKeyOfSpellsTheKeyIDAsThePluginDoes(t *testing.T) {
+	created := time.Unix(1764104400, 0).UTC()
+	ki := transitkey.KeyInfo{LatestVersion: 2, Created: map[int]time.Time{1: created.Add(-time.Hour), 2: created}}
+	want := "vaultkms.v1::transit:kms:2:1764104400"
+	for _, tc := range []struct{ namespace, mount string }{{"", "transit"}, {"", "transit/"}, {"root", "/transit/"}} {
+		tk := transitKeyOf(tc.namespace, tc.mount, "kms", ki)
+		if got := tk.Current.String(); got != want {
+			t.Errorf("namespace %q mount %q: key_id %q, want %q", tc.namespace, tc.mount, got, want)
+		}
+		if tk.Mount != "transit" || tk.Namespace != "" {
+			t.Errorf("namespace %q mount %q: TransitKey names mount %q namespace %q, want the normalised spelling", tc.namespace, tc.mount, tk.Mount, tk.Namespace)
+		}
 	}
 }

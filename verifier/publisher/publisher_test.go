@@ -16,8 +16,8 @@ import (
 
 func TestBuild(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	k1 := transitkey.KeyID{Mount: "transit", Key: "kms", Version: 1, Created: time.Unix(1000, 0)}.String()
-	k2 := transitkey.KeyID{Mount: "transit", Key: "kms", Version: 2, Created: time.Unix(2000, 0)}.String()
+	k1 := transitkey.NewKeyID("", "transit", "kms", 1, time.Unix(1000, 0)).String()
+	k2 := transitkey.NewKeyID("", "transit", "kms", 2, time.Unix(2000, 0)).String()
 	report := func(plain, old, cur int) scan.Report {
 		return scan.Report{CurrentKeyID: k2, Revision: 7, ScannedAt: now, Resources: []scan.Counts{{
 			Resource: "secrets", Total: plain + old + cur, Plaintext: plain, Stale: plain + old, Current: cur,

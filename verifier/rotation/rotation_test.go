@@ -11,11 +11,11 @@ import (
 )
 
 func kid(v int) string {
-	return transitkey.KeyID{Mount: "transit", Key: "kms", Version: v, Created: time.Unix(int64(1000*v), 0)}.String()
+	return transitkey.NewKeyID("", "transit", "kms", v, time.Unix(int64(1000*v), 0)).String()
 }
 
 func TestDecide(t *testing.T) {
-	other := transitkey.KeyID{Mount: "transit", Key: "other", Version: 1, Created: time.Unix(5, 0)}.String()
+	other := transitkey.NewKeyID("", "transit", "other", 1, time.Unix(5, 0)).String()
 	cases := []struct {
 		name   string
 		facts  Facts
@@ -101,7 +101,7 @@ func TestCheckTrim(t *testing.T) {
 
 func TestEvidence(t *testing.T) {
 	cur, _ := transitkey.ParseKeyID(kid(2))
-	other := transitkey.KeyID{Mount: "transit", Key: "other", Version: 1, Created: time.Unix(5, 0)}.String()
+	other := transitkey.NewKeyID("", "transit", "other", 1, time.Unix(5, 0)).String()
 	var e Evidence
 	for _, v := range []storedvalue.Value{
 		{Kind: storedvalue.Identity},
@@ -121,7 +121,7 @@ func TestEvidence(t *testing.T) {
 // Each refusal of CheckTrim names its gate, which the autopilot turns into
 // the reason of its Stopped condition.
 func TestCheckTrimNamesTheGate(t *testing.T) {
-	cur := transitkey.KeyID{Mount: "transit", Key: "k", Version: 3}
+	cur := transitkey.NewKeyID("", "transit", "k", 3, time.Time{})
 	ev := func(versions map[int]int, unreadable int) Evidence {
 		return Evidence{Versions: versions, Unreadable: unreadable, Total: 10}
 	}
