@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/verifier/storedvalue"
@@ -156,28 +157,43 @@ type Evidence struct {
 	// Versions counts KMS v2 values whose key_id names the key, per
 	// version.
 	Versions map[int]int `json:"versions"`
-	// Unreadable counts KMS v2 values whose key_id could not be read:
-	// they might need any version.
+	// Unreadable counts the values trim cannot tell the key of, so they
+	// might need any version: KMS v1 values (their wrapped key names no
+	// Transit version), and KMS v2 values whose key_id is missing or not
+	// in the vaultkms format.
 	Unreadable int `json:"unreadable"`
-	// OtherKeys counts KMS v2 values under other keys (not this key's
-	// concern).
+	// UnreadableKeys names the first MaxListed of them (etcd keys), so the
+	// operator can find them.
+	UnreadableKeys []string `json:"unreadableKeys,omitempty"`
+	// OtherKeys counts KMS v2 values under other vaultkms keys (not this
+	// key's concern).
 	OtherKeys int `json:"otherKeys"`
 	// Total counts every key scanned.
 	Total int `json:"total"`
 }
 
-// Add records one scanned value.
-func (e *Evidence) Add(v storedvalue.Value, cur transitkey.KeyID) {
+// MaxListed bounds the etcd keys an Evidence lists per kind of problem.
+const MaxListed = 20
+
+// Add records one scanned value stored at etcd key.
+func (e *Evidence) Add(key string, v storedvalue.Value, cur transitkey.KeyID) {
 	e.Total++
-	if v.Kind != storedvalue.KMSv2 {
+	switch v.Kind {
+	case storedvalue.KMSv1:
+		e.unreadable(key)
 		return
-	}
-	if v.KeyID == "" {
-		e.Unreadable++
+	case storedvalue.KMSv2:
+	default:
 		return
 	}
 	k, err := transitkey.ParseKeyID(v.KeyID)
-	if err != nil || !k.SameKey(cur) {
+	if err != nil {
+		// Empty, or another plugin's format: it could be this key under
+		// a spelling vaultkms never wrote, so it is no evidence either way.
+		e.unreadable(key)
+		return
+	}
+	if !k.SameKey(cur) {
 		e.OtherKeys++
 		return
 	}
@@ -185,6 +201,13 @@ func (e *Evidence) Add(v storedvalue.Value, cur transitkey.KeyID) {
 		e.Versions = map[int]int{}
 	}
 	e.Versions[k.Version]++
+}
+
+func (e *Evidence) unreadable(key string) {
+	e.Unreadable++
+	if len(e.UnreadableKeys) < MaxListed {
+		e.UnreadableKeys = append(e.UnreadableKeys, key)
+	}
 }
 
 // Found is the number of values under this key.
@@ -266,7 +289,12 @@ func CheckTrim(f TrimFacts, to int) error {
 // and something found (unless allowNoEvidence).
 func CheckEvidence(ev Evidence, cur transitkey.KeyID, to int, allowNoEvidence bool) error {
 	if ev.Unreadable > 0 {
-		return Refuse(GateUnreadable, fmt.Errorf("%d KMS v2 values have a key_id that cannot be read; they might need any version", ev.Unreadable))
+		more := ""
+		if ev.Unreadable > len(ev.UnreadableKeys) {
+			more = fmt.Sprintf(" and %d more", ev.Unreadable-len(ev.UnreadableKeys))
+		}
+		return Refuse(GateUnreadable, fmt.Errorf("%d values in etcd are KMS v1 or KMS v2 with a key_id not in the %s format, so no scan can say which Transit version they need: %s%s; rewrite them through the API server under this key (or remove them) before trimming",
+			ev.Unreadable, transitkey.KeyIDPrefix, strings.Join(ev.UnreadableKeys, ", "), more))
 	}
 	var below []string
 	n := 0

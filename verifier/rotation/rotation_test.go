@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestCheckTrim(t *testing.T) {
 	}{
 		{"objects on v1 in any resource", func(f *TrimFacts) { f.Evidence.Versions = map[int]int{1: 1, 2: 5} }, 2, "v1=1"},
 		{"nothing found", func(f *TrimFacts) { f.Evidence.Versions = nil }, 2, "no evidence"},
-		{"unreadable key_id", func(f *TrimFacts) { f.Evidence.Unreadable = 1 }, 2, "cannot be read"},
+		{"unreadable key_id", func(f *TrimFacts) { f.Evidence.Unreadable = 1 }, 2, "not in the vaultkms.v1 format"},
 		{"API servers not settled", func(f *TrimFacts) { f.APIServers = errors.New("apiserver x reports v1") }, 2, "API server gate"},
 		{"beyond latest", func(*TrimFacts) {}, 3, "does not exist"},
 		{"already there", func(f *TrimFacts) { f.MinDecryptionVersion = 2 }, 2, "already 2"},
@@ -103,18 +104,28 @@ func TestEvidence(t *testing.T) {
 	cur, _ := transitkey.ParseKeyID(kid(2))
 	other := transitkey.NewKeyID("", "transit", "other", 1, time.Unix(5, 0)).String()
 	var e Evidence
-	for _, v := range []storedvalue.Value{
+	for i, v := range []storedvalue.Value{
 		{Kind: storedvalue.Identity},
 		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(1)},
 		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(2)},
 		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: kid(2)},
 		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: other},
 		{Kind: storedvalue.KMSv2, Provider: "vault"},
+		{Kind: storedvalue.KMSv1, Provider: "vault"},
+		{Kind: storedvalue.KMSv2, Provider: "vault", KeyID: "projects/p/keys/k/versions/1"},
+		{Kind: storedvalue.AESGCM, Provider: "key1"},
 	} {
-		e.Add(v, cur)
+		e.Add(fmt.Sprintf("/registry/secrets/default/s%d", i), v, cur)
 	}
-	if e.Total != 6 || e.Versions[1] != 1 || e.Versions[2] != 2 || e.OtherKeys != 1 || e.Unreadable != 1 || e.Found() != 3 {
+	want := []string{"/registry/secrets/default/s5", "/registry/secrets/default/s6", "/registry/secrets/default/s7"}
+	if e.Total != 9 || e.Versions[1] != 1 || e.Versions[2] != 2 || e.OtherKeys != 1 || e.Unreadable != 3 || e.Found() != 3 ||
+		strings.Join(e.UnreadableKeys, ",") != strings.Join(want, ",") {
 		t.Fatalf("Evidence = %+v", e)
+	}
+	// trim refuses and lists them.
+	err := CheckTrim(TrimFacts{Current: cur, MinDecryptionVersion: 1, Evidence: e}, 2)
+	if GateOf(err) != GateUnreadable || !strings.Contains(err.Error(), "/registry/secrets/default/s6") || !strings.Contains(err.Error(), "/registry/secrets/default/s7") {
+		t.Fatalf("CheckTrim = %v, want the unreadable gate listing the KMS v1 and the foreign key_id value", err)
 	}
 }
 
