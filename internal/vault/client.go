@@ -62,14 +62,16 @@ func NewClient(cfg Config) (*api.Client, error) {
 	hc := &http.Client{
 		Transport: rt,
 		Timeout:   cfg.Timeout,
-		// The api package follows Vault's 307s itself (once); the
-		// transport checks the target like any other address.
+		// The transport follows a redirect itself, only to another
+		// --vault-addr (see transport.RoundTrip); net/http never does.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	c := &api.Config{
 		Address:    addrs[0].String(),
 		HttpClient: hc,
 		MaxRetries: 0,
+		// The transport answers every 3xx itself; this only says so.
+		DisableRedirects: true,
 		// Timeout goes on the HTTP client only: the api package turns
 		// Config.Timeout into a context it cancels as soon as a raw
 		// request returns, before the caller has read the body.

@@ -72,6 +72,12 @@ func classifyRaw(err error) Kind {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return KindUnavailable
 	}
+	// A request refused before it left (a redirect elsewhere) and an
+	// answer over its limit are Vault, or something between, misbehaving.
+	var te *TargetError
+	if errors.As(err, &te) || errors.Is(err, ErrAnswerTooLarge) || errors.Is(err, errStaleAnswer) {
+		return KindUnavailable
+	}
 	var ne net.Error
 	if errors.As(err, &ne) {
 		return KindUnavailable

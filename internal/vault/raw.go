@@ -11,8 +11,9 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// maxAnswer bounds what a raw request reads of Vault's answer.
-const maxAnswer = 4 << 20
+// MaxTransitAnswer bounds what Raw reads of one answer: a Transit batch
+// of 128 wrapped seeds is a few tens of KiB.
+const MaxTransitAnswer = 1 << 20
 
 // Raw sends requests over a client's connections and headers (namespace
 // included) without the api package's per-request work: its rate
@@ -31,43 +32,40 @@ func NewRaw(c *api.Client) *Raw {
 }
 
 // Post sends body to path (such as "transit/encrypt/kms") with token and
-// returns Vault's status and answer. It follows one 307 to a standby's
-// active node, as the api package does. A failure to reach Vault is the
-// error; any answer, error statuses included, is returned for the caller
+// returns Vault's status and answer, at most MaxTransitAnswer bytes.
+// Redirects are the transport's (see transport.RoundTrip): a client from
+// NewClient never returns a 3xx. A failure to reach Vault is the error;
+// any other answer, error statuses included, is returned for the caller
 // to read.
 func (r *Raw) Post(ctx context.Context, path, token string, body []byte) (int, []byte, error) {
 	target := r.addr + "/v1/" + path
-	ctx = Inline(ctx)
-	for redirects := 0; ; redirects++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-		if err != nil {
-			return 0, nil, fmt.Errorf("build request: %w", err)
-		}
-		for k, v := range r.headers {
-			req.Header[k] = v
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set(api.AuthHeaderName, token)
-		}
-		resp, err := r.hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-		resp.Body.Close()
-		if err != nil {
-			return 0, nil, err
-		}
-		if resp.StatusCode == http.StatusTemporaryRedirect && redirects == 0 {
-			loc, lerr := resp.Location()
-			if lerr == nil {
-				target = loc.String()
-				continue
-			}
-		}
-		return resp.StatusCode, answer, nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, fmt.Errorf("build request: %w", err)
 	}
+	for k, v := range r.headers {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// Transit encrypt and decrypt change nothing in Vault: safe to send
+	// again (see roundTripFresh). A nil value marks without sending it.
+	req.Header["Idempotency-Key"] = nil
+	if token != "" {
+		req.Header.Set(api.AuthHeaderName, token)
+	}
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxTransitAnswer+1))
+	resp.Body.Close()
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(answer) > MaxTransitAnswer {
+		return 0, nil, &Error{Kind: KindUnavailable, Status: resp.StatusCode, Detail: fmt.Sprintf("vault's answer is larger than %d KiB; refused", MaxTransitAnswer>>10), cause: ErrAnswerTooLarge}
+	}
+	return resp.StatusCode, answer, nil
 }
 
 // AnswerError turns a Vault answer that is not a success into a
