@@ -3,6 +3,7 @@ package kmsplugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -10,6 +11,10 @@ import (
 // errQueueFull is returned when more calls wait than the queue holds:
 // answering at once lets the caller back off instead of timing out.
 var errQueueFull = errors.New("too many calls are waiting for vault; retry later")
+
+// errResultCount is a batch answered with a result count that differs
+// from its calls.
+var errResultCount = errors.New("a batch got a wrong number of results")
 
 // batcher coalesces concurrent calls into batches. A call that finds a free
 // slot goes out at once, together with whatever is already queued, so a
@@ -158,13 +163,17 @@ func (b *batcher[In, Out]) send(batch []*call[In, Out]) {
 	ctx, cancel := batchContext(batch)
 	outs, errs, err := b.do(ctx, ins)
 	cancel()
+	if err == nil && (len(outs) != len(batch) || len(errs) != len(batch)) {
+		// Never a zero value passed off as an answer.
+		err = fmt.Errorf("%w: %d results and %d errors for %d calls", errResultCount, len(outs), len(errs), len(batch))
+	}
 	for i, c := range batch {
 		switch {
 		case err != nil:
 			c.err = err
-		case i < len(errs) && errs[i] != nil:
+		case errs[i] != nil:
 			c.err = errs[i]
-		case i < len(outs):
+		default:
 			c.out = outs[i]
 		}
 		close(c.done)
@@ -174,14 +183,16 @@ func (b *batcher[In, Out]) send(batch []*call[In, Out]) {
 // batchContext lives as long as the longest-waiting caller still wants an
 // answer, so one caller's short deadline never fails the others.
 func batchContext[In, Out any](batch []*call[In, Out]) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	var waiting atomic.Int64
 	waiting.Store(int64(len(batch)))
 	stops := make([]func() bool, len(batch))
 	for i, c := range batch {
 		stops[i] = context.AfterFunc(c.ctx, func() {
 			if waiting.Add(-1) == 0 {
-				cancel()
+				// The cause is the last caller's: a cancellation or a
+				// deadline, which health tells apart (see callerLeft).
+				cancel(c.ctx.Err())
 			}
 		})
 	}
@@ -189,6 +200,6 @@ func batchContext[In, Out any](batch []*call[In, Out]) (context.Context, context
 		for _, stop := range stops {
 			stop()
 		}
-		cancel()
+		cancel(context.Canceled)
 	}
 }

@@ -2,6 +2,11 @@ package kmsplugin
 
 import (
 	"runtime"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -72,4 +77,27 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+func (p *Plugin) observeOp(method string, start time.Time, code codes.Code) {
+	if p.m != nil {
+		p.m.operations.WithLabelValues(method, code.String()).Observe(p.clock.Since(start).Seconds())
+	}
+}
+
+func (p *Plugin) observeVault(op string, start time.Time, err error) {
+	if p.m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = vault.Classify(err).String()
+	}
+	p.m.vaultCalls.WithLabelValues(op, result).Observe(p.clock.Since(start).Seconds())
+}
+
+func (p *Plugin) countRefresh(result string) {
+	if p.m != nil {
+		p.m.keyRefreshes.WithLabelValues(result).Inc()
+	}
 }

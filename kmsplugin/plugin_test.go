@@ -2,6 +2,7 @@ package kmsplugin
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"strconv"
 	"strings"
@@ -28,6 +29,12 @@ type stubTransit struct {
 	encErr  error
 	reads   int
 	asked   []int
+	// wrapOther makes encrypt answer a ciphertext of another seed (a
+	// stale or foreign answer); decErr fails every decrypt request.
+	wrapOther bool
+	decErr    error
+	// blockEncrypt makes encrypt wait for its context to end.
+	blockEncrypt bool
 }
 
 func (s *stubTransit) ReadKey(context.Context) (transitkey.KeyInfo, error) {
@@ -37,7 +44,11 @@ func (s *stubTransit) ReadKey(context.Context) (transitkey.KeyInfo, error) {
 	return s.info, s.readErr
 }
 
-func (s *stubTransit) EncryptBatch(_ context.Context, _ string, items []encryptItem) ([]itemResult, error) {
+func (s *stubTransit) EncryptBatch(ctx context.Context, _ string, items []encryptItem) ([]itemResult, error) {
+	if s.blockEncrypt {
+		<-ctx.Done()
+		return nil, vault.Wrap("transit encrypt", ctx.Err())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.encErr != nil {
@@ -46,15 +57,28 @@ func (s *stubTransit) EncryptBatch(_ context.Context, _ string, items []encryptI
 	out := make([]itemResult, len(items))
 	for i, it := range items {
 		s.asked = append(s.asked, it.version)
-		out[i].Value = "vault:v" + itoa(it.version) + ":c2VlZA=="
+		pt := it.plaintext
+		if s.wrapOther {
+			pt = []byte("another request's seed")
+		}
+		// The fake's "ciphertext" is the plaintext itself, so that
+		// decrypting it gives back what was wrapped.
+		out[i].Value = "vault:v" + itoa(it.version) + ":" + base64.StdEncoding.EncodeToString(pt)
 	}
 	return out, nil
 }
 
 func (s *stubTransit) DecryptBatch(_ context.Context, _ string, cts []string) ([]itemResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.decErr != nil {
+		return nil, s.decErr
+	}
 	out := make([]itemResult, len(cts))
-	for i := range cts {
-		out[i].Value = "c2VlZA=="
+	for i, ct := range cts {
+		if j := strings.LastIndexByte(ct, ':'); j >= 0 {
+			out[i].Value = ct[j+1:]
+		}
 	}
 	return out, nil
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/hashicorp/vault/api"
 
@@ -25,6 +27,7 @@ type Transit struct {
 	mount  string
 	key    string
 	aad    string // base64 associated data, or empty
+	seq    atomic.Uint64
 }
 
 // NewTransit returns a Transit client for mount/key. associatedData, when
@@ -43,6 +46,10 @@ func (t *Transit) ReadKey(ctx context.Context) (transitkey.KeyInfo, error) {
 }
 
 type batchItem struct {
+	// Reference is echoed in the item's result: results are matched to
+	// items by it, never by position, and a result for an item that was
+	// not asked (a stale or foreign answer) fails the request.
+	Reference      string `json:"reference,omitempty"`
 	Plaintext      string `json:"plaintext,omitempty"`
 	Ciphertext     string `json:"ciphertext,omitempty"`
 	KeyVersion     int    `json:"key_version,omitempty"`
@@ -61,6 +68,7 @@ type batchResponse struct {
 }
 
 type batchResult struct {
+	Reference  string `json:"reference"`
 	Ciphertext string `json:"ciphertext"`
 	Plaintext  string `json:"plaintext"`
 	Error      string `json:"error"`
@@ -93,6 +101,12 @@ func (t *Transit) batch(ctx context.Context, token, op string, in []batchItem, v
 		// batch wrapping: Vault answers it measurably sooner.
 		return t.single(ctx, token, op, what, in[0], value)
 	}
+	// References unique to this request: an answer to another request
+	// (of the same size) cannot pass for this one's.
+	seq := strconv.FormatUint(t.seq.Add(1), 36) + "."
+	for i := range in {
+		in[i].Reference = seq + strconv.Itoa(i)
+	}
 	body, err := json.Marshal(batchRequest{BatchInput: in, PartialFailureResponseCode: 200})
 	if err != nil {
 		return nil, fmt.Errorf("encode transit %s request: %w", op, err)
@@ -110,22 +124,52 @@ func (t *Transit) batch(ctx context.Context, token, op string, in []batchItem, v
 		return nil, vault.Wrap(what, failed)
 	}
 	var br batchResponse
-	if jerr := json.Unmarshal(raw, &br); jerr != nil && failed == nil {
-		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: "vault's answer is not the expected JSON"}
-	}
-	if len(br.Data.BatchResults) != len(in) {
+	if jerr := json.Unmarshal(raw, &br); jerr != nil {
 		if failed != nil {
 			return nil, vault.Wrap(what, failed)
 		}
-		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: fmt.Sprintf("vault returned %d results for %d items", len(br.Data.BatchResults), len(in))}
+		return nil, unusable(what, "not the expected JSON")
+	}
+	if failed != nil && len(br.Data.BatchResults) == 0 {
+		// The request itself was refused, not its items.
+		return nil, vault.Wrap(what, failed)
+	}
+	return matchResults(what, in, br.Data.BatchResults, value)
+}
+
+// unusable is an answer that cannot be trusted: Vault (or something
+// between) misbehaves, which is never the caller's fault.
+func unusable(what, why string) error {
+	return &vault.Error{Kind: vault.KindUnavailable, Op: what, Detail: "vault's answer is unusable: " + why}
+}
+
+// matchResults pairs each item with the one result that carries its
+// reference. Any result missing, repeated or not asked for, and any
+// result with neither a value nor an error, fails the whole answer.
+func matchResults(what string, in []batchItem, results []batchResult, value func(batchResult) string) ([]itemResult, error) {
+	if len(results) != len(in) {
+		return nil, unusable(what, fmt.Sprintf("%d results for %d items", len(results), len(in)))
+	}
+	index := make(map[string]int, len(in))
+	for i, it := range in {
+		index[it.Reference] = i
 	}
 	out := make([]itemResult, len(in))
-	for i, r := range br.Data.BatchResults {
-		if r.Error != "" {
-			out[i].Err = vault.Wrap(what, &vault.StatusError{Code: 400, Errors: []string{r.Error}})
-			continue
+	seen := make([]bool, len(in))
+	for _, r := range results {
+		i, ok := index[r.Reference]
+		if !ok || seen[i] {
+			return nil, unusable(what, "a result for an item that was not asked, or twice")
 		}
-		out[i].Value = value(r)
+		seen[i] = true
+		switch {
+		case r.Error != "":
+			out[i].Err = vault.Wrap(what, &vault.StatusError{Code: 400, Errors: []string{r.Error}})
+		case value(r) == "":
+			return nil, unusable(what, "a result with neither a value nor an error")
+		default:
+			out[i].Value = value(r)
+		}
 	}
 	return out, nil
 }
@@ -151,7 +195,10 @@ func (t *Transit) single(ctx context.Context, token, op, what string, in batchIt
 		Data batchResult `json:"data"`
 	}
 	if err := json.Unmarshal(raw, &sr); err != nil {
-		return nil, &vault.Error{Kind: vault.KindOther, Op: what, Detail: "vault's answer is not the expected JSON"}
+		return nil, unusable(what, "not the expected JSON")
+	}
+	if value(sr.Data) == "" {
+		return nil, unusable(what, "no "+op+"ed value in it")
 	}
 	return []itemResult{{Value: value(sr.Data)}}, nil
 }
