@@ -20,10 +20,15 @@ const (
 	// maxRenderBytes caps one rendered key (and any string a template
 	// function builds); Secrets hold at most 1 MiB in all.
 	maxRenderBytes = 64 << 10
-	// maxRenderSteps caps range iterations and template calls of one key.
+	// maxRenderSteps caps range iterations and template calls of one
+	// VaultSecret, all its keys together: a budget per key would let 20
+	// keys take 20 times as long.
 	maxRenderSteps = 10_000
-	// renderDeadline caps the wall time of one key.
+	// renderDeadline caps the wall time of one VaultSecret's templates.
 	renderDeadline = time.Second
+	// maxRenderTotalBytes caps all keys' output together: a Secret holds
+	// at most 1 MiB.
+	maxRenderTotalBytes = 1 << 20
 )
 
 var errRenderLimit = errors.New("render limit exceeded")
@@ -158,12 +163,13 @@ func ValidateTemplates(tmpl map[string]string) error {
 	return nil
 }
 
-// renderTemplates renders each template over vars with the limits above.
-// Errors name the key but never the data.
+// renderTemplates renders each template over vars with the limits above,
+// one budget for all the keys. Errors name the key but never the data.
 func renderTemplates(tmpl map[string]string, vars map[string]string, now func() time.Time) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(tmpl))
+	m := &meter{now: now, deadline: now().Add(renderDeadline)}
+	total := 0
 	for _, k := range sortedKeys(tmpl) {
-		m := &meter{now: now, deadline: now().Add(renderDeadline)}
 		t, err := template.New(k).Funcs(funcs(m)).Option("missingkey=error").Parse(tmpl[k])
 		if err != nil {
 			return nil, fmt.Errorf("spec.target.template[%q]: %v", k, err)
@@ -173,7 +179,7 @@ func renderTemplates(tmpl map[string]string, vars map[string]string, now func() 
 			return nil, fmt.Errorf("internal: %w", err)
 		}
 		instrument(t, tickTree["tick"].Root.Nodes[0].(*parse.ActionNode))
-		w := &limitedBuffer{limit: maxRenderBytes}
+		w := &limitedBuffer{limit: min(maxRenderBytes, maxRenderTotalBytes-total)}
 		if err := t.Execute(w, vars); err != nil {
 			if errors.Is(err, errRenderLimit) {
 				return nil, fmt.Errorf("spec.target.template[%q]: stopped: %w", k, unwrapLimit(err))
@@ -181,6 +187,7 @@ func renderTemplates(tmpl map[string]string, vars map[string]string, now func() 
 			return nil, fmt.Errorf("spec.target.template[%q]: a key it uses is missing from the Vault data, or a function failed", k)
 		}
 		out[k] = w.b
+		total += len(w.b)
 	}
 	return out, nil
 }

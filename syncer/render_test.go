@@ -66,3 +66,30 @@ func TestValidateTemplates(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestRenderBudgetIsPerVaultSecret: the step budget is shared by all the
+// keys of a VaultSecret, so twenty keys cannot take twenty budgets.
+func TestRenderBudgetIsPerVaultSecret(t *testing.T) {
+	vars := map[string]string{"user": "svc"}
+	each := `{{range 1000}}{{end}}{{.user}}` // a tenth of the budget
+	cases := []struct {
+		name    string
+		keys    int
+		limited bool
+	}{
+		{"five keys fit", 5, false},
+		{"twenty keys share one budget", 20, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := map[string]string{}
+			for i := range tc.keys {
+				tmpl[string(rune('a'+i))] = each
+			}
+			_, err := renderTemplates(tmpl, vars, time.Now)
+			if got := errors.Is(err, errRenderLimit); got != tc.limited {
+				t.Fatalf("limited: %v (%v), want %v", got, err, tc.limited)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,13 +18,24 @@ type built struct {
 	err  error
 }
 
-var builds sync.Map // package path -> *built
+type buildKey struct {
+	pkg  string
+	race bool
+}
+
+var builds sync.Map // buildKey -> *built
 
 // GoBuild builds a command of this module once per process and returns the
 // binary's path.
 func GoBuild(env Env, pkg string) string {
 	env.Helper()
-	v, _ := builds.LoadOrStore(pkg, &built{})
+	return goBuild(env, pkg, false)
+}
+
+// goBuild builds pkg, with the race detector when race is set.
+func goBuild(env Env, pkg string, race bool) string {
+	env.Helper()
+	v, _ := builds.LoadOrStore(buildKey{pkg, race}, &built{})
 	b := v.(*built)
 	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "vaultkms-bin")
@@ -32,7 +44,11 @@ func GoBuild(env Env, pkg string) string {
 			return
 		}
 		b.path = filepath.Join(dir, path.Base(pkg))
-		if out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput(); err != nil {
+		args := []string{"build", "-o", b.path}
+		if race {
+			args = append(args, "-race")
+		}
+		if out, err := exec.Command("go", append(args, pkg)...).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("%v: %s", err, out)
 		}
 	})
@@ -78,7 +94,10 @@ func RunAuditor(env Env, kubeconfig string, args ...string) *Controller {
 // debug log, and a stop on cleanup.
 func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
 	env.Helper()
-	bin := GoBuild(env, "github.com/vaultkms/vaultkms/cmd/"+name)
+	// Under `go test -race` the controllers run under the race detector
+	// too: the tests exercise their concurrency far more than their unit
+	// tests do.
+	bin := goBuild(env, "github.com/vaultkms/vaultkms/cmd/"+name, raceEnabled)
 	m, err := FreePort()
 	if err != nil {
 		env.Fatalf("%v", err)
@@ -109,6 +128,31 @@ func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
 			}
 		})
 	}
+	// Registered before stop, so it runs after the process has exited
+	// and its detector has reported everything.
+	env.Cleanup(func() { failOnDataRace(env, name, log.String()) })
 	env.Cleanup(stop)
 	return &Controller{Log: log, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", m), Pid: cmd.Process.Pid, stop: stop}
+}
+
+// dataRaceMarker starts every report of Go's race detector.
+const dataRaceMarker = "WARNING: DATA RACE"
+
+// failOnDataRace fails the test when a process's log holds a race report.
+// Env has no Errorf (commands use it too); tests' *testing.T does.
+func failOnDataRace(env Env, name, log string) {
+	i := strings.Index(log, dataRaceMarker)
+	if i < 0 {
+		return
+	}
+	report := log[i:]
+	if len(report) > 8<<10 {
+		report = report[:8<<10]
+	}
+	msg := fmt.Sprintf("%s: the race detector reported a data race:\n%s", name, report)
+	if e, ok := env.(interface{ Errorf(string, ...any) }); ok {
+		e.Errorf("%s", msg)
+		return
+	}
+	env.Logf("%s", msg)
 }
