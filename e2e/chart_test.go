@@ -29,7 +29,8 @@ const chartVaultAddr = "vault.addr=https://vault.example:8200"
 // helmTemplate renders the chart as release name in namespace.
 func helmTemplate(t *testing.T, name, namespace string, values ...string) (string, error) {
 	t.Helper()
-	args := []string{"template", name, harness.ChartPath(t), "--namespace", namespace}
+	// The chart's kubeVersion refuses helm template's default of 1.20.
+	args := []string{"template", name, harness.ChartPath(t), "--namespace", namespace, "--kube-version", "1.37.2"}
 	for _, v := range values {
 		args = append(args, "--set", v)
 	}
@@ -62,7 +63,7 @@ func TestChartLintAndRender(t *testing.T) {
 	auditorOn := []string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://10.0.0.1:2379",
 		"auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
 	allOn := append(append([]string(nil), auditorOn...), "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
-		"controller.podDisruptionBudget.enabled=true", "controller.replicas=2", "vault.caCertSecret=vault-ca")
+		"controller.podDisruptionBudget.enabled=true", "controller.replicas=2", "vault.caCertSecret=vault-ca", "vault.namespace=team")
 
 	t.Run("helm lint --strict", func(t *testing.T) {
 		for _, values := range [][]string{{chartVaultAddr}, allOn} {
@@ -95,6 +96,11 @@ func TestChartLintAndRender(t *testing.T) {
 			{[]string{chartVaultAddr, "auditor.etcdEndpoints=e:2379"}, "/auditor/etcdEndpoints"},
 			{[]string{chartVaultAddr, "controller.serviceAccount.create=false"}, "controller.serviceAccount.name is required"},
 			{[]string{chartVaultAddr, "metrics.service.enabled=false", "metrics.serviceMonitor.enabled=true"}, "metrics.serviceMonitor.enabled needs metrics.service.enabled"},
+			{[]string{chartVaultAddr, "controller.replicas=2", "controller.leaderElect=false"}, "/controller/leaderElect"},
+			{[]string{chartVaultAddr, "controller.podDisruptionBudget.enabled=true"}, "/controller/replicas"},
+			{[]string{chartVaultAddr, "controller.image.digest=sha256:beef"}, "/controller/image/digest"},
+			{[]string{chartVaultAddr, "auditor.transitMount=/transit"}, "/auditor/transitMount"},
+			{[]string{chartVaultAddr, "metrics.prometheusRule.scanMaxAgeSeconds=10"}, "/metrics/prometheusRule/scanMaxAgeSeconds"},
 		} {
 			out, err := helmTemplate(t, "r", "ns", tc.set...)
 			if err == nil {
@@ -124,8 +130,8 @@ func TestChartLintAndRender(t *testing.T) {
 				}
 			}
 		}
-		if len(names) != 8 {
-			t.Errorf("want 2 ClusterRoles and 2 bindings per release (controller, auditor), got %v", names)
+		if len(names) != 12 {
+			t.Errorf("want 4 ClusterRoles (controller, auditor, VaultSecrets view and edit) and 2 bindings per release, got %v", names)
 		}
 	})
 
@@ -150,7 +156,8 @@ func TestChartLintAndRender(t *testing.T) {
 				t.Errorf("%s mentions etcd: %v, want %v:\n%s", objName(o), got, isAuditor, text)
 			}
 			if isAuditor {
-				for _, want := range []string{"secretName: etcd-ro", "secretName: auditor-token", "node-role.kubernetes.io/control-plane", "effect: NoSchedule", "--transit-key=kubernetes"} {
+				for _, want := range []string{"secretName: etcd-ro", "secretName: auditor-token", "node-role.kubernetes.io/control-plane", "effect: NoSchedule", "--transit-key=kubernetes",
+					"--transit-mount=transit", "--vault-namespace=team", "containerPort: 8080", "path: /healthz", "path: /readyz"} {
 					if !strings.Contains(string(text), want) {
 						t.Errorf("auditor Deployment lacks %q:\n%s", want, text)
 					}
@@ -160,6 +167,19 @@ func TestChartLintAndRender(t *testing.T) {
 		for _, k := range []string{"Deployment", "ServiceAccount", "Service", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget"} {
 			if kinds[k] == 0 {
 				t.Errorf("nothing of kind %s rendered with everything on: %v", k, kinds)
+			}
+		}
+		// Every component the chart runs has a scrape path.
+		for _, k := range []string{"Service", "ServiceMonitor"} {
+			for _, c := range []string{"controller", "auditor"} {
+				found := false
+				for _, o := range objs {
+					text, _ := yaml.Marshal(o)
+					found = found || (o["kind"] == k && strings.Contains(string(text), "app.kubernetes.io/component: "+c))
+				}
+				if !found {
+					t.Errorf("no %s selects the %s", k, c)
+				}
 			}
 		}
 		def, err := helmTemplate(t, "vaultkms", "kube-system", chartVaultAddr)
@@ -184,6 +204,7 @@ func TestChartRotation(t *testing.T) {
 	rotationOn := append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true", "auditor.rotation.vaultTokenSecret=rotation-token",
 		"auditor.rotation.encryptionConfigResources=secrets\\,configmaps", "auditor.rotation.encryptedResources[0].apiGroup=",
 		"auditor.rotation.encryptedResources[0].resources={secrets,configmaps}")
+	var apiservers string // the auditor's Role in the namespace default, of the last render
 	auditorRole := func(values ...string) (string, string) {
 		t.Helper()
 		out, err := helmTemplate(t, "vaultkms", "kube-system", values...)
@@ -191,11 +212,14 @@ func TestChartRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		var role, deploy string
+		apiservers = ""
 		for _, o := range renderedObjects(t, out) {
 			text, _ := yaml.Marshal(o)
 			switch {
 			case o["kind"] == "ClusterRole" && strings.HasSuffix(objName(o), "-auditor"):
 				role = string(text)
+			case o["kind"] == "Role" && strings.HasSuffix(objName(o), "-auditor-apiservers"):
+				apiservers = string(text)
 			case o["kind"] == "Deployment" && strings.HasSuffix(objName(o), "-auditor"):
 				deploy = string(text)
 			}
@@ -203,6 +227,9 @@ func TestChartRotation(t *testing.T) {
 		return role, deploy
 	}
 	role, deploy := auditorRole(auditorOn...)
+	if apiservers != "" {
+		t.Errorf("with auditor.rotation off the auditor gets a Role in default:\n%s", apiservers)
+	}
 	for _, no := range []string{"rotationpolicies", "- secrets\n", "- configmaps\n", "/metrics", "endpointslices"} {
 		if strings.Contains(role, no) {
 			t.Errorf("with auditor.rotation off the auditor's ClusterRole grants %s:\n%s", no, role)
@@ -212,10 +239,18 @@ func TestChartRotation(t *testing.T) {
 		t.Errorf("with auditor.rotation off the auditor runs with --rotation:\n%s", deploy)
 	}
 	role, deploy = auditorRole(rotationOn...)
-	for _, want := range []string{"rotationpolicies", "rotationpolicies/status", "endpointslices", "/metrics", "- secrets\n", "- configmaps\n"} {
+	for _, want := range []string{"rotationpolicies", "rotationpolicies/status", "/metrics", "- secrets\n", "- configmaps\n"} {
 		if !strings.Contains(role, want) {
 			t.Errorf("with auditor.rotation on the auditor's ClusterRole lacks %s:\n%s", want, role)
 		}
+	}
+	// EndpointSlices only in default (where the kubernetes Service is), and
+	// the re-encrypted resources are read by name and updated, never listed.
+	if strings.Contains(role, "endpointslices") || !strings.Contains(apiservers, "endpointslices") || !strings.Contains(apiservers, "namespace: default") {
+		t.Errorf("endpointslices must be granted in default only; ClusterRole:\n%s\nRole:\n%s", role, apiservers)
+	}
+	if i := strings.Index(role, "- secrets\n"); i < 0 || strings.Contains(role[i:], "- list") {
+		t.Errorf("the re-encrypted resources get list; want get and update only:\n%s", role)
 	}
 	for _, want := range []string{"--rotation", "--rotation-token-file=/etc/vaultkms/rotation-token/token", "secretName: rotation-token", "--resources=secrets,configmaps"} {
 		if !strings.Contains(deploy, want) {
@@ -316,7 +351,7 @@ func runRendered(t *testing.T, cp *harness.ControlPlane, r *harness.Release, bin
 	hc.cmd = exec.Command(bin, args...)
 	hc.cmd.Env = append(os.Environ(), env...)
 	hc.cmd.Stdout, hc.cmd.Stderr = hc.log, hc.log
-	hc.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	hc.cmd.SysProcAttr = harness.KillWithParent(&syscall.SysProcAttr{})
 	if err := hc.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func startPluginBinary(t *testing.T, env []string) *runningPlugin {
 	rp.cmd = exec.Command(buildPlugin(t))
 	rp.cmd.Env = append(os.Environ(), env...)
 	rp.cmd.Stdout, rp.cmd.Stderr = rp.log, rp.log
-	rp.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	rp.cmd.SysProcAttr = harness.KillWithParent(&syscall.SysProcAttr{})
 	if err := rp.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,7 @@ func (b *sideBySide) start(bin string, args, env []string) func() {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+b.kubeconfig), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = harness.KillWithParent(&syscall.SysProcAttr{})
 	if err := cmd.Start(); err != nil {
 		b.env.Fatalf("start %s: %v", bin, err)
 	}

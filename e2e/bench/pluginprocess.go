@@ -34,7 +34,7 @@ func startPluginProcess(env *harness.Main, v *harness.Vault, key string, infligh
 	}
 	log := &harness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = harness.KillWithParent(&syscall.SysProcAttr{})
 	if err := cmd.Start(); err != nil {
 		env.Fatalf("start %s: %v", bin, err)
 	}

@@ -69,7 +69,7 @@ func StartPostgres(env Env) *Postgres {
 	}
 	run := func(name string, args ...string) *exec.Cmd {
 		cmd := exec.Command(pgBin(env, name), args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+		cmd.SysProcAttr = KillWithParent(&syscall.SysProcAttr{Credential: cred, Setpgid: true})
 		cmd.Dir = dir
 		return cmd
 	}

@@ -72,7 +72,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if eq $tag "latest" -}}
 {{- fail (printf "%s: \"latest\" is not a version; pin a release tag such as %q" .value .ctx.Chart.AppVersion) -}}
 {{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Vault address, checked. */}}
