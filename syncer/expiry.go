@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -56,6 +57,25 @@ func ExpiryDue(annotations map[string]string) (time.Time, bool) {
 	return t, true
 }
 
+// KeepPastExpiry tells whether a Secret whose expires-at has passed stays:
+// a kv Secret whose VaultSecret says expiryPolicy Retain (for good: zero
+// time), or one whose VaultSecret's status records a later expiry for the
+// lease the Secret holds — a renewal whose annotation write was lost —
+// until that expiry.
+func KeepPastExpiry(vs *v1alpha1.VaultSecret, s *corev1.Secret, now time.Time) (bool, time.Time) {
+	if retained(vs) {
+		return true, time.Time{}
+	}
+	st := vs.Status
+	if st.SecretName != s.Name || st.ExpiresAt == nil || !now.Before(st.ExpiresAt.Time) {
+		return false, time.Time{}
+	}
+	if st.Lease == nil || s.Annotations[LeaseAnnotation] != st.Lease.ID {
+		return false, time.Time{}
+	}
+	return true, st.ExpiresAt.Time
+}
+
 // Reconcile implements reconcile.Reconciler.
 func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var s corev1.Secret
@@ -73,6 +93,17 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	now := e.Clock.Now()
 	if now.Before(at) {
 		return ctrl.Result{RequeueAfter: at.Sub(now)}, nil
+	}
+	var vs v1alpha1.VaultSecret
+	if err := e.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: owner.Name}, &vs); err == nil && vs.UID == owner.UID {
+		if keep, until := KeepPastExpiry(&vs, &s, now); keep {
+			// Retained, or renewed in status while the annotation lags
+			// (the reconciler rewrites it): not deleted.
+			if until.IsZero() {
+				return ctrl.Result{}, nil
+			}
+			return ctrl.Result{RequeueAfter: until.Sub(now)}, nil
+		}
 	}
 	// Delete exactly the object read: same UID (not a Secret of the same
 	// name created since) and same version (not one just refreshed).

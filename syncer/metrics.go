@@ -15,6 +15,11 @@ type Metrics struct {
 	leases  *prometheus.CounterVec
 	vault   *prometheus.CounterVec
 	logins  *prometheus.CounterVec
+	// notRevoked counts leases given up at deletion (Vault unreachable
+	// past --finalizer-timeout); expired counts Secrets past their expiry
+	// without a refresh, by expiryPolicy.
+	notRevoked prometheus.Counter
+	expired    *prometheus.CounterVec
 }
 
 // NewMetrics registers the syncer's metrics.
@@ -27,13 +32,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		expiry: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vaultkms_secret_time_to_expiry_seconds",
 			Help: "Time from a successful sync to the Secret's expiry.", Buckets: prometheus.ExponentialBuckets(10, 3, 10)}),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_lease_operations_total",
-			Help: "Dynamic lease renewals, re-issues and revocations."}, []string{"operation"}),
+			Help: "Dynamic lease operations: issued, renewed, reissued, revoked."}, []string{"operation"}),
 		vault: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_syncer_vault_requests_total",
 			Help: "Vault requests made for VaultSecrets, by result."}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_tenant_logins_total",
 			Help: "Vault logins as tenants' service accounts by result (ok, error), and renewals of their tokens (renewed)."}, []string{"result"}),
+		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_leases_not_revoked_total",
+			Help: "Leases left to end on their own because Vault could not revoke them before --finalizer-timeout at deletion."}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_secrets_expired_total",
+			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: deleted, Retain: kept with their last data)."}, []string{"policy"}),
 	}
-	reg.MustRegister(m.syncs, m.latency, m.expiry, m.leases, m.vault, m.logins)
+	reg.MustRegister(m.syncs, m.latency, m.expiry, m.leases, m.vault, m.logins, m.notRevoked, m.expired)
 	return m
 }
 

@@ -24,8 +24,7 @@ func TestRenderData(t *testing.T) {
 	vs := &v1alpha1.VaultSecret{Spec: v1alpha1.VaultSecretSpec{Target: v1alpha1.Target{Template: map[string]string{
 		"application.properties": "db.user={{ .username }}\ndb.password={{ .password }}\n",
 	}}}}
-	r := &Reconciler{Clock: clock.RealClock{}}
-	out, err := r.shape(vs, map[string][]byte{"username": []byte("u1"), "password": []byte("p1")})
+	out, err := shape(vs, map[string][]byte{"username": []byte("u1"), "password": []byte("p1")}, clock.RealClock{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,37 +32,35 @@ func TestRenderData(t *testing.T) {
 		t.Fatalf("rendered %q", out["application.properties"])
 	}
 	vs.Spec.Target.Template = map[string]string{"x": "{{ .missing }}"}
-	_, err = r.shape(vs, map[string][]byte{"password": []byte("hunter2")})
+	_, err = shape(vs, map[string][]byte{"password": []byte("hunter2")}, clock.RealClock{})
 	if err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("missing key error %v: must name the field and hide the data", err)
 	}
 	vs.Spec.Target.Template = map[string]string{"x": "{{ .broken"}
-	if _, err := r.shape(vs, nil); err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) {
+	if _, err := shape(vs, nil, clock.RealClock{}); err == nil || !strings.Contains(err.Error(), `spec.target.template["x"]`) {
 		t.Fatalf("parse error %v", err)
 	}
 }
 
-func TestBuildSecret(t *testing.T) {
+func TestDesiredSecret(t *testing.T) {
 	vs := &v1alpha1.VaultSecret{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "app", UID: "uid-1"},
 		Spec: v1alpha1.VaultSecretSpec{Source: v1alpha1.Source{PKI: &v1alpha1.PKISource{}},
 			Target: v1alpha1.Target{Labels: map[string]string{"team": "a", ManagedByLabel: "someone-else"}, Annotations: map[string]string{"note": "x"}}},
 	}
 	exp := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	s := buildSecret(vs, map[string][]byte{"tls.crt": nil}, exp)
-	if s.Name != "web" || s.Type != corev1.SecretTypeTLS || s.Labels[ManagedByLabel] != ManagedByValue || s.Labels["team"] != "a" {
-		t.Fatalf("secret %+v", s.ObjectMeta)
+	s := desiredSecret(vs, map[string][]byte{"tls.crt": nil}, exp, "database/creds/app/x1")
+	if *s.Name != "web" || *s.Type != corev1.SecretTypeTLS || s.Labels[ManagedByLabel] != ManagedByValue || s.Labels["team"] != "a" {
+		t.Fatalf("secret %+v", s.ObjectMetaApplyConfiguration)
 	}
-	if s.Annotations[ExpiresAtAnnotation] != "2026-11-25T12:00:00Z" || s.Annotations["note"] != "x" {
+	if s.Annotations[ExpiresAtAnnotation] != "2026-11-25T12:00:00Z" || s.Annotations["note"] != "x" || s.Annotations[LeaseAnnotation] != "database/creds/app/x1" {
 		t.Fatalf("annotations %v", s.Annotations)
 	}
-	if !metav1.IsControlledBy(s, vs) {
-		t.Fatal("not owned by its VaultSecret")
+	if len(s.OwnerReferences) != 1 || *s.OwnerReferences[0].UID != vs.UID || !*s.OwnerReferences[0].Controller {
+		t.Fatalf("owner %+v", s.OwnerReferences)
 	}
-	other := vs.DeepCopy()
-	other.UID = "uid-2"
-	if metav1.IsControlledBy(s, other) {
-		t.Fatal("owned by another VaultSecret")
+	if _, ok := desiredSecret(vs, nil, exp, "").Annotations[LeaseAnnotation]; ok {
+		t.Fatal("a Secret without lease names one")
 	}
 }
 
@@ -77,7 +74,7 @@ func TestDataHMAC(t *testing.T) {
 		a == dataHMAC([]byte("other key"), map[string][]byte{"a": []byte("1"), "b": []byte("2")}) {
 		t.Fatal("HMAC collision")
 	}
-	if !strings.HasPrefix(a, "hmac-sha256:") || len(a) != len("hmac-sha256:")+43 {
+	if !strings.HasPrefix(a, "hmac-sha256:"+hmacKeyID([]byte("k"))+":") || len(a) != len("hmac-sha256:")+len(hmacKeyID([]byte("k")))+1+43 {
 		t.Fatalf("HMAC %q is not a full HMAC-SHA256", a)
 	}
 }
@@ -100,9 +97,8 @@ func TestJitterIsStableAndSpread(t *testing.T) {
 }
 
 func TestShapeRefusesInvalidVaultKeys(t *testing.T) {
-	r := &Reconciler{Clock: clock.RealClock{}}
 	vs := &v1alpha1.VaultSecret{}
-	_, err := r.shape(vs, map[string][]byte{"bad key/with slash": []byte("s3cr3t")})
+	_, err := shape(vs, map[string][]byte{"bad key/with slash": []byte("s3cr3t")}, clock.RealClock{})
 	if err == nil || !strings.Contains(err.Error(), "not a valid Secret key") || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("err = %v", err)
 	}

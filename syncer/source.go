@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -42,13 +41,8 @@ type sourceKind interface {
 	// plan returns when to refresh and when the Secret expires, for data
 	// fetched at now. tokenEnd is the end of the token that fetched it.
 	plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, tokenEnd time.Time) (refreshAt, expiresAt time.Time)
-	// leased tells whether the kind holds a lease that renew and release
-	// act on.
+	// leased tells whether the kind holds a lease to renew and revoke.
 	leased() bool
-	// renew extends a lease by increment and returns what Vault granted.
-	renew(ctx context.Context, c *api.Client, leaseID string, increment time.Duration) (time.Duration, error)
-	// release revokes a lease.
-	release(ctx context.Context, c *api.Client, leaseID string) error
 }
 
 func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
@@ -61,8 +55,6 @@ func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
 	return kvKind{}
 }
 
-var errNoLease = errors.New("this source holds no lease")
-
 // kvKind: a KV secret, re-read every ttl; nothing to renew or release.
 type kvKind struct{}
 
@@ -74,10 +66,6 @@ func (kvKind) plan(now time.Time, vs *v1alpha1.VaultSecret, _ fetched, _ time.Ti
 	return KVPlan(now, wantedTTL(vs), jitterFor(string(vs.UID)))
 }
 func (kvKind) leased() bool { return false }
-func (kvKind) renew(context.Context, *api.Client, string, time.Duration) (time.Duration, error) {
-	return 0, errNoLease
-}
-func (kvKind) release(context.Context, *api.Client, string) error { return nil }
 
 // pkiKind: a certificate, re-issued at two thirds of its life; it cannot
 // be renewed, and is not revoked at deletion (it expires).
@@ -91,10 +79,6 @@ func (pkiKind) plan(_ time.Time, vs *v1alpha1.VaultSecret, f fetched, _ time.Tim
 	return PKIPlan(f.notBefore, f.notAfter, jitterFor(string(vs.UID)))
 }
 func (pkiKind) leased() bool { return false }
-func (pkiKind) renew(context.Context, *api.Client, string, time.Duration) (time.Duration, error) {
-	return 0, errNoLease
-}
-func (pkiKind) release(context.Context, *api.Client, string) error { return nil }
 
 // dynamicKind: leased credentials, renewed while useful, re-issued before
 // the lease or the token that created it ends, revoked when replaced or
@@ -112,15 +96,8 @@ func (dynamicKind) plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, toke
 	return refreshAt, expiresAt
 }
 func (dynamicKind) leased() bool { return true }
-func (dynamicKind) renew(ctx context.Context, c *api.Client, id string, inc time.Duration) (time.Duration, error) {
-	return renewLease(ctx, c, id, inc)
-}
-func (dynamicKind) release(ctx context.Context, c *api.Client, id string) error {
-	return revokeLease(ctx, c, id)
-}
 
 func readKV(ctx context.Context, c *api.Client, src *v1alpha1.KVSource) (fetched, error) {
-	ctx = vault.Inline(ctx)
 	mount := strings.Trim(src.Mount, "/")
 	if src.KVVersion == 1 {
 		s, err := c.Logical().ReadWithContext(ctx, mount+"/"+src.Path)
@@ -202,13 +179,24 @@ func issuePKI(ctx context.Context, c *api.Client, src *v1alpha1.PKISource, ttl t
 	}, nil
 }
 
-// renewLease renews a lease by the path form of the endpoint
-// (sys/leases/renew/<lease id>), so a policy can limit a tenant to the
-// leases under its own path; it returns what Vault granted.
-//
 // renewLease renews a lease by increment and returns what Vault granted.
+// It asks with the path form of the endpoint (sys/leases/renew/<lease
+// id>), which lets a policy limit a tenant to the leases under its own
+// path; refused, it asks with the body form (sys/leases/renew), which is
+// what Vault's documentation grants. Refused both ways, it says which
+// policy line is missing.
 func renewLease(ctx context.Context, c *api.Client, id string, increment time.Duration) (time.Duration, error) {
-	s, err := c.Logical().WriteWithContext(ctx, "sys/leases/renew/"+id, map[string]any{"increment": int(increment.Seconds())})
+	body := map[string]any{"increment": int(increment.Seconds())}
+	s, err := c.Logical().WriteWithContext(ctx, "sys/leases/renew/"+id, body)
+	if err != nil && vault.Classify(err) == vault.KindDenied {
+		body["lease_id"] = id
+		var bodyErr error
+		s, bodyErr = c.Logical().WriteWithContext(ctx, "sys/leases/renew", body)
+		if bodyErr != nil && vault.Classify(bodyErr) == vault.KindDenied {
+			return 0, &renewDeniedError{leaseID: id, err: bodyErr}
+		}
+		err = bodyErr
+	}
 	if err != nil {
 		return 0, fmt.Errorf("renew lease: %w", err)
 	}
@@ -217,6 +205,23 @@ func renewLease(ctx context.Context, c *api.Client, id string, increment time.Du
 	}
 	return time.Duration(s.LeaseDuration) * time.Second, nil
 }
+
+// renewDeniedError is a renewal refused in both forms: a policy to fix,
+// named in the message (lease ids are not secrets).
+type renewDeniedError struct {
+	leaseID string
+	err     error
+}
+
+func (e *renewDeniedError) Error() string {
+	prefix := e.leaseID
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		prefix = prefix[:i+1]
+	}
+	return fmt.Sprintf(`Vault refused to renew the lease, both as sys/leases/renew/<lease id> and as sys/leases/renew; add to the role's policy: path "sys/leases/renew/%s*" { capabilities = ["update"] }`, prefix)
+}
+
+func (e *renewDeniedError) Unwrap() error { return e.err }
 
 func revokeLease(ctx context.Context, c *api.Client, id string) error {
 	if _, err := c.Logical().WriteWithContext(ctx, "sys/leases/revoke/"+id, nil); err != nil {

@@ -10,7 +10,7 @@ import (
 // namespace, never under its own.
 //
 // +kubebuilder:object:root=true
-// +kubebuilder:resource:shortName=vs
+// +kubebuilder:resource:shortName=vsec
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
@@ -246,8 +246,28 @@ type RolloutRestartTarget struct {
 
 // VaultSecretStatus reports the last sync.
 type VaultSecretStatus struct {
+	// ObservedGeneration is the generation the controller last looked at
+	// ("seen"); AppliedGeneration the one whose Secret was last written
+	// successfully ("applied"). A failed apply leaves them apart, and the
+	// controller retries until they meet.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +optional
+	AppliedGeneration int64 `json:"appliedGeneration,omitempty"`
+	// SourceHash fingerprints the spec fields that decide the Secret's
+	// data (auth, source, ttl, target name, type and template) as last
+	// applied: a change of anything else updates metadata only.
+	// +optional
+	SourceHash string `json:"sourceHash,omitempty"`
+	// MetadataHash fingerprints target.labels and target.annotations as
+	// last applied.
+	// +optional
+	MetadataHash string `json:"metadataHash,omitempty"`
+	// PendingLease is a lease issued but not yet seen in the Secret: it
+	// becomes the current lease only once the Secret is read back holding
+	// it, and is revoked if the Secret never does.
+	// +optional
+	PendingLease *Lease `json:"pendingLease,omitempty"`
 	// ExpiresAt is when the Secret is deleted unless refreshed first.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`

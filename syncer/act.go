@@ -1,0 +1,202 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+// act carries out a plan: first the lease journal (promote, drop,
+// revoke), then the one write of the plan, then status, written once.
+func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.Time) (ctrl.Result, string, error) {
+	vs := o.vs
+	st := &vs.Status
+	orig := st.DeepCopy()
+	st.ObservedGeneration = vs.Generation
+	if st.SecretName != "" && st.SecretName != targetName(vs) {
+		// spec.target.name changed: the old Secret is no longer wanted.
+		if err := r.secrets.deleteOwned(ctx, vs, st.SecretName); err != nil {
+			return ctrl.Result{}, "error", err
+		}
+		st.SecretName = ""
+	}
+	if p.ReleaseStale {
+		if err := r.releaseStale(ctx, vs, now); err != nil {
+			r.Log.Info("revoking the lease of a source that no longer leases failed; retrying", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+		}
+	}
+	if p.Promote {
+		r.promote(ctx, o, now)
+	}
+	if p.DropPending {
+		if err := r.vault.release(ctx, vs, st.PendingLease.ID); err != nil && vault.Classify(err) == vault.KindUnavailable {
+			return r.failed(ctx, vs, orig, now, ReasonVaultUnavailable, err)
+		}
+		st.PendingLease = nil
+	}
+	r.handlePrevious(ctx, vs, p.Previous, now)
+	if p.AdoptHMAC && o.secret != nil {
+		// The HMAC key was recreated: the data is taken as it is, not
+		// treated as edited (no re-issue, no restart).
+		st.DataHMAC = dataHMAC(r.HMACKey, o.secret.Data)
+	}
+	if p.MarkApplied {
+		st.AppliedGeneration = vs.Generation
+	}
+
+	switch p.Action {
+	case ActInvalid:
+		return r.failed(ctx, vs, orig, now, ReasonInvalid, o.Invalid)
+	case ActConflict:
+		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", targetName(vs)))
+		return requeueAt(now, p.WakeAt), "conflict", r.status.write(ctx, vs, orig)
+	case ActFetch:
+		return r.fetchAndWrite(ctx, o, p, orig, now)
+	case ActRenew:
+		return r.renew(ctx, o, p, orig, now)
+	case ActWriteMetadata:
+		if err := r.writeMetadata(ctx, o); err != nil {
+			return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
+		}
+		st.MetadataHash = o.MetadataHash
+		if !p.MarkApplied && st.SourceHash == o.SourceHash {
+			st.AppliedGeneration = vs.Generation
+		}
+		return requeueAt(now, p.WakeAt), "synced", r.status.write(ctx, vs, orig)
+	}
+	return requeueAt(now, p.WakeAt), "unchanged", r.status.write(ctx, vs, orig)
+}
+
+// promote makes the lease the Secret holds current, and records what the
+// Secret holds: the write of an earlier pass whose answer was lost.
+func (r *Reconciler) promote(ctx context.Context, o *observation, now time.Time) {
+	vs := o.vs
+	st := &vs.Status
+	pending := st.PendingLease
+	if older := promote(st, now, vs.Spec.RevokeGracePeriod); older != "" {
+		if err := r.vault.release(ctx, vs, older); err != nil {
+			r.Log.Info("revoking a replaced lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+		}
+	}
+	if o.secret != nil {
+		st.DataHMAC = dataHMAC(r.HMACKey, o.secret.Data)
+	}
+	end := EffectiveEnd(pending.ExpiresAt.Time, timeOf(pending.TokenExpiresAt))
+	st.ExpiresAt, st.LastSyncTime, st.SecretName = ptrTime(end), ptrTime(pending.IssuedAt.Time), targetName(vs)
+	st.SourceHash, st.MetadataHash, st.AppliedGeneration = o.SourceHash, o.MetadataHash, vs.Generation
+	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("Secret %q holds the current lease; expires at %s", targetName(vs), formatTime(end)))
+}
+
+// releaseStale revokes every lease of a source that no longer leases.
+func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) error {
+	st := &vs.Status
+	for _, id := range journalIDs(st, now) {
+		if err := r.vault.release(ctx, vs, id); err != nil && vault.Classify(err) != vault.KindDenied {
+			return err
+		}
+	}
+	st.Lease, st.PendingLease, st.RevokeFailures = nil, nil, 0
+	return nil
+}
+
+// handlePrevious revokes a replaced lease when due, with back-off on
+// failure; it stops at the old lease's own end, and a refusal (403) is
+// reported as a condition instead of retried.
+func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecret, a PreviousAction, now time.Time) {
+	st := &vs.Status
+	l := st.Lease
+	switch {
+	case l == nil || l.PreviousID == "" || a == PreviousWait:
+		return
+	case a == PreviousForget:
+		r.Log.Info("replaced lease ended before it could be revoked", "vaultsecret", client.ObjectKeyFromObject(vs))
+		clearPrevious(st)
+		return
+	}
+	err := r.vault.release(ctx, vs, l.PreviousID)
+	switch {
+	case err == nil:
+		clearPrevious(st)
+		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionTrue, "Revoked", "the replaced lease was revoked")
+	case vault.Classify(err) == vault.KindDenied:
+		clearPrevious(st)
+		msg := "Vault refused to revoke the replaced lease; grant update on sys/leases/revoke/<mount>/<path>/* to the role's policy: " + explain(err)
+		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonPermissionDenied, msg)
+		r.status.event(vs, corev1.EventTypeWarning, ReasonPermissionDenied, "Revoke", "%s", msg)
+	default:
+		st.RevokeFailures++
+		next := metav1.NewTime(now.Add(RevokeBackoff(st.RevokeFailures)))
+		l.RevokePreviousAt = &next
+		r.Log.Info("revoking a replaced lease failed; backing off", "vaultsecret", client.ObjectKeyFromObject(vs), "failures", st.RevokeFailures, "next", next.Time, "error", explain(err))
+	}
+}
+
+// writeMetadata rewrites the Secret's labels and annotations around its
+// current data: no Vault call, no new lease, no restart.
+func (r *Reconciler) writeMetadata(ctx context.Context, o *observation) error {
+	vs := o.vs
+	var leaseID string
+	if l := vs.Status.Lease; l != nil && o.kind.leased() {
+		leaseID = l.ID
+	}
+	_, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), leaseID, o.secret)
+	return err
+}
+
+// failedVault reports a Vault failure with the reason it maps to.
+func (r *Reconciler) failedVault(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, err error) (ctrl.Result, string, error) {
+	reason := ReasonVaultUnavailable
+	var rd *renewDeniedError
+	switch {
+	case errors.As(err, &rd):
+		reason = ReasonRenewDenied
+	case errors.Is(err, errNotFound) || vault.Classify(err) == vault.KindNotFound:
+		reason = ReasonNotFound
+	case vault.Classify(err) == vault.KindDenied:
+		reason = ReasonPermissionDenied
+		r.vault.refused(vs)
+	case vault.Classify(err) == vault.KindInvalid:
+		reason = ReasonInvalid
+	}
+	return r.failed(ctx, vs, orig, now, reason, err)
+}
+
+// failed records a failed pass: Ready=False for this generation (seen,
+// not applied), and the retry time in refreshAt, 5 s after the first
+// failure and backing off to 5 min. Deleting the Secret at its expiry is
+// the Expirer's job, which does not wait on this path.
+func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, reason string, err error) (ctrl.Result, string, error) {
+	st := &vs.Status
+	expiresAt := timeOf(st.ExpiresAt)
+	reason, msg := FailureReason(now, expiresAt, retained(vs), reason, explain(err))
+	if prev := meta.FindStatusCondition(st.Conditions, "Ready"); reason == ReasonExpired && (prev == nil || prev.Reason != ReasonExpired) {
+		policy := v1alpha1.ExpiryDelete
+		if retained(vs) {
+			policy = v1alpha1.ExpiryRetain
+		}
+		if r.Metrics != nil {
+			r.Metrics.expired.WithLabelValues(policy).Inc()
+		}
+		r.status.event(vs, corev1.EventTypeWarning, ReasonExpired, "Expire", "%s", msg)
+	}
+	if first := r.status.setFailed(vs, reason, msg); first && reason != ReasonExpired {
+		r.status.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
+	}
+	failingSince := FailingSince(meta.FindStatusCondition(st.Conditions, "Ready"), vs.Generation)
+	retry := RetryAfter(now, failingSince, expiresAt)
+	if at := revokePreviousAt(st.Lease); !at.IsZero() && at.After(now) {
+		retry = min(retry, at.Sub(now))
+	}
+	st.RefreshAt = ptrTime(now.Add(retry))
+	return ctrl.Result{RequeueAfter: retry}, "failed", r.status.write(ctx, vs, orig)
+}

@@ -1,0 +1,113 @@
+package syncer
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+// Finalizer makes deletion wait until leases are revoked (or known ended).
+const Finalizer = "secrets.vaultkms.io/revoke-leases"
+
+// DefaultFinalizerTimeout is how long deletion waits for an unreachable
+// Vault before the leases are left to end on their own.
+const DefaultFinalizerTimeout = 10 * time.Minute
+
+// finalizer revokes the journal's leases at deletion and lets the
+// VaultSecret go. No finalizer outlives the leases it guards, nor
+// Timeout: a namespace deleted during a Vault outage is not held for the
+// leases' whole lives.
+type finalizer struct {
+	Client    client.Client
+	APIReader client.Reader
+	Vault     *vaultIO
+	Secrets   *secretWriter
+	Status    *statusRecorder
+	Metrics   *Metrics
+	Clock     interface{ Now() time.Time }
+	Timeout   time.Duration
+	// forget is told the VaultSecret is gone.
+	forget func(client.ObjectKey)
+}
+
+// FinalizeGiveUp tells whether deletion stops waiting for Vault at now.
+func FinalizeGiveUp(now, deletedAt time.Time, timeout time.Duration) bool {
+	if timeout <= 0 {
+		timeout = DefaultFinalizerTimeout
+	}
+	return !now.Before(deletedAt.Add(timeout))
+}
+
+func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(vs, Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	now := f.Clock.Now()
+	st := &vs.Status
+	end := journalEnd(st)
+	if DecideFinalize(now, len(journalIDs(st, now)) > 0, revokeOnDelete(vs), end) == FinalizeRelease {
+		for _, id := range journalIDs(st, now) {
+			err := f.Vault.release(ctx, vs, id)
+			if err == nil {
+				continue
+			}
+			if vault.Classify(err) == vault.KindUnavailable && !FinalizeGiveUp(now, vs.DeletionTimestamp.Time, f.Timeout) {
+				if d := FinalizeRetryAfter(now, vs.DeletionTimestamp.Time, end); d > 0 {
+					giveUp := vs.DeletionTimestamp.Add(f.timeout())
+					orig := st.DeepCopy()
+					f.Status.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion; retrying until "+formatTime(minTime(end, giveUp))+": "+explain(err))
+					return ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}, f.Status.write(ctx, vs, orig)
+				}
+			}
+			f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
+				"lease not revoked (%s); it ends on its own at %s", explain(err), formatTime(end))
+			if f.Metrics != nil {
+				f.Metrics.notRevoked.Inc()
+			}
+			break
+		}
+	}
+	if err := f.Secrets.deleteOwned(ctx, vs, targetName(vs)); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cur v1alpha1.VaultSecret
+		if err := f.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if f.forget != nil {
+			f.forget(client.ObjectKeyFromObject(vs))
+		}
+		if !controllerutil.RemoveFinalizer(&cur, Finalizer) {
+			return nil
+		}
+		return client.IgnoreNotFound(f.Client.Update(ctx, &cur))
+	})
+}
+
+func (f *finalizer) timeout() time.Duration {
+	if f.Timeout <= 0 {
+		return DefaultFinalizerTimeout
+	}
+	return f.Timeout
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func revokeOnDelete(vs *v1alpha1.VaultSecret) bool {
+	return vs.Spec.RevokeOnDelete == nil || *vs.Spec.RevokeOnDelete
+}

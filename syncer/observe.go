@@ -1,0 +1,71 @@
+package syncer
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+// observation is what Observe read: the facts Decide takes, and the
+// objects Act writes from.
+type observation struct {
+	Observed
+	vs     *v1alpha1.VaultSecret
+	kind   sourceKind
+	secret *corev1.Secret
+}
+
+// restoreRecord remembers recent restores of a hand-edited Secret, in
+// memory like controller-runtime's rate limiters: a restart forgets it.
+type restoreRecord struct {
+	count int
+	last  time.Time
+}
+
+// observe reads everything a pass decides on, in one place: the
+// VaultSecret (given), its Secret (from the API server when a pending
+// lease waits for the read-back or the cache has none), the tenant token
+// held in memory, and the restores of a hand-edited Secret.
+func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*observation, error) {
+	kind := kindOf(vs)
+	o := &observation{vs: vs, kind: kind}
+	o.VS, o.Kind = vs, kind.name()
+	o.Invalid = r.validator.validate(vs)
+	o.SourceHash, o.MetadataHash = sourceHash(vs), metadataHash(vs)
+	sec, confirmed, err := r.secrets.get(ctx, vs, vs.Status.PendingLease != nil)
+	if err != nil {
+		return nil, err
+	}
+	o.Confirmed = confirmed
+	if sec != nil {
+		o.secret = sec
+		o.Secret = &corev1Secret{Owned: metav1.IsControlledBy(sec, vs), LeaseID: sec.Annotations[LeaseAnnotation], ExpiresAt: sec.Annotations[ExpiresAtAnnotation]}
+		o.Data = dataState(r.HMACKey, vs.Status.DataHMAC, sec.Data)
+	}
+	if l := vs.Status.Lease; l != nil && l.TokenAccessor != "" {
+		if tok := r.vault.cachedToken(vs); tok != nil && tok.Accessor == l.TokenAccessor {
+			o.TokenLive, o.TokenExpires = true, tok.Expires
+		}
+	}
+	if v, ok := r.restores.Load(client.ObjectKeyFromObject(vs)); ok {
+		rec := v.(restoreRecord)
+		o.Restores, o.LastRestore = rec.count, rec.last
+	}
+	return o, nil
+}
+
+// restored counts a restore of a hand-edited Secret.
+func (r *Reconciler) restored(key client.ObjectKey, now time.Time) {
+	rec := restoreRecord{count: 1, last: now}
+	if v, ok := r.restores.Load(key); ok {
+		if prev := v.(restoreRecord); now.Sub(prev.last) < restoreResetAfter {
+			rec.count = prev.count + 1
+		}
+	}
+	r.restores.Store(key, rec)
+}

@@ -1,0 +1,100 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+var errSecretConflict = errors.New("a Secret of that name exists and is not managed by this VaultSecret")
+
+// secretWriter writes the target Secret with server-side apply under
+// FieldManager: it owns the labels, annotations, data keys, type and owner
+// reference it sets, and nothing else, so others' metadata stays.
+type secretWriter struct {
+	Client    client.Client
+	APIReader client.Reader
+}
+
+// written is the Secret as the API server returned it after a write:
+// the read-back that tells which lease it holds.
+type written struct {
+	LeaseID   string
+	ExpiresAt string
+}
+
+// apply writes data and metadata. existing is the Secret as observed (nil
+// when absent), already checked to be this VaultSecret's.
+func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID string, existing *corev1.Secret) (written, error) {
+	want := desiredSecret(vs, data, expiresAt, leaseID)
+	if existing != nil && existing.Type != *want.Type {
+		// A Secret's type is immutable: replace it, exactly the one read.
+		uid, rv := existing.UID, existing.ResourceVersion
+		if err := w.Client.Delete(ctx, existing, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
+			return written{}, fmt.Errorf("replace Secret %s/%s to change its type: %w", vs.Namespace, *want.Name, err)
+		}
+	}
+	body, err := json.Marshal(want)
+	if err != nil {
+		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
+	}
+	// The answer is decoded into a fresh object: what the API server
+	// stored, not what was sent.
+	got := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: vs.Namespace, Name: *want.Name}}
+	if err := w.Client.Patch(ctx, got, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
+	}
+	return written{LeaseID: got.Annotations[LeaseAnnotation], ExpiresAt: got.Annotations[ExpiresAtAnnotation]}, nil
+}
+
+// get reads the target Secret: from the cache, or from the API server
+// when confirm is set or the cache has none (the cache holds only managed
+// Secrets, and may not hold one just created).
+func (w *secretWriter) get(ctx context.Context, vs *v1alpha1.VaultSecret, confirm bool) (*corev1.Secret, bool, error) {
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: targetName(vs)}
+	var s corev1.Secret
+	if !confirm {
+		err := w.Client.Get(ctx, key, &s)
+		if err == nil {
+			return &s, false, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, false, err
+		}
+	}
+	err := w.APIReader.Get(ctx, key, &s)
+	if apierrors.IsNotFound(err) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return &s, true, nil
+}
+
+// deleteOwned deletes the named Secret only if vs controls it, and only
+// the very object checked (UID precondition).
+func (w *secretWriter) deleteOwned(ctx context.Context, vs *v1alpha1.VaultSecret, name string) error {
+	var s corev1.Secret
+	if err := w.APIReader.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: name}, &s); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(&s, vs) {
+		return nil
+	}
+	uid := s.UID
+	if err := w.Client.Delete(ctx, &s, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return nil
+}
