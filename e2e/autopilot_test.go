@@ -101,6 +101,10 @@ func startAutopilotCluster(t *testing.T, two bool) *autopilotCluster {
 	return c
 }
 
+// testSettle is the settle time of the e2e tests, given to the auditor and
+// the CLI through their test-only flags: real clusters wait at least 4m.
+const testSettle = 5 * time.Second
+
 // startRotationAuditor runs the auditor with --rotation as a user holding
 // the auditor's rules and the autopilot's, and a Vault token holding hcl.
 func (c *autopilotCluster) startRotationAuditor(t *testing.T, hcl string, extra ...string) *harness.Controller {
@@ -130,7 +134,7 @@ func (c *autopilotCluster) startRotationAuditor(t *testing.T, hcl string, extra 
 	}
 	c.v.Policy("vaultkms-rotation", hcl)
 	tok := c.v.Write("auth/token/create", map[string]any{"policies": []string{"vaultkms-rotation"}, "no_default_policy": false, "ttl": "1h"}).Auth.ClientToken
-	args := append([]string{"--etcd-endpoints=" + c.cp.EtcdURL, "--kms-socket=unix://" + c.plugin.Socket, "--scan-interval=5s",
+	args := append([]string{"--test-only-settle-time=" + testSettle.String(), "--etcd-endpoints=" + c.cp.EtcdURL, "--kms-socket=unix://" + c.plugin.Socket, "--scan-interval=5s",
 		"--encryption-config=" + c.cp.EncryptionConfigPath, "--rotation", "--rotation-vault-addr=" + c.v.Addr,
 		"--rotation-vault-ca-cert=" + c.v.CA.CertFile, "--rotation-token-file=" + harness.TokenFile(t, tok)}, extra...)
 	a := harness.RunAuditor(t, kubeconfig, args...)
@@ -142,11 +146,14 @@ func (c *autopilotCluster) startRotationAuditor(t *testing.T, hcl string, extra 
 	return a
 }
 
-func (c *autopilotCluster) policy(name string, every, trimAfter, settle, timeout time.Duration) *v1alpha1.RotationPolicy {
+// policy leaves settleTime at its default: the auditor's
+// --test-only-settle-time (testSettle) replaces it, since the CRD allows
+// nothing below kube-apiserver's 4m.
+func (c *autopilotCluster) policy(name string, every, trimAfter, timeout time.Duration) *v1alpha1.RotationPolicy {
 	return &v1alpha1.RotationPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1alpha1.RotationPolicySpec{Transit: v1alpha1.TransitKeyRef{Mount: mount, Key: key}, RotateEvery: metav1.Duration{Duration: every},
 			TrimAfter: &metav1.Duration{Duration: trimAfter}, Reencrypt: v1alpha1.ReencryptPacing{QPS: 50},
-			APIServers: v1alpha1.APIServerGate{SettleTime: &metav1.Duration{Duration: settle}, Timeout: &metav1.Duration{Duration: timeout}, MetricsURLs: c.metrics}}}
+			APIServers: v1alpha1.APIServerGate{Timeout: &metav1.Duration{Duration: timeout}, MetricsURLs: c.metrics}}}
 }
 
 // waitPolicy polls the policy until done says so, logging each new stage.
@@ -229,7 +236,11 @@ func TestAutopilotFullCycle(t *testing.T) {
 	c.startRotationAuditor(t, rotationPolicyHCL(mount, key))
 	ctx := context.Background()
 	// Due 10s after the key's creation; trim 10s after verification.
-	if err := c.kc.Create(ctx, c.policy("auto", 10*time.Second, 10*time.Second, 5*time.Second, 150*time.Second)); err != nil {
+	// The mount spelled with a trailing slash: the API-server check must
+	// still match the key_id the plugin reports ("transit").
+	auto := c.policy("auto", 10*time.Second, 10*time.Second, 150*time.Second)
+	auto.Spec.Transit.Mount = mount + "/"
+	if err := c.kc.Create(ctx, auto); err != nil {
 		t.Fatal(err)
 	}
 	c.waitPolicy(t, "auto", 150*time.Second, func(p *v1alpha1.RotationPolicy) bool {
@@ -331,7 +342,7 @@ func TestAutopilotAPIServerGate(t *testing.T) {
 	c := startAutopilotCluster(t, true)
 	c.second.Stop()
 	c.startRotationAuditor(t, rotationPolicyHCL(mount, key))
-	if err := c.kc.Create(context.Background(), c.policy("gate", 10*time.Second, 0, 3*time.Second, 20*time.Second)); err != nil {
+	if err := c.kc.Create(context.Background(), c.policy("gate", 10*time.Second, 0, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	p := c.waitPolicy(t, "gate", 120*time.Second, stopped(v1alpha1.ReasonGateAPIServers))
@@ -356,7 +367,7 @@ func TestAutopilotStaleObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.startRotationAuditor(t, rotationPolicyHCL(mount, key))
-	if err := c.kc.Create(context.Background(), c.policy("stale", 10*time.Second, 0, 3*time.Second, 120*time.Second)); err != nil {
+	if err := c.kc.Create(context.Background(), c.policy("stale", 10*time.Second, 0, 120*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	p := c.waitPolicy(t, "stale", 180*time.Second, stopped(v1alpha1.ReasonGateStaleRemain))
@@ -387,7 +398,14 @@ func TestAutopilotNoEvidence(t *testing.T) {
 	t.Parallel()
 	c := startAutopilotCluster(t, false)
 	c.startRotationAuditor(t, rotationPolicyHCL(mount, key), "--etcd-prefix=/wrong")
-	if err := c.kc.Create(context.Background(), c.policy("prefix", 10*time.Second, 0, 3*time.Second, 60*time.Second)); err != nil {
+	// The CRD refuses a settle time below kube-apiserver's rules, naming
+	// the field.
+	short := c.policy("short", 10*time.Second, 0, 60*time.Second)
+	short.Spec.APIServers.SettleTime = &metav1.Duration{Duration: 3*time.Minute + 59*time.Second}
+	if err := c.kc.Create(context.Background(), short); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "apiServers.settleTime must be a duration between 4m and 24h") {
+		t.Fatalf("create with settleTime 3m59s: %v, want Invalid naming apiServers.settleTime and its 4m minimum", err)
+	}
+	if err := c.kc.Create(context.Background(), c.policy("prefix", 10*time.Second, 0, 60*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	p := c.waitPolicy(t, "prefix", 60*time.Second, stopped(v1alpha1.ReasonGatePrefix))
@@ -412,7 +430,7 @@ path "%[1]s/keys/%[2]s/config" { capabilities = ["update"] }
 `, mount, key)
 	c.startRotationAuditor(t, noRotate)
 	ctx := context.Background()
-	if err := c.kc.Create(ctx, c.policy("refused", 10*time.Second, 0, 3*time.Second, 60*time.Second)); err != nil {
+	if err := c.kc.Create(ctx, c.policy("refused", 10*time.Second, 0, 60*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	p := c.waitPolicy(t, "refused", 60*time.Second, stopped(v1alpha1.ReasonGateVaultRotate))

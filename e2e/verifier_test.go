@@ -215,7 +215,7 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	}
 
 	trim := func(extra ...string) (string, string, int) {
-		return cli(t, append(append([]string{"trim", "--settle-time", "5s"}, common...), extra...)...)
+		return cli(t, append(append([]string{"trim", "--test-only-settle-time", testSettle.String()}, common...), extra...)...)
 	}
 	out, stderr, code = trim()
 	if code != 4 || !strings.Contains(stderr, "reencrypt") {
@@ -283,7 +283,7 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	}{
 		{"wrong prefix", []string{"--etcd-prefix", "/wrong"}, 4, "namespaces/default"},
 		{"an API server that cannot be read", []string{"--apiserver-metrics-url", fmt.Sprintf("https://127.0.0.1:%d/metrics", deadPort)}, 4, "cannot read metrics"},
-		{"settle time not reached", []string{"--settle-time", (time.Since(switched) + time.Hour).Round(time.Second).String()}, 4, "settle time"},
+		{"settle time not reached", []string{"--test-only-settle-time", (time.Since(switched) + time.Hour).Round(time.Second).String()}, 4, "settle time"},
 		{"no metrics", []string{"--no-apiserver-metrics"}, 2, "never skips"},
 	} {
 		out, stderr, code := trim(g.args...)
@@ -293,6 +293,28 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	}
 	if got := v.Read(mount + "/keys/" + key).Data["min_decryption_version"]; fmt.Sprint(got) != "1" {
 		t.Fatalf("a refused trim changed min_decryption_version to %v", got)
+	}
+
+	// Values trim cannot read, under the prefix: a KMS v1 value and a KMS
+	// v2 value whose key_id is another plugin's. Either could need any
+	// version, so trim refuses and names them.
+	unreadable := map[string]string{
+		"/registry/secrets/default/kms-v1-left-over": "k8s:enc:kms:v1:old-plugin:\x00\x20wrapped-dek-and-data",
+		"/registry/configmaps/default/foreign-key":   storedKMS("projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1"),
+	}
+	for k, val := range unreadable {
+		if _, err := cp.Etcd().Put(ctx, k, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, stderr, code = trim()
+	if code != 4 || !strings.Contains(stderr, "/registry/secrets/default/kms-v1-left-over") || !strings.Contains(stderr, "/registry/configmaps/default/foreign-key") {
+		t.Fatalf("trim with a KMS v1 value and a foreign key_id under the prefix: exit %d, want 4 listing both\n%s%s", code, out, stderr)
+	}
+	for k := range unreadable {
+		if _, err := cp.Etcd().Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	out, stderr, code = trim()

@@ -175,11 +175,14 @@ type ReencryptPacing struct {
 // for how long, before objects are re-encrypted and before trim.
 type APIServerGate struct {
 	// SettleTime is how long every API server must have reported the new
-	// key_id (default 2m, at least 1s).
+	// key_id (default 5m, at least 4m). The minimum is kube-apiserver's:
+	// after a failed key switch it may keep writing under the old key for
+	// about 3 minutes, and it sees a new key_id only at its next Status
+	// poll (1 minute).
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="apiServers.settleTime must be a duration between 1s and 24h, such as 2m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('4m') && duration(self) <= duration('24h')",message="apiServers.settleTime must be a duration between 4m and 24h, such as 5m: kube-apiserver may keep writing under the old key for about 3m after a failed key switch, plus one Status poll (1m)"
 	SettleTime *metav1.Duration `json:"settleTime,omitempty"`
 	// Timeout is how long after the rotation every API server may take to
 	// report the new key_id and settle before the cycle stops (default

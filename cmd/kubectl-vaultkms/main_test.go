@@ -40,6 +40,7 @@ func TestUsageErrors(t *testing.T) {
 		{"no etcd", []string{"verify", "--current-key-id", "x"}, exitUsage, "--etcd-endpoints is required"},
 		{"wildcard resource", []string{"verify", "--current-key-id", "x", "--etcd-endpoints", "http://127.0.0.1:1", "--resources", "*.*"}, exitUsage, "no wildcards"},
 		{"trim without the API server gate", []string{"trim", "--no-apiserver-metrics", "--transit-key", "k"}, exitUsage, "never skips"},
+		{"settle time below the API server's rules", []string{"trim", "--transit-key", "k", "--settle-time", "3m"}, exitUsage, "--settle-time 3m0s is too short: it must be at least 4m0s"},
 		{"reencrypt qps", []string{"reencrypt", "--qps", "0"}, exitUsage, "--qps"},
 	}
 	for _, tc := range cases {

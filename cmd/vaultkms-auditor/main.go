@@ -64,6 +64,8 @@ type options struct {
 	rotationVaultAddr, rotationVaultCACert string
 	rotationAuth                           vault.MethodConfig
 	rotationWorkers                        int
+	// testOnlySettle is for the project's e2e tests only (see LiveEnv).
+	testOnlySettle time.Duration
 }
 
 func main() {
@@ -91,6 +93,7 @@ func run() error {
 	flag.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
 	flag.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
 	flag.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
+	flag.DurationVar(&o.testOnlySettle, "test-only-settle-time", 0, "for the project's tests only: replaces every RotationPolicy's settle time, below its minimum")
 	flag.DurationVar(&o.scanInterval, "scan-interval", 10*time.Minute, fmt.Sprintf("time between scans (at least %s; up to a tenth more is added at random)", publisher.MinInterval))
 	flag.StringVar(&o.kmsSocket, "kms-socket", "", "the plugin's socket (path or unix:///path), for the current key_id")
 	flag.StringVar(&o.currentKeyID, "current-key-id", "", "a fixed current key_id (instead of --kms-socket or Vault)")
@@ -249,7 +252,7 @@ func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd *etcdc
 		return err
 	}
 	env := &autopilot.LiveEnv{Vault: vc, Session: session, KV: etcd, Prefix: o.etcdPrefix, Targets: targets, Kube: mgr.GetConfig(),
-		Workers: o.rotationWorkers, ScannedKey: func(ctx context.Context) (string, error) { return key(ctx) }}
+		Workers: o.rotationWorkers, TestOnlySettle: o.testOnlySettle, ScannedKey: func(ctx context.Context) (string, error) { return key(ctx) }}
 	r := &autopilot.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Machine: &autopilot.Machine{Env: env, Clock: clock.RealClock{}},
 		Recorder: mgr.GetEventRecorder("vaultkms-auditor"), Log: mgr.GetLogger().WithName("rotation")}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,12 +27,26 @@ import (
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 )
 
-// DefaultSettle is how long every API server must have reported the target
-// key_id before trim trusts a scan: kube-apiserver switches its write key
-// right after the Status poll that reports the new key_id, and writes that
-// began under the old key finish within seconds; two minutes leaves a wide
-// margin.
-const DefaultSettle = 2 * time.Minute
+// MinSettle is the shortest time every API server must have reported the
+// target key_id before trim (or re-encryption) trusts a scan. It comes
+// from kube-apiserver's own rules: when a switch to a new key_id fails
+// (the Encrypt of the new DEK seed errors), the API server keeps writing
+// with its old seed, under the old key_id, for about three minutes after
+// its last good Status; and it learns of a change only at its next Status
+// poll, once a minute when healthy. Three minutes plus one poll.
+const MinSettle = 3*time.Minute + time.Minute
+
+// DefaultSettle is MinSettle with a minute of margin.
+const DefaultSettle = MinSettle + time.Minute
+
+// CheckSettle refuses a settle time below MinSettle, naming the field
+// (the flag or the RotationPolicy field) that set it.
+func CheckSettle(field string, settle time.Duration) error {
+	if settle < MinSettle {
+		return fmt.Errorf("%s %s is too short: it must be at least %s (kube-apiserver may keep writing under the old key for about 3m after a failed key switch, and sees a new key_id only at its next Status poll, 1m)", field, settle, MinSettle)
+	}
+	return nil
+}
 
 // MaxReportAge is how old an API server's newest key_id report may be: it
 // polls Status every minute when healthy, so an older report means its
@@ -80,11 +95,15 @@ func compact(s []string) []string {
 	return out
 }
 
-// Report is what one API server's metrics said.
+// Report is what one API server's metrics and readiness said.
 type Report struct {
 	URL  string                   `json:"url"`
 	Keys []keysource.APIServerKey `json:"keys,omitempty"`
 	Err  string                   `json:"error,omitempty"`
+	// KMSNotReady says why the API server's KMS readiness check
+	// (/readyz/kms-providers, or kms-provider-N without automatic reload)
+	// is not ok; empty when it is.
+	KMSNotReady string `json:"kmsNotReady,omitempty"`
 }
 
 // Fetch reads each URL's metrics with cfg's credentials. The kubeconfig's
@@ -109,6 +128,9 @@ func Fetch(ctx context.Context, cfg *rest.Config, urls []string) ([]Report, erro
 			r.Err = err.Error()
 		}
 		r.Keys = keys
+		if err == nil {
+			r.KMSNotReady = kmsReadiness(ctx, hc, u)
+		}
 		out = append(out, r)
 	}
 	return out, nil
@@ -142,6 +164,69 @@ func fetchOne(ctx context.Context, hc *http.Client, u string) ([]keysource.APISe
 	return keysource.AllFromAPIServerMetrics(resp.Body)
 }
 
+// kmsReadiness reads the verbose /readyz of the API server whose metrics
+// are at metricsURL and returns why its KMS checks are not all ok ("" when
+// they are). An API server whose plugin fails its health check keeps
+// reporting the last key_id in its metrics for a while; only readiness
+// says the provider is unhealthy now.
+func kmsReadiness(ctx context.Context, hc *http.Client, metricsURL string) string {
+	u, err := url.Parse(metricsURL)
+	if err != nil {
+		return fmt.Sprintf("bad URL: %v", err)
+	}
+	u.Path, u.RawQuery = "/readyz", "verbose"
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", u.Path, err)
+	}
+	defer resp.Body.Close()
+	// Not ready answers 500 with the same verbose list; anything else
+	// (403, 404) says nothing about KMS.
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusInternalServerError {
+		return fmt.Sprintf("%s answered HTTP %d", u.Path, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return fmt.Sprintf("read %s: %v", u.Path, err)
+	}
+	return KMSNotReady(string(body))
+}
+
+// KMSNotReady reads a verbose /readyz answer ("[+]name ok" and
+// "[-]name failed: ..." lines) and says why its KMS checks are not all
+// ok, or "" when at least one is listed and all are ok.
+func KMSNotReady(verbose string) string {
+	var failed []string
+	seen := 0
+	for _, line := range strings.Split(verbose, "\n") {
+		line = strings.TrimSpace(line)
+		if len(line) < 3 || (line[:3] != "[+]" && line[:3] != "[-]") {
+			continue
+		}
+		name, _, _ := strings.Cut(line[3:], " ")
+		if !strings.HasPrefix(name, "kms-provider") {
+			continue
+		}
+		seen++
+		if line[:3] == "[-]" {
+			failed = append(failed, name)
+		}
+	}
+	switch {
+	case seen == 0:
+		return "/readyz lists no KMS check (kms-providers): is this API server using the plugin?"
+	case len(failed) > 0:
+		return "/readyz/" + strings.Join(failed, ", /readyz/") + " not ok: the plugin is unhealthy for this API server"
+	}
+	return ""
+}
+
 // Server is one API server's standing for the gate.
 type Server struct {
 	URL             string    `json:"url"`
@@ -166,6 +251,10 @@ func Check(reports []Report, provider, keyID string, settle time.Duration, now t
 	for _, r := range reports {
 		if r.Err != "" {
 			problems = append(problems, fmt.Sprintf("%s: cannot read metrics: %s", r.URL, r.Err))
+			continue
+		}
+		if r.KMSNotReady != "" {
+			problems = append(problems, fmt.Sprintf("%s: %s", r.URL, r.KMSNotReady))
 			continue
 		}
 		byServer := map[string][]keysource.APIServerKey{}

@@ -1,9 +1,15 @@
 package apiservers
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/rest"
 
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 )
@@ -27,6 +33,7 @@ func TestCheck(t *testing.T) {
 		{"other provider only", []Report{{URL: "d", Keys: []keysource.APIServerKey{{APIServerIDHash: "D", Provider: "aws", KeyIDHash: newH, LastSeen: now}}}}, "no key_id for provider"},
 		{"behind", []Report{settled, {URL: "e", Keys: []keysource.APIServerKey{k("E", oldH, time.Second), k("E", newH, time.Hour)}}}, "still reports another"},
 		{"switched too recently", []Report{{URL: "f", Keys: []keysource.APIServerKey{k("F", oldH, 30*time.Second), k("F", newH, time.Second)}}}, "less than the settle time"},
+		{"kms not ready", []Report{settled, {URL: "h", Keys: fresh.Keys, KMSNotReady: "/readyz/kms-providers not ok"}}, "h: /readyz/kms-providers not ok"},
 		{"report too old", []Report{{URL: "g", Keys: []keysource.APIServerKey{k("G", newH, 10*time.Minute)}}}, "plugin may be failing"},
 	}
 	for _, tc := range cases {
@@ -49,5 +56,69 @@ func TestSame(t *testing.T) {
 	}
 	if err := Same(a, append(a, Server{APIServerIDHash: "C"})); err == nil {
 		t.Fatal("a new API server during the scan went unnoticed")
+	}
+}
+
+func TestKMSNotReady(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"ok", "[+]ping ok\n[+]etcd ok\n[+]kms-providers ok\nreadyz check passed\n", ""},
+		{"without automatic reload", "[+]kms-provider-0 ok\n[+]kms-provider-1 ok\n", ""},
+		{"failed", "[+]etcd ok\n[-]kms-providers failed: reason withheld\nreadyz check failed\n", "/readyz/kms-providers not ok"},
+		{"one of two failed", "[+]kms-provider-0 ok\n[-]kms-provider-1 failed: reason withheld\n", "/readyz/kms-provider-1 not ok"},
+		{"no kms check", "[+]ping ok\n[+]etcd ok\n", "lists no KMS check"},
+		{"empty", "", "lists no KMS check"},
+	}
+	for _, tc := range cases {
+		got := KMSNotReady(tc.body)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: KMSNotReady = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Fetch reads /readyz?verbose beside each /metrics: an API server whose
+// KMS check fails blocks the gate even while its metrics show the target
+// key_id.
+func TestFetchReadsKMSReadiness(t *testing.T) {
+	newH := keysource.HashKeyID("new")
+	ready := "[+]kms-providers ok\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics":
+			fmt.Fprint(w, "# TYPE apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds gauge\n")
+			fmt.Fprintf(w, "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds{apiserver_id_hash=\"sha256:a\",key_id_hash=%q,provider_name=\"vault\"} %d\n", newH, time.Now().Unix())
+		case "/readyz":
+			if !strings.HasPrefix(ready, "[+]") {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+			fmt.Fprint(w, ready)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	cfg := &rest.Config{Host: srv.URL}
+	for _, tc := range []struct {
+		readyz string
+		pass   bool
+	}{{"[+]kms-providers ok\n", true}, {"[-]kms-providers failed: reason withheld\n", false}} {
+		ready = tc.readyz
+		reports, err := Fetch(context.Background(), cfg, []string{srv.URL + "/metrics"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Check(reports, "vault", "new", MinSettle, time.Now())
+		if (err == nil) != tc.pass {
+			t.Fatalf("readyz %q: Check = %v, want pass=%v", tc.readyz, err, tc.pass)
+		}
+	}
+}
+
+func TestCheckSettle(t *testing.T) {
+	if err := CheckSettle("--settle-time", 3*time.Minute+59*time.Second); err == nil || !strings.Contains(err.Error(), "--settle-time") || !strings.Contains(err.Error(), "at least 4m0s") {
+		t.Fatalf("CheckSettle(3m59s) = %v, want a refusal naming the flag and the minimum", err)
+	}
+	if err := CheckSettle("--settle-time", MinSettle); err != nil {
+		t.Fatal(err)
 	}
 }
