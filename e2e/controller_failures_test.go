@@ -113,8 +113,8 @@ func (s *syncerStack) unrecorded(t *testing.T, ns, name string) []string {
 		}
 		var still []string
 		for _, id := range missing {
-			l := vs.Status.Lease
-			if !live[id] || (l != nil && (id == l.ID || id == l.PreviousID)) {
+			l, p := vs.Status.Lease, vs.Status.PendingLease
+			if !live[id] || (l != nil && (id == l.ID || id == l.PreviousID)) || (p != nil && id == p.ID) {
 				continue
 			}
 			still = append(still, id)
@@ -195,8 +195,10 @@ spec:
 		t.Fatal(err)
 	}
 	vs := s.waitReady(t, "app", "db-blocked", metav1.ConditionFalse, "SecretWriteFailed", 30*time.Second)
-	if vs.Status.Lease == nil || vs.Status.Lease.ID == "" {
-		t.Fatalf("the Secret write failed and no lease is recorded: %+v", vs.Status)
+	// The lease is pending: recorded, and current only once a Secret
+	// holds it.
+	if vs.Status.PendingLease == nil || vs.Status.PendingLease.ID == "" || vs.Status.Lease != nil {
+		t.Fatalf("the Secret write failed and the lease is not recorded as pending: %+v", vs.Status)
 	}
 	if c := vs.Status.Conditions; !strings.Contains(c[0].Message+c[len(c)-1].Message, "refused by the test's admission policy") {
 		t.Errorf("Ready does not say why the write failed: %+v", c)

@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+// refuseSecretWrites makes the real API server refuse creates and updates
+// of one Secret in namespace ns, with a ValidatingAdmissionPolicy, until
+// the returned function deletes its binding.
+func (s *syncerStack) refuseSecretWrites(t *testing.T, ns, name string) (lift func()) {
+	t.Helper()
+	ctx := context.Background()
+	pol := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-" + name},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{Expression: "object.metadata.name != '" + name + "'", Message: "refused by the test's admission policy"}},
+		},
+	}
+	if _, err := s.cp.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, pol, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create policy: %v", err)
+	}
+	bind := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-" + name},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        pol.Name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources: &admissionv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	if _, err := s.cp.Client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, bind, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create policy binding: %v", err)
+	}
+	probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := s.cp.Client.CoreV1().Secrets(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil && strings.Contains(err.Error(), "refused by the test's admission policy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admission policy is not enforced after 30s (last: %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return func() {
+		if err := s.cp.Client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, bind.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestVaultSecretLeasePendingUntilSecretHoldsIt: a synced dynamic
+// VaultSecret must replace its credentials while the API server refuses
+// every update of its Secret. The lease the Secret holds is never revoked
+// while it holds it, status never calls current a lease the Secret does
+// not hold, and Ready is never True for credentials the Secret lacks.
+// Once the refusal is lifted the new lease is written, becomes current,
+// and only then is the old one scheduled for revocation. Labels and
+// annotations of other tools on the Secret stay throughout.
+func TestVaultSecretLeasePendingUntilSecretHoldsIt(t *testing.T) {
+	t.Parallel()
+	pg := harness.StartPostgres(t)
+	s := startSyncerStack(t)
+	ctx := context.Background()
+	setupDatabase(t, s, pg, "5m", "10m")
+	s.role("db", "app", "db-creds", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: db-journal, namespace: app}
+spec:
+  auth: {kubernetes: {role: db, serviceAccountName: app}}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 5m
+  revokeGracePeriod: 1m
+  target: {labels: {team: a}}
+`); err != nil {
+		t.Fatal(err)
+	}
+	vs := s.waitReady(t, "app", "db-journal", metav1.ConditionTrue, "Synced", 60*time.Second)
+	first := vs.Status.Lease.ID
+	sec, err := s.secret("app", "db-journal")
+	if err != nil || sec.Annotations["secrets.vaultkms.io/lease-id"] != first {
+		t.Fatalf("the Secret does not name the current lease %q: %v %v", first, sec.Annotations, err)
+	}
+	// Another tool's label and annotation, as Argo CD sets them.
+	sec.Labels["argocd.argoproj.io/instance"] = "shop"
+	sec.Annotations["example.com/owner"] = "team-a"
+	if err := s.c.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+
+	lift := s.refuseSecretWrites(t, "app", "db-journal")
+	// A cosmetic edit must not touch Vault; a ttl change does: new
+	// credentials are issued and the Secret write is refused.
+	reads := s.attempts("db-journal")
+	patch := []byte(`{"spec":{"target":{"labels":{"team":"b"}}}}`)
+	if err := s.c.Patch(ctx, s.vaultSecret(t, "app", "db-journal"), client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if n := s.attempts("db-journal") - reads; n != 0 {
+		t.Fatalf("a label change read Vault %d times", n)
+	}
+	patch = []byte(`{"spec":{"ttl":"4m"}}`)
+	if err := s.c.Patch(ctx, s.vaultSecret(t, "app", "db-journal"), client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	sawPending := false
+	for end := time.Now().Add(25 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		vs := s.vaultSecret(t, "app", "db-journal")
+		sec, err := s.secret("app", "db-journal")
+		if err != nil {
+			t.Fatalf("the Secret is gone: %v", err)
+		}
+		held := sec.Annotations["secrets.vaultkms.io/lease-id"]
+		if held != first {
+			t.Fatalf("the Secret was written while the policy refuses it: holds %q", held)
+		}
+		if vs.Status.Lease == nil || vs.Status.Lease.ID != held {
+			t.Fatalf("status calls current %+v, the Secret holds %q", vs.Status.Lease, held)
+		}
+		if vs.Status.PendingLease != nil {
+			sawPending = true
+		}
+		if c := meta.FindStatusCondition(vs.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == vs.Generation {
+			t.Fatalf("Ready=True for generation %d while its Secret cannot be written: %+v", vs.Generation, c)
+		}
+		live := map[string]bool{}
+		for _, id := range liveLeases(t, s.v) {
+			live[id] = true
+		}
+		if !live[first] {
+			t.Fatalf("lease %s was revoked while the Secret holds it", first)
+		}
+		if m := s.unrecorded(t, "app", "db-journal"); len(m) > 0 {
+			t.Fatalf("leases alive in Vault and named nowhere in status: %v", m)
+		}
+	}
+	if !sawPending {
+		t.Fatal("no pending lease seen: the test did not make the controller issue new credentials")
+	}
+	s.waitReady(t, "app", "db-journal", metav1.ConditionFalse, "SecretWriteFailed", 5*time.Second)
+
+	lift()
+	vs = s.waitReady(t, "app", "db-journal", metav1.ConditionTrue, "Synced", 60*time.Second)
+	sec, _ = s.secret("app", "db-journal")
+	if vs.Status.Lease.ID == first || sec.Annotations["secrets.vaultkms.io/lease-id"] != vs.Status.Lease.ID || vs.Status.PendingLease != nil {
+		t.Fatalf("after the refusal: status %+v, Secret holds %q", vs.Status.Lease, sec.Annotations["secrets.vaultkms.io/lease-id"])
+	}
+	if vs.Status.Lease.PreviousID != first || vs.Status.Lease.RevokePreviousAt == nil {
+		t.Fatalf("the replaced lease is not scheduled for revocation: %+v", vs.Status.Lease)
+	}
+	if err := pg.Ping(string(sec.Data["username"]), string(sec.Data["password"])); err != nil {
+		t.Fatalf("the Secret's credentials do not log in: %v", err)
+	}
+	if sec.Labels["argocd.argoproj.io/instance"] != "shop" || sec.Annotations["example.com/owner"] != "team-a" || sec.Labels["team"] != "b" {
+		t.Fatalf("metadata after the writes: labels %v annotations %v", sec.Labels, sec.Annotations)
+	}
+}
