@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -68,8 +70,15 @@ type Rewriter struct {
 	Workers int
 	// Progress, when set, is told after each object.
 	Progress func(done int)
-	// MaxConflicts bounds retries of one object that keeps changing.
+	// MaxConflicts bounds retries of one object that keeps changing
+	// (default 8).
 	MaxConflicts int
+	// Backoff is the wait before retry n (1-based) after a conflict;
+	// default ConflictBackoff. A writer that keeps an object busy gets
+	// time to finish instead of losing to immediate re-reads.
+	Backoff func(n int) time.Duration
+	// Sleep waits d or until ctx ends (default: a timer); tests replace it.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// FieldManager names the writer (default kubectl-vaultkms).
 	FieldManager string
 }
@@ -77,7 +86,13 @@ type Rewriter struct {
 // Run rewrites each object, honouring the rate limit and ctx.
 func (r *Rewriter) Run(ctx context.Context, objs []Object) (Result, error) {
 	if r.MaxConflicts <= 0 {
-		r.MaxConflicts = 5
+		r.MaxConflicts = 8
+	}
+	if r.Backoff == nil {
+		r.Backoff = ConflictBackoff
+	}
+	if r.Sleep == nil {
+		r.Sleep = sleepCtx
 	}
 	workers := max(1, r.Workers)
 	if r.Workers == 0 {
@@ -164,6 +179,32 @@ func (r *Rewriter) one(ctx context.Context, o Object) error {
 		if err == nil || !apierrors.IsConflict(err) || attempt >= r.MaxConflicts {
 			return err
 		}
+		if err := r.Sleep(ctx, r.Backoff(attempt+1)); err != nil {
+			return err
+		}
+	}
+}
+
+// ConflictBackoff doubles from 100 ms up to 5 s, each wait with up to a
+// quarter added at random so workers that conflicted together do not
+// retry together.
+func ConflictBackoff(n int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < n && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 5*time.Second)
+	return d + time.Duration(rand.Int64N(int64(d/4)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
