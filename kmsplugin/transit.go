@@ -117,6 +117,11 @@ func (t *Transit) batch(ctx context.Context, token, op string, in []batchItem, v
 	if err != nil {
 		return nil, vault.Wrap(what, err)
 	}
+	return decodeBatch(what, code, raw, in, value)
+}
+
+// decodeBatch reads a batch answer for in: pure, so it is fuzzed.
+func decodeBatch(what string, code int, raw []byte, in []batchItem, value func(batchResult) string) ([]itemResult, error) {
 	// Vault answers 400 with every item's error when all of them failed;
 	// those answers still carry per-item results worth reading.
 	failed := vault.AnswerError(code, raw)
@@ -185,6 +190,11 @@ func (t *Transit) single(ctx context.Context, token, op, what string, in batchIt
 	if err != nil {
 		return nil, vault.Wrap(what, err)
 	}
+	return decodeSingle(what, op, code, raw, value)
+}
+
+// decodeSingle reads a single (not batch) answer: pure, so it is fuzzed.
+func decodeSingle(what, op string, code int, raw []byte, value func(batchResult) string) ([]itemResult, error) {
 	if failed := vault.AnswerError(code, raw); failed != nil {
 		if code == 400 {
 			return []itemResult{{Err: vault.Wrap(what, failed)}}, nil
