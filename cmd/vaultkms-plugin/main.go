@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -160,6 +161,9 @@ func run(args []string) error {
 		return err
 	}
 	logging.RouteKlog(log)
+	// net/http logs an unasked answer's first bytes through the standard
+	// logger; those may be key material.
+	stdlog.SetOutput(vault.StdLogFilter(os.Stderr))
 	dropVaultEnvironment()
 	if o.transitKey == "" {
 		return errors.New("--transit-key is required: name the Transit key that wraps DEK seeds")
