@@ -169,29 +169,36 @@ func TestPathDeniedCostsNoLogin(t *testing.T) {
 	t.Parallel()
 	v := harness.StartVault(t)
 	v.TransitKey(mount, key)
-	// Encrypt and read, but no decrypt.
+	// Encrypt and read, but no decrypt: every Encrypt is refused at its
+	// proof (a decrypt of what it wrapped) and every Decrypt outright.
 	v.Policy("kms-plugin", fmt.Sprintf(`path "%[1]s/keys/%[2]s" { capabilities = ["read"] }
 path "%[1]s/encrypt/%[2]s" { capabilities = ["update"] }
 `, mount, key))
 	audit := v.EnableFileAudit()
 	m := appRoleRole(t, v, "approle", map[string]any{"token_ttl": "1h"})
 	p := harness.StartPlugin(t, v, harness.PluginOptions{Key: key, Method: m})
-	p.WaitKeyID(t, 20*time.Second)
+	keyID := p.WaitKeyID(t, 20*time.Second)
 	c := p.Client(t)
 	ctx := context.Background()
-	enc, err := c.Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: []byte("seed")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wrapped := v.Write(mount+"/encrypt/"+key, map[string]any{"plaintext": "c2VlZA=="})
+	ct, _ := wrapped.Data["ciphertext"].(string)
 	for i := range 30 {
-		_, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: enc.Ciphertext, KeyId: enc.KeyId})
+		_, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: []byte(ct), KeyId: keyID})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("Decrypt %d: %v, want PermissionDenied", i, err)
 		}
+		if _, err := c.Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: []byte("seed")}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("Encrypt %d, unprovable without decrypt: %v, want PermissionDenied", i, err)
+		}
 	}
 	if n := harness.AuditCount(t, audit, "auth/approle/login"); n != 1 {
-		t.Fatalf("%d logins for 30 calls refused by policy; want 1 (the first)\n%s", n, tail(p.Log.String()))
+		t.Fatalf("%d logins for 60 calls refused by policy; want 1 (the first)\n%s", n, tail(p.Log.String()))
 	}
+	// Decrypt allowed from now on (policies apply to live tokens).
+	v.Policy("kms-plugin", fmt.Sprintf(`path "%[1]s/keys/%[2]s" { capabilities = ["read"] }
+path "%[1]s/encrypt/%[2]s" { capabilities = ["update"] }
+path "%[1]s/decrypt/%[2]s" { capabilities = ["update"] }
+`, mount, key))
 
 	// Revoke the token under 20 concurrent calls: one re-login.
 	if err := v.Client().Auth().Token().RevokeTree(p.Session.Token()); err != nil {
