@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
@@ -332,6 +333,16 @@ func TestVerifyReencryptTrim(t *testing.T) {
 	if out, stderr, code := cli(t, append([]string{"status", "--etcd-prefix", "/wrong"}, common...)...); code != 4 {
 		t.Fatalf("status with a wrong prefix exited %d, want 4\n%s%s", code, out, stderr)
 	}
+
+	// The proof that the trim stranded nothing: the API server restarts
+	// (no DEK seed cached, so every seed goes to Vault under the trimmed
+	// key) and every object is read back by name from etcd.
+	cp.RestartAPIServer()
+	cms := map[string]map[string]string{}
+	for i := range 4 {
+		cms[fmt.Sprintf("cm-%d", i)] = map[string]string{"k": "v"}
+	}
+	readBackByName(t, cp.Client, values, cms)
 }
 
 func cond(es *v1alpha1.EncryptionStatus, typ string, status metav1.ConditionStatus, reason string) bool {
@@ -360,5 +371,31 @@ func waitEncryptionStatus(t *testing.T, cp *harness.ControlPlane, done func(*v1a
 			t.Fatalf("EncryptionStatus not as expected within 60s: %v %+v", err, es.Status)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// readBackByName gets each Secret and ConfigMap in default by name, with
+// no resourceVersion (so from etcd, not the watch cache), and fails unless
+// the Secret's "v" and the ConfigMap's data are as given.
+func readBackByName(t *testing.T, k kubernetes.Interface, secrets map[string]string, configmaps map[string]map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	for n, want := range secrets {
+		s, err := k.CoreV1().Secrets("default").Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get secret %s after the trim and a restart: %v", n, err)
+		}
+		if string(s.Data["v"]) != want {
+			t.Fatalf("secret %s changed", n)
+		}
+	}
+	for n, want := range configmaps {
+		cm, err := k.CoreV1().ConfigMaps("default").Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get configmap %s after the trim and a restart: %v", n, err)
+		}
+		if fmt.Sprint(cm.Data) != fmt.Sprint(want) {
+			t.Fatalf("configmap %s changed", n)
+		}
 	}
 }

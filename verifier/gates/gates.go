@@ -83,7 +83,7 @@ func (g *Gates) ScanWhole(ctx context.Context, tk keysource.TransitKey) (scan.Re
 				g.OnRestart(rev)
 			}
 		},
-		Visit: func(key string, _ []byte, v storedvalue.Value, _ bool) { ev.Add(key, v, tk.Current) },
+		Visit: func(_ string, key []byte, v storedvalue.Value, _ bool) { ev.Add(string(key), v, tk.Current) },
 	})
 	return rep, ev, err
 }
