@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 GO    ?= go
 BIN   := $(CURDIR)/bin
-# Expanded once, so the binaries and the image tags of one run agree.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version is the chart's appVersion: the images `make image`
+# tags, the chart's default image tags and deploy/static-pod.yaml all name
+# it. Expanded once, so the binaries and the image tags of one run agree.
+VERSION ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/vaultkms/Chart.yaml)
 VERSION := $(VERSION)
 LDFLAGS := -s -w -X github.com/vaultkms/vaultkms/internal/version.Version=$(VERSION) \
 	-X github.com/vaultkms/vaultkms/kmsplugin.Version=$(VERSION)
@@ -16,11 +18,16 @@ CMDS := vaultkms-plugin vaultkms-controller kubectl-vaultkms vaultkms-auditor
 # distroless static nonroot image; a machine that reaches no registry passes
 # BASE_IMAGE=scratch (the binaries are static, so they run on either).
 BASE_IMAGE ?=
-IMAGE_PREFIX ?= vaultkms
+# Fully qualified, as the chart and the static pod name the images.
+IMAGE_PREFIX ?= docker.io/vaultkms
 
-.PHONY: all tools bench-tools build generate check-generated test unit bench demo lint image clean
+.PHONY: all help tools tools-demo bench-tools build generate check-generated test test-alerts unit bench demo lint image clean
 
 all: build
+
+## help: list the targets and what they do
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST) | awk -F': ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 ## tools: build the pinned real components (Vault, etcd, kube-apiserver, ...) into bin/, skipping what is current
 tools:
@@ -47,12 +54,25 @@ check-generated: tools
 	diff -r $$tmp/crds $$tmp/newcrds && diff $$tmp/zz_generated.deepcopy.go $$tmp/obj/zz_generated.deepcopy.go; \
 	rc=$$?; rm -rf $$tmp; if [ $$rc -ne 0 ]; then echo "generated files are stale: run make generate"; exit 1; fi
 
-## test: unit and integration tests against real components, with the race detector
-test: tools lint check-generated
+## test: unit and integration tests against real components, with the race detector, and the alert tests
+test: tools lint check-generated test-alerts
 	$(GO) test -race -count=1 -timeout 45m ./...
+
+## test-alerts: promtool unit tests of the chart's alerting rules (rendered by helm template)
+test-alerts: tools
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BIN)/helm template alerts charts/vaultkms --kube-version 1.37.2 --set vault.addr=https://vault.example:8200 \
+	  --set metrics.prometheusRule.enabled=true --set auditor.enabled=true \
+	  --set auditor.etcdEndpoints=https://etcd.example:2379 --set auditor.etcdClientSecret=etcd \
+	  --set auditor.vaultTokenSecret=token --set auditor.transitKey=kubernetes \
+	  --show-only templates/prometheusrule.yaml | sed -n '/^spec:/,$$p' | sed '1d; s/^  //' > $$tmp/rules.yaml && \
+	cp charts/tests/alerts_test.yaml $$tmp/ && \
+	$(BIN)/promtool check rules $$tmp/rules.yaml && \
+	$(BIN)/promtool test rules $$tmp/alerts_test.yaml
 
 ## unit: only the tests that need no real component (e2e tests skip under -short)
 unit:
+	@echo "unit: -short skips the e2e packages (they need the real components of make tools; go test -v -short ./e2e/ says so)"
 	$(GO) test -race -count=1 -short ./...
 
 ## bench-tools: build the controllers the bench measures beside vaultkms's (Vault Secrets Operator, External Secrets Operator) into bin/
@@ -64,8 +84,12 @@ bench: tools bench-tools
 	$(GO) test -run '^$$' -bench . -benchmem ./kmsplugin/
 	$(GO) run ./e2e/bench
 
+## tools-demo: build only the real components the demo runs (Vault, etcd, kube-apiserver)
+tools-demo:
+	@e2e/tools/build.sh demo
+
 ## demo: run the whole system locally; Ctrl-C stops everything
-demo: tools
+demo: tools-demo
 	@$(GO) build -o $(BIN)/vaultkms-demo ./e2e/demo
 	@$(BIN)/vaultkms-demo
 
@@ -85,5 +109,6 @@ image: build
 	    -t $(IMAGE_PREFIX)/$$c:$(VERSION) . || exit 1; \
 	done
 
+## clean: remove bin/
 clean:
 	rm -rf $(BIN)
