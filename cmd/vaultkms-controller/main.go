@@ -47,6 +47,7 @@ type options struct {
 	workers, expiryWorkers int
 	pprofAddr              string
 	vaultTimeout           time.Duration
+	finalizerTimeout       time.Duration
 	tokenAudience          string
 	allowedAudiences       string
 	serviceAccount         string
@@ -76,6 +77,7 @@ func run() error {
 	flag.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
 	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
 	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
+	flag.DurationVar(&o.finalizerTimeout, "finalizer-timeout", syncer.DefaultFinalizerTimeout, "how long deleting a VaultSecret waits for an unreachable Vault to revoke its leases before leaving them to end on their own (event and metric LeaseNotRevoked)")
 	flag.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
 	flag.StringVar(&o.allowedAudiences, "allowed-audiences", "", "comma-separated audiences a VaultSecret may name in spec.auth.kubernetes.audiences (default: only --token-audience); no token is minted for any other")
 	flag.StringVar(&o.serviceAccount, "service-account-name", envOr("POD_SERVICE_ACCOUNT", "vaultkms-controller"), "the controller's own service account, which no VaultSecret may use")
@@ -188,7 +190,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 		Metrics:  m,
 		Log:      mgr.GetLogger().WithName("vaultsecret"),
 
-		Workers: o.workers, VaultTimeout: o.vaultTimeout,
+		Workers: o.workers, VaultTimeout: o.vaultTimeout, FinalizerTimeout: o.finalizerTimeout,
 		ControllerNamespace: o.namespace, ControllerServiceAccount: o.serviceAccount,
 		NamespaceSelector: nsSel,
 	}

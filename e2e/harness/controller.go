@@ -110,7 +110,7 @@ func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
 	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = KillWithParent(&syscall.SysProcAttr{})
 	if err := cmd.Start(); err != nil {
 		env.Fatalf("start %s: %v", name, err)
 	}
