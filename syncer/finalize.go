@@ -35,6 +35,8 @@ type finalizer struct {
 	Metrics   *Metrics
 	Clock     interface{ Now() time.Time }
 	Timeout   time.Duration
+	// Slots bounds the namespace's passes calling Vault (nil: no bound).
+	Slots *namespaceLimiter
 	// forget is told the VaultSecret is gone.
 	forget func(client.ObjectKey)
 }
@@ -55,25 +57,21 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 	st := &vs.Status
 	end := journalEnd(st)
 	if DecideFinalize(now, len(journalIDs(st, now)) > 0, revokeOnDelete(vs), end) == FinalizeRelease {
-		for _, id := range journalIDs(st, now) {
-			err := f.Vault.release(ctx, vs, id)
-			if err == nil {
-				continue
+		release, ok := f.Slots.tryAcquire(vs.Namespace)
+		switch {
+		case ok:
+			defer release()
+			if res, wait, err := f.revokeAll(ctx, vs, now, end); wait {
+				return res, err
 			}
-			if vault.Classify(err) == vault.KindUnavailable && !FinalizeGiveUp(now, vs.DeletionTimestamp.Time, f.Timeout) {
-				if d := FinalizeRetryAfter(now, vs.DeletionTimestamp.Time, end); d > 0 {
-					giveUp := vs.DeletionTimestamp.Add(f.timeout())
-					orig := st.DeepCopy()
-					f.Status.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion; retrying until "+formatTime(minTime(end, giveUp))+": "+explain(err))
-					return ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}, f.Status.write(ctx, vs, orig)
-				}
-			}
-			f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
-				"lease not revoked (%s); it ends on its own at %s", explain(err), formatTime(end))
-			if f.Metrics != nil {
-				f.Metrics.notRevoked.Inc()
-			}
-			break
+		case !FinalizeGiveUp(now, vs.DeletionTimestamp.Time, f.Timeout):
+			// The namespace's other passes hold every slot (its Vault calls
+			// hang, most likely): try again shortly, as any pass would.
+			return ctrl.Result{RequeueAfter: ThrottleDelay(jitterFor(string(vs.UID)))}, nil
+		default:
+			// Past --finalizer-timeout a deletion does not wait for a slot
+			// either: the namespace goes, the leases end on their own.
+			f.notRevoked(vs, "the namespace's Vault calls are all in flight past --finalizer-timeout", end)
 		}
 	}
 	if err := f.Secrets.deleteOwned(ctx, vs, targetName(vs)); err != nil {
@@ -92,6 +90,40 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 		}
 		return client.IgnoreNotFound(f.Client.Update(ctx, &cur))
 	})
+}
+
+// revokeAll revokes the journal's leases. While Vault is unreachable and
+// --finalizer-timeout has not passed, it says to wait (and for how long);
+// past it, or on any other failure, the leases are reported as not
+// revoked and deletion goes on.
+func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (ctrl.Result, bool, error) {
+	st := &vs.Status
+	for _, id := range journalIDs(st, now) {
+		err := f.Vault.release(ctx, vs, id)
+		if err == nil {
+			continue
+		}
+		if vault.Classify(err) == vault.KindUnavailable && !FinalizeGiveUp(now, vs.DeletionTimestamp.Time, f.Timeout) {
+			if d := FinalizeRetryAfter(now, vs.DeletionTimestamp.Time, end); d > 0 {
+				giveUp := vs.DeletionTimestamp.Add(f.timeout())
+				orig := st.DeepCopy()
+				f.Status.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion; retrying until "+formatTime(minTime(end, giveUp))+": "+explain(err))
+				return ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}, true, f.Status.write(ctx, vs, orig)
+			}
+		}
+		f.notRevoked(vs, explain(err), end)
+		break
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// notRevoked reports leases left to end on their own.
+func (f *finalizer) notRevoked(vs *v1alpha1.VaultSecret, why string, end time.Time) {
+	f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
+		"lease not revoked (%s); it ends on its own at %s", why, formatTime(end))
+	if f.Metrics != nil {
+		f.Metrics.notRevoked.Inc()
+	}
 }
 
 func (f *finalizer) timeout() time.Duration {

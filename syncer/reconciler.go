@@ -60,6 +60,8 @@ type Reconciler struct {
 	status    *statusRecorder
 	restarts  *restarter
 	finalizer *finalizer
+	// slots bounds the passes of one namespace calling Vault at once.
+	slots *namespaceLimiter
 
 	// written holds, per VaultSecret, the resourceVersion of this
 	// process's last write to it. A cached copy at that version is
@@ -73,6 +75,7 @@ type Reconciler struct {
 // parts builds the reconciler's parts from its fields, once.
 func (r *Reconciler) parts() {
 	r.once.Do(func() {
+		r.slots = newNamespaceLimiter(NamespaceSlots(r.Workers))
 		r.validator = validator{ControllerNamespace: r.ControllerNamespace, ControllerServiceAccount: r.ControllerServiceAccount, Tenants: r.Tenants}
 		r.vault = &vaultIO{Tenants: r.Tenants, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
 		r.secrets = &secretWriter{Client: r.Client, APIReader: r.APIReader}
@@ -80,7 +83,7 @@ func (r *Reconciler) parts() {
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
 		r.restarts = &restarter{Client: r.Client, Status: r.status}
 		r.finalizer = &finalizer{Client: r.Client, APIReader: r.APIReader, Vault: r.vault, Secrets: r.secrets, Status: r.status,
-			Metrics: r.Metrics, Clock: r.Clock, Timeout: r.FinalizerTimeout, forget: r.forget}
+			Metrics: r.Metrics, Clock: r.Clock, Timeout: r.FinalizerTimeout, Slots: r.slots, forget: r.forget}
 	})
 }
 
@@ -205,6 +208,16 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 				return r.pass(ctx, &fresh, true)
 			}
 		}
+	}
+	if p.callsVault() {
+		release, ok := r.slots.tryAcquire(vs.Namespace)
+		if !ok {
+			// Nothing was done and nothing is recorded: the pass is only
+			// deferred, its worker left to other namespaces.
+			r.Log.V(1).Info("namespace at its limit of passes calling Vault; retrying shortly", "vaultsecret", client.ObjectKeyFromObject(vs), "why", p.Why)
+			return ctrl.Result{RequeueAfter: ThrottleDelay(jitterFor(string(vs.UID)))}, "throttled", nil
+		}
+		defer release()
 	}
 	return r.act(ctx, o, p, now)
 }

@@ -1,0 +1,308 @@
+package syncer
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+func TestNamespaceSlots(t *testing.T) {
+	for _, tc := range []struct{ workers, want int }{
+		{0, 1}, {1, 1}, {3, 1}, {4, 1}, {7, 1}, {8, 2}, {16, 4}, {17, 4}, {64, 16},
+	} {
+		if got := NamespaceSlots(tc.workers); got != tc.want {
+			t.Errorf("NamespaceSlots(%d) = %d, want %d", tc.workers, got, tc.want)
+		}
+	}
+}
+
+func TestThrottleDelay(t *testing.T) {
+	for _, tc := range []struct {
+		jitter float64
+		want   time.Duration
+	}{{0, 2 * time.Second}, {0.5, 3 * time.Second}, {0.25, 2500 * time.Millisecond}} {
+		if got := ThrottleDelay(tc.jitter); got != tc.want {
+			t.Errorf("ThrottleDelay(%v) = %s, want %s", tc.jitter, got, tc.want)
+		}
+	}
+	if got := ThrottleDelay(0.9999); got >= 4*time.Second {
+		t.Errorf("ThrottleDelay(0.9999) = %s, want under 4s", got)
+	}
+}
+
+// TestNamespaceLimiter: each row is a sequence of steps on one limiter.
+// "+ns" acquires a slot of ns and expects ok; "-ns" expects a refusal;
+// "rN" releases the N-th slot acquired (counting from 0).
+func TestNamespaceLimiter(t *testing.T) {
+	cases := []struct {
+		name  string
+		limit int
+		steps []string
+		// inFlight is each namespace's count at the end.
+		inFlight map[string]int
+	}{
+		{"one slot: a second pass of the namespace is refused", 1, []string{"+a", "-a"}, map[string]int{"a": 1}},
+		{"a namespace at its limit leaves others free", 1, []string{"+a", "-a", "+b", "-b", "+c"}, map[string]int{"a": 1, "b": 1, "c": 1}},
+		{"two slots", 2, []string{"+a", "+a", "-a", "+b"}, map[string]int{"a": 2, "b": 1}},
+		{"a released slot is free again", 1, []string{"+a", "-a", "r0", "+a", "-a"}, map[string]int{"a": 1}},
+		{"releasing twice frees one slot, not two", 2, []string{"+a", "+a", "r0", "r0", "+a", "-a"}, map[string]int{"a": 2}},
+		{"all released: nothing in flight", 2, []string{"+a", "+b", "r0", "r1"}, map[string]int{"a": 0, "b": 0}},
+		{"no limit", 0, []string{"+a", "+a", "+a", "+a"}, map[string]int{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newNamespaceLimiter(tc.limit)
+			var releases []func()
+			for i, step := range tc.steps {
+				switch step[0] {
+				case '+', '-':
+					release, ok := l.tryAcquire(step[1:])
+					if want := step[0] == '+'; ok != want {
+						t.Fatalf("step %d %q: ok = %v", i, step, ok)
+					}
+					if ok {
+						releases = append(releases, release)
+					}
+				case 'r':
+					releases[int(step[1]-'0')]()
+				}
+			}
+			for ns, want := range tc.inFlight {
+				if got := l.inFlight(ns); got != want {
+					t.Errorf("inFlight(%q) = %d, want %d", ns, got, want)
+				}
+			}
+			if tc.limit > 0 {
+				for ns, n := range l.inUse {
+					if n <= 0 {
+						t.Errorf("namespace %q kept with %d in flight", ns, n)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestNamespaceLimiterConcurrent: however many passes of one namespace
+// race for its slots, no more than the limit hold one at once.
+func TestNamespaceLimiterConcurrent(t *testing.T) {
+	l := newNamespaceLimiter(2)
+	var cur, peak, got atomic.Int32
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				release, ok := l.tryAcquire("a")
+				if !ok {
+					continue
+				}
+				got.Add(1)
+				n := cur.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				cur.Add(-1)
+				release()
+			}
+		}()
+	}
+	wg.Wait()
+	if peak.Load() > 2 || got.Load() == 0 {
+		t.Fatalf("peak %d holders of 2 slots, %d acquisitions", peak.Load(), got.Load())
+	}
+	if l.inFlight("a") != 0 {
+		t.Fatalf("%d slots still taken after every release", l.inFlight("a"))
+	}
+}
+
+func TestPlanCallsVault(t *testing.T) {
+	for _, tc := range []struct {
+		plan Plan
+		want bool
+	}{
+		{Plan{Action: ActWait}, false},
+		{Plan{Action: ActWriteMetadata}, false},
+		{Plan{Action: ActInvalid}, false},
+		{Plan{Action: ActConflict}, false},
+		{Plan{Action: ActWait, AdoptHMAC: true, MarkApplied: true}, false},
+		{Plan{Action: ActFetch}, true},
+		{Plan{Action: ActRenew}, true},
+		{Plan{Action: ActWait, Promote: true}, true},
+		{Plan{Action: ActWait, DropPending: true}, true},
+		{Plan{Action: ActWait, ReleaseStale: true}, true},
+		{Plan{Action: ActInvalid, Previous: PreviousRevoke}, true},
+		{Plan{Action: ActWait, Previous: PreviousForget}, false},
+	} {
+		if got := tc.plan.callsVault(); got != tc.want {
+			t.Errorf("%+v: callsVault = %v, want %v", tc.plan, got, tc.want)
+		}
+	}
+}
+
+// countingVault answers every request 503 and counts them: a pass that
+// reaches Vault at all shows up here.
+type countingVault struct{ n atomic.Int32 }
+
+func (v *countingVault) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	v.n.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte(`{"errors":["unavailable"]}`))
+}
+
+// fairnessReconciler is a Reconciler of 4 workers (one slot per namespace)
+// over a fake API server holding objs, and a Vault that counts requests.
+func fairnessReconciler(t *testing.T, now time.Time, objs ...client.Object) (*Reconciler, *countingVault, *clocktesting.FakeClock, *events.FakeRecorder) {
+	t.Helper()
+	cv := &countingVault{}
+	srv := httptest.NewServer(cv)
+	t.Cleanup(srv.Close)
+	base, err := vault.NewClient(vault.Config{Address: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.VaultSecret{}).Build()
+	clk := clocktesting.NewFakeClock(now)
+	rec := events.NewFakeRecorder(10)
+	r := &Reconciler{Client: c, APIReader: c, Clock: clk, Recorder: rec, HMACKey: []byte("k"), Workers: 4,
+		Tenants: &Tenants{Base: base, Clock: clk}, VaultTimeout: 5 * time.Second, FinalizerTimeout: time.Minute}
+	r.parts()
+	return r, cv, clk, rec
+}
+
+func appRoleVaultSecret(name string) *v1alpha1.VaultSecret {
+	return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name, UID: types.UID("uid-" + name), Generation: 1},
+		Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{AppRole: &v1alpha1.AppRoleAuth{SecretRef: "approle"}},
+			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app"}}}}
+}
+
+// TestThrottledPassCallsNoVault: while its namespace's one slot is taken
+// (a pass hanging on Vault), a VaultSecret due for a read is requeued
+// after ThrottleDelay without a Vault request, and another namespace is
+// not held up; once the slot is free the pass reaches Vault.
+func TestThrottledPassCallsNoVault(t *testing.T) {
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
+	other := appRoleVaultSecret("kv")
+	other.Namespace = "other"
+	otherCreds := creds.DeepCopy()
+	otherCreds.Namespace = "other"
+	r, cv, _, _ := fairnessReconciler(t, time.Now(), appRoleVaultSecret("kv"), creds, other, otherCreds)
+	ctx := context.Background()
+
+	hanging, ok := r.slots.tryAcquire("app")
+	if !ok {
+		t.Fatal("no slot for the hanging pass")
+	}
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter < throttleRetry || res.RequeueAfter >= 2*throttleRetry || cv.n.Load() != 0 {
+		t.Fatalf("throttled pass: %+v and %d Vault requests; want a requeue in [2s, 4s) and none", res, cv.n.Load())
+	}
+	var vs v1alpha1.VaultSecret
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "kv"}, &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs.Status.Conditions) != 0 {
+		t.Fatalf("a throttled pass wrote status: %+v", vs.Status)
+	}
+
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "other", Name: "kv"}}); err != nil {
+		t.Fatal(err)
+	}
+	if cv.n.Load() == 0 {
+		t.Fatal("another namespace's pass did not reach Vault while app's slot was taken")
+	}
+
+	before := cv.n.Load()
+	hanging()
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}}); err != nil {
+		t.Fatal(err)
+	}
+	if cv.n.Load() == before {
+		t.Fatal("with its slot free, the pass did not reach Vault")
+	}
+	if r.slots.inFlight("app") != 0 {
+		t.Fatalf("the pass kept its slot: %d in flight", r.slots.inFlight("app"))
+	}
+}
+
+// TestThrottledDeletion: a deletion whose namespace has no free slot waits
+// like any pass until --finalizer-timeout, then lets the VaultSecret go
+// with LeaseNotRevoked, without waiting for a slot or calling Vault.
+func TestThrottledDeletion(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	vs := appRoleVaultSecret("db")
+	vs.Spec.Source = v1alpha1.Source{Dynamic: &v1alpha1.DynamicSource{Mount: "database", Path: "creds/app"}}
+	vs.Finalizers = []string{Finalizer}
+	vs.DeletionTimestamp = &metav1.Time{Time: now}
+	vs.Status.Lease = &v1alpha1.Lease{ID: "database/creds/app/L1", IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(time.Hour))}
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
+	r, cv, clk, rec := fairnessReconciler(t, now, vs, creds)
+	ctx := context.Background()
+	key := client.ObjectKey{Namespace: "app", Name: "db"}
+	if _, ok := r.slots.tryAcquire("app"); !ok {
+		t.Fatal("no slot for the hanging pass")
+	}
+
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got v1alpha1.VaultSecret
+	if err := r.Client.Get(ctx, key, &got); err != nil || res.RequeueAfter < throttleRetry {
+		t.Fatalf("before the timeout: %+v, %v; want the VaultSecret kept and a requeue", res, err)
+	}
+
+	clk.Step(time.Minute)
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client.Get(ctx, key, &got); err == nil && len(got.Finalizers) > 0 {
+		t.Fatalf("past the timeout the finalizer stays: %v", got.Finalizers)
+	}
+	if cv.n.Load() != 0 {
+		t.Fatalf("%d Vault requests without a slot", cv.n.Load())
+	}
+	select {
+	case e := <-rec.Events:
+		if !strings.Contains(e, "LeaseNotRevoked") {
+			t.Fatalf("event %q, want LeaseNotRevoked", e)
+		}
+	default:
+		t.Fatal("no LeaseNotRevoked event")
+	}
+}
