@@ -58,9 +58,15 @@ func floorPass(env *harness.Main, c client.Client, n int) time.Duration {
 		vs.Status.ObservedGeneration = vs.Generation
 		vs.Status.ExpiresAt, vs.Status.RefreshAt, vs.Status.LastSyncTime = &expires, &expires, &now
 		vs.Status.SecretName = s.Name
-		vs.Status.DataHMAC = "hmac-sha256:" + strings.Repeat("A", 43)
+		// The status the controller writes, in shape and size: the data
+		// HMAC names its key (syncer/fingerprint.go: prefix, 8-character
+		// key id, 43-character sum), and the source and metadata hashes
+		// and applied generation record what was applied.
+		vs.Status.DataHMAC = "hmac-sha256:" + strings.Repeat("K", 8) + ":" + strings.Repeat("A", 43)
+		vs.Status.SourceHash, vs.Status.MetadataHash = strings.Repeat("0", 16), strings.Repeat("0", 16)
+		vs.Status.AppliedGeneration = vs.Generation
 		meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Synced",
-			Message: "Secret synced from Vault", ObservedGeneration: vs.Generation})
+			Message: fmt.Sprintf("Secret %q synced; expires at %s", s.Name, expires.UTC().Format(time.RFC3339)), ObservedGeneration: vs.Generation})
 		return c.Status().Update(ctx, vs)
 	})
 	took := time.Since(start)
