@@ -57,6 +57,42 @@ var builtin = map[string]string{
 	"storageclasses.storage.k8s.io":                                "storageclasses",
 	"mutatingwebhookconfigurations.admissionregistration.k8s.io":   "mutatingwebhookconfigurations",
 	"validatingwebhookconfigurations.admissionregistration.k8s.io": "validatingwebhookconfigurations",
+
+	// The rest of what kube-apiserver 1.37 stores, GA, beta and alpha
+	// alike (an alpha resource is encrypted as soon as a cluster turns it
+	// on): e2e's TestStoragePaths starts the API server with every group
+	// version and feature gate on and fails on any resource its discovery
+	// serves that is missing here.
+	"certificatesigningrequests.certificates.k8s.io":                 "certificatesigningrequests",
+	"clustertrustbundles.certificates.k8s.io":                        "clustertrustbundles",
+	"podcertificaterequests.certificates.k8s.io":                     "podcertificaterequests",
+	"leasecandidates.coordination.k8s.io":                            "leasecandidates",
+	"evictionrequests.lifecycle.k8s.io":                              "evictionrequests",
+	"evictions.lifecycle.k8s.io":                                     "evictions",
+	"ipaddresses.networking.k8s.io":                                  "ipaddresses",
+	"servicecidrs.networking.k8s.io":                                 "servicecidrs",
+	"flowschemas.flowcontrol.apiserver.k8s.io":                       "flowschemas",
+	"prioritylevelconfigurations.flowcontrol.apiserver.k8s.io":       "prioritylevelconfigurations",
+	"storageversionmigrations.storagemigration.k8s.io":               "storageversionmigrations",
+	"storageversions.internal.apiserver.k8s.io":                      "storageversions",
+	"csinodes.storage.k8s.io":                                        "csinodes",
+	"csistoragecapacities.storage.k8s.io":                            "csistoragecapacities",
+	"volumeattachments.storage.k8s.io":                               "volumeattachments",
+	"volumeattributesclasses.storage.k8s.io":                         "volumeattributesclasses",
+	"validatingadmissionpolicies.admissionregistration.k8s.io":       "validatingadmissionpolicies",
+	"validatingadmissionpolicybindings.admissionregistration.k8s.io": "validatingadmissionpolicybindings",
+	"mutatingadmissionpolicies.admissionregistration.k8s.io":         "mutatingadmissionpolicies",
+	"mutatingadmissionpolicybindings.admissionregistration.k8s.io":   "mutatingadmissionpolicybindings",
+	"runtimeclasses.node.k8s.io":                                     "runtimeclasses",
+	"workloads.scheduling.k8s.io":                                    "workloads",
+	"podgroups.scheduling.k8s.io":                                    "podgroups",
+	"compositepodgroups.scheduling.k8s.io":                           "compositepodgroups",
+	"deviceclasses.resource.k8s.io":                                  "deviceclasses",
+	"devicetaintrules.resource.k8s.io":                               "devicetaintrules",
+	"resourceclaims.resource.k8s.io":                                 "resourceclaims",
+	"resourceclaimtemplates.resource.k8s.io":                         "resourceclaimtemplates",
+	"resourceslices.resource.k8s.io":                                 "resourceslices",
+	"resourcepoolstatusrequests.resource.k8s.io":                     "resourcepoolstatusrequests",
 	// The aggregator and the CRD server store their own objects under
 	// <group>/<resource>, as custom resources are.
 	"apiservices.apiregistration.k8s.io":             "apiregistration.k8s.io/apiservices",
