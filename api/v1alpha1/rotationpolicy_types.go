@@ -92,7 +92,7 @@ type RotationPolicy struct {
 }
 
 // RotationPolicySpec is what the operator asks for.
-// +kubebuilder:validation:XValidation:rule="!has(self.apiServers) || !has(self.apiServers.settleTime) || !has(self.apiServers.timeout) || duration(self.apiServers.timeout) > duration(self.apiServers.settleTime)",message="apiServers.timeout must be longer than apiServers.settleTime"
+// +kubebuilder:validation:XValidation:rule="!has(self.apiServers) || !has(self.apiServers.settleTime) || !has(self.apiServers.timeout) || duration(self.apiServers.timeout) >= duration(self.apiServers.settleTime) + duration('2m')",message="apiServers.timeout must be at least apiServers.settleTime + 2m: the gate passes no sooner than the settle time after every API server first reports the new key_id, up to 2m after the rotation (kube-apiserver polls the plugin once a minute)"
 type RotationPolicySpec struct {
 	// Transit names the key to rotate: the one the plugin wraps DEK seeds
 	// with and the auditor scans for.
@@ -186,7 +186,10 @@ type APIServerGate struct {
 	SettleTime *metav1.Duration `json:"settleTime,omitempty"`
 	// Timeout is how long after the rotation every API server may take to
 	// report the new key_id and settle before the cycle stops (default
-	// 15m; kube-apiserver polls the plugin about once a minute).
+	// 15m). It must be at least settleTime + 2m: kube-apiserver polls the
+	// plugin about once a minute, so its first report of the new key_id
+	// can come up to 2m after the rotation. The auditor refuses a shorter
+	// one before rotating, also when one of the two is left at its default.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32

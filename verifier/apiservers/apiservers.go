@@ -48,6 +48,24 @@ func CheckSettle(field string, settle time.Duration) error {
 	return nil
 }
 
+// FirstReport is how long after a rotation the last API server may take
+// to first report the new key_id: the plugin reads the key every 10 s
+// (its --refresh-interval), kube-apiserver asks the plugin's Status once
+// a minute when healthy and only then switches key_id, and a minute more
+// is left for a poll that is late or retried.
+const FirstReport = 2 * time.Minute
+
+// CheckTimeout refuses an API server gate timeout that the gate cannot
+// meet: it passes no sooner than settle after the last API server first
+// reports the new key_id, which can be FirstReport after the rotation.
+// A shorter timeout stops every cycle after it has rotated.
+func CheckTimeout(field string, timeout, settle time.Duration) error {
+	if timeout < settle+FirstReport {
+		return fmt.Errorf("%s %s is too short for a settle time of %s: the API server gate passes no sooner than the settle time after every API server first reports the new key_id, which kube-apiserver does at its next Status poll (once a minute) after the plugin sees the rotation (every 10s); set it to at least %s (the settle time plus %s)", field, timeout, settle, settle+FirstReport, FirstReport)
+	}
+	return nil
+}
+
 // MaxReportAge is how old an API server's newest key_id report may be: it
 // polls Status every minute when healthy, so an older report means its
 // plugin is failing and its key is unknown.

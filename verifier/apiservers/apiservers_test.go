@@ -122,3 +122,21 @@ func TestCheckSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCheckTimeout(t *testing.T) {
+	// The defaults (5m settle, 15m timeout) and the tightest timeout pass;
+	// a minute less, or a timeout just above the settle time (which the
+	// CRD used to accept), is refused naming the field and the minimum.
+	if err := CheckTimeout("spec.apiServers.timeout", 15*time.Minute, DefaultSettle); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTimeout("spec.apiServers.timeout", DefaultSettle+FirstReport, DefaultSettle); err != nil {
+		t.Fatal(err)
+	}
+	for _, timeout := range []time.Duration{DefaultSettle + FirstReport - time.Second, DefaultSettle + time.Second, 90 * time.Second} {
+		err := CheckTimeout("spec.apiServers.timeout", timeout, DefaultSettle)
+		if err == nil || !strings.Contains(err.Error(), "spec.apiServers.timeout") || !strings.Contains(err.Error(), "at least 7m0s") {
+			t.Fatalf("CheckTimeout(%s, 5m) = %v, want a refusal naming the field and 7m", timeout, err)
+		}
+	}
+}

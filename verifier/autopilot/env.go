@@ -110,8 +110,21 @@ func (e *LiveEnv) gates(s Settings) *gates.Gates {
 		}}
 }
 
-// Preflight checks the prefix, the key and that etcd holds values under it.
+// Preflight checks the API server gate's times, the prefix, the key and
+// that etcd holds values under it.
 func (e *LiveEnv) Preflight(ctx context.Context, s Settings, tk keysource.TransitKey) error {
+	if e.TestOnlySettle == 0 {
+		// Before rotating, not at the gate: a timeout the gate cannot meet
+		// would stop the cycle only after the key was rotated. The CRD
+		// refuses it when both fields are set; a timeout set beside the
+		// default settle time (or the reverse) is caught here.
+		if err := apiservers.CheckSettle("spec.apiServers.settleTime", s.Settle); err != nil {
+			return rotation.Refuse(rotation.GateAPIServers, err)
+		}
+		if err := apiservers.CheckTimeout("spec.apiServers.timeout", s.Timeout, s.Settle); err != nil {
+			return rotation.Refuse(rotation.GateAPIServers, err)
+		}
+	}
 	if e.ScannedKey != nil {
 		id, err := e.ScannedKey(ctx)
 		if err != nil {
