@@ -3,7 +3,6 @@ package syncer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -15,8 +14,6 @@ import (
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
-
-var errSecretConflict = errors.New("a Secret of that name exists and is not managed by this VaultSecret")
 
 // secretWriter writes the target Secret with server-side apply under
 // FieldManager: it owns the labels, annotations, data keys, type and owner
