@@ -63,8 +63,8 @@ test-alerts: tools
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(BIN)/helm template alerts charts/vaultkms --kube-version 1.37.2 --set vault.addr=https://vault.example:8200 \
 	  --set metrics.prometheusRule.enabled=true --set auditor.enabled=true \
-	  --set auditor.etcdEndpoints=https://etcd.example:2379 --set auditor.etcdClientSecret=etcd \
-	  --set auditor.vaultTokenSecret=token --set auditor.transitKey=kubernetes \
+	  --set auditor.etcdEndpoints=https://etcd.example:2379 \
+	  --set auditor.transitKey=kubernetes --set auditor.rotation.enabled=true --set auditor.rotation.encryptionConfigResources=secrets \
 	  --show-only templates/prometheusrule.yaml | sed -n '/^spec:/,$$p' | sed '1d; s/^  //' > $$tmp/rules.yaml && \
 	cp charts/tests/alerts_test.yaml $$tmp/ && \
 	$(BIN)/promtool check rules $$tmp/rules.yaml && \

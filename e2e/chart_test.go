@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,7 +62,7 @@ func objName(o map[string]any) string {
 func TestChartLintAndRender(t *testing.T) {
 	t.Parallel()
 	auditorOn := []string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://10.0.0.1:2379",
-		"auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
+		"auditor.credentials.source=secrets", "auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
 	allOn := append(append([]string(nil), auditorOn...), "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
 		"controller.podDisruptionBudget.enabled=true", "controller.replicas=2", "vault.caCertSecret=vault-ca", "vault.namespace=team")
 
@@ -91,8 +92,12 @@ func TestChartLintAndRender(t *testing.T) {
 			{[]string{chartVaultAddr, "controller.logLevel=loud"}, "/controller/logLevel"},
 			{[]string{chartVaultAddr, "controler.replicas=2"}, "'controler' not allowed"},
 			{[]string{chartVaultAddr, "controller.extraArgs[0]=leader-elect"}, "/controller/extraArgs/0"},
-			{[]string{chartVaultAddr, "auditor.enabled=true"}, "/auditor/etcdClientSecret"},
-			{[]string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://e:2379", "auditor.etcdClientSecret=s", "auditor.transitKey=k"}, "/auditor/vaultTokenSecret"},
+			{[]string{chartVaultAddr, "auditor.enabled=true"}, "/auditor/etcdEndpoints"},
+			{[]string{chartVaultAddr, "auditor.enabled=true", "auditor.credentials.source=secrets", "auditor.etcdEndpoints=https://e:2379", "auditor.etcdClientSecret=s", "auditor.transitKey=k"}, "/auditor/vaultTokenSecret"},
+			// With credentials on the nodes (the default) a Secret name would be ignored.
+			{[]string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://e:2379", "auditor.etcdClientSecret=s", "auditor.transitKey=k"}, "/auditor/etcdClientSecret"},
+			{[]string{chartVaultAddr, "auditor.credentials.source=vault"}, "/auditor/credentials/source"},
+			{[]string{chartVaultAddr, "auditor.credentials.hostPath=relative/dir"}, "/auditor/credentials/hostPath"},
 			{[]string{chartVaultAddr, "auditor.etcdEndpoints=e:2379"}, "/auditor/etcdEndpoints"},
 			{[]string{chartVaultAddr, "controller.serviceAccount.create=false"}, "controller.serviceAccount.name is required"},
 			{[]string{chartVaultAddr, "metrics.service.enabled=false", "metrics.serviceMonitor.enabled=true"}, "metrics.serviceMonitor.enabled needs metrics.service.enabled"},
@@ -132,6 +137,73 @@ func TestChartLintAndRender(t *testing.T) {
 		}
 		if len(names) != 12 {
 			t.Errorf("want 4 ClusterRoles (controller, auditor, VaultSecrets view and edit) and 2 bindings per release, got %v", names)
+		}
+	})
+
+	// The controller reads Secrets in every namespace; by default the
+	// auditor's credentials are files on the control-plane nodes, so no
+	// Secret the controller could read holds them.
+	t.Run("by default the auditor's credentials are in no Secret", func(t *testing.T) {
+		out, err := helmTemplate(t, "vaultkms", "kube-system", chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://10.0.0.1:2379",
+			"auditor.transitKey=kubernetes", "auditor.rotation.enabled=true", "auditor.rotation.encryptionConfigResources=secrets")
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, o := range renderedObjects(t, out) {
+			if o["kind"] != "Deployment" || !strings.HasSuffix(objName(o), "-auditor") {
+				continue
+			}
+			found = true
+			text, _ := yaml.Marshal(o)
+			if strings.Contains(string(text), "secretName") {
+				t.Errorf("the auditor mounts a Secret (readable by the controller):\n%s", text)
+			}
+			for _, want := range []string{"path: /etc/vaultkms/auditor", "type: Directory", "--etcd-cert=/etc/vaultkms/auditor/etcd/tls.crt",
+				"--vault-token-file=/etc/vaultkms/auditor/vault-token", "--rotation-token-file=/etc/vaultkms/auditor/rotation-token"} {
+				if !strings.Contains(string(text), want) {
+					t.Errorf("auditor Deployment lacks %q:\n%s", want, text)
+				}
+			}
+		}
+		if !found {
+			t.Fatal("no auditor Deployment rendered")
+		}
+	})
+
+	t.Run("the Grafana dashboard is off by default, then a labelled ConfigMap of valid JSON", func(t *testing.T) {
+		dashboards := func(values ...string) []map[string]any {
+			t.Helper()
+			out, err := helmTemplate(t, "vaultkms", "kube-system", values...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cms []map[string]any
+			for _, o := range renderedObjects(t, out) {
+				if o["kind"] == "ConfigMap" && strings.HasSuffix(objName(o), "-dashboard") {
+					cms = append(cms, o)
+				}
+			}
+			return cms
+		}
+		if got := dashboards(chartVaultAddr); len(got) != 0 {
+			t.Fatalf("the default render has a dashboard ConfigMap: %v", got)
+		}
+		got := dashboards(chartVaultAddr, "grafana.dashboards.enabled=true", "grafana.dashboards.namespace=monitoring")
+		if len(got) != 1 {
+			t.Fatalf("want one dashboard ConfigMap, got %d", len(got))
+		}
+		md, _ := got[0]["metadata"].(map[string]any)
+		labels, _ := md["labels"].(map[string]any)
+		if labels["grafana_dashboard"] != "1" || md["namespace"] != "monitoring" {
+			t.Errorf("dashboard ConfigMap metadata %v: want label grafana_dashboard \"1\" and namespace monitoring", md)
+		}
+		data, _ := got[0]["data"].(map[string]any)
+		var dash struct {
+			Panels []any `json:"panels"`
+		}
+		if err := json.Unmarshal([]byte(fmt.Sprint(data["vaultkms.json"])), &dash); err != nil || len(dash.Panels) == 0 {
+			t.Errorf("vaultkms.json is not a dashboard with panels (%v)", err)
 		}
 	})
 
@@ -200,7 +272,7 @@ func TestChartLintAndRender(t *testing.T) {
 func TestChartRotation(t *testing.T) {
 	t.Parallel()
 	auditorOn := []string{chartVaultAddr, "auditor.enabled=true", "auditor.etcdEndpoints=https://10.0.0.1:2379",
-		"auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
+		"auditor.credentials.source=secrets", "auditor.etcdClientSecret=etcd-ro", "auditor.vaultTokenSecret=auditor-token", "auditor.transitKey=kubernetes"}
 	rotationOn := append(append([]string(nil), auditorOn...), "auditor.rotation.enabled=true", "auditor.rotation.vaultTokenSecret=rotation-token",
 		"auditor.rotation.encryptionConfigResources=secrets\\,configmaps", "auditor.rotation.encryptedResources[0].apiGroup=",
 		"auditor.rotation.encryptedResources[0].resources={secrets,configmaps}")

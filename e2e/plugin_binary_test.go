@@ -93,9 +93,9 @@ func TestPluginBinary(t *testing.T) {
 
 	metrics := get(t, "http://"+health+"/metrics")
 	for _, want := range []string{
-		"vaultkms_build_info{", "vaultkms_transit_key_version 1", "vaultkms_healthy 1",
-		`vaultkms_kms_operation_duration_seconds_count{method="encrypt",outcome="OK"}`,
-		`vaultkms_transit_batch_size_count{operation="decrypt"}`, "vaultkms_vault_token_ttl_seconds",
+		"vaultkms_plugin_build_info{", "vaultkms_plugin_transit_key_version 1", "vaultkms_plugin_healthy 1",
+		`vaultkms_plugin_kms_operation_duration_seconds_count{method="encrypt",result="OK"}`,
+		`vaultkms_plugin_transit_batch_size_count{operation="decrypt"}`, "vaultkms_plugin_vault_token_ttl_seconds",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

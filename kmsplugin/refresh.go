@@ -89,6 +89,9 @@ func (p *Plugin) refresh(ctx context.Context) {
 	p.hmu.Unlock()
 	if p.m != nil {
 		p.m.keyVersion.Set(float64(v))
+		if c := ki.Created[v]; !c.IsZero() {
+			p.m.keyCreated.Set(float64(c.Unix()))
+		}
 	}
 	if p.pathFailing(pathEncrypt) || p.pathFailing(pathDecrypt) {
 		// Encrypt and Decrypt may be rare; a failure of theirs stays in

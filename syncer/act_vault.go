@@ -85,10 +85,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("Secret %q synced; expires at %s", targetName(vs), formatTime(expiresAt)))
 	if changed {
 		r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
-		r.restarts.restart(ctx, vs, now)
-	}
-	if r.Metrics != nil {
-		r.Metrics.expiry.Observe(expiresAt.Sub(now).Seconds())
+		r.Metrics.countRestarts(r.restarts.restart(ctx, vs, now))
 	}
 	wake := NextWake(refreshAt, revokePreviousAt(st.Lease))
 	return requeueAt(now, wake), "synced", r.status.write(ctx, vs, orig)
@@ -111,7 +108,7 @@ func (r *Reconciler) renew(ctx context.Context, o *observation, p Plan, orig *v1
 	tokenBound := l.TokenExpiresAt != nil && !l.TokenExpiresAt.After(l.ExpiresAt.Time)
 	reissue := func(why string) (ctrl.Result, string, error) {
 		r.Log.Info("issuing new credentials", "vaultsecret", key, "reason", why)
-		r.vault.countLease("reissued")
+		r.vault.countLease("reissue", nil)
 		p.Action, p.Why = ActFetch, why
 		return r.fetchAndWrite(ctx, o, p, orig, now)
 	}

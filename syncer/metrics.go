@@ -4,17 +4,23 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vaultkms/vaultkms/internal/vault"
+	"github.com/vaultkms/vaultkms/internal/version"
 )
 
-// Metrics are the syncer's Prometheus metrics; labels carry kinds and
-// outcomes only, never names of paths, secrets or tenants' data.
+// Metrics are the syncer's Prometheus metrics, all named
+// vaultkms_controller_*; labels carry kinds, operations and results only,
+// never names of paths, secrets or tenants' data. The state of the
+// VaultSecrets themselves (not Ready, time left) is exported at scrape
+// time by StatusCollector.
 type Metrics struct {
-	syncs   *prometheus.CounterVec
-	latency *prometheus.HistogramVec
-	expiry  prometheus.Histogram
-	leases  *prometheus.CounterVec
-	vault   *prometheus.CounterVec
-	logins  *prometheus.CounterVec
+	syncs    *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	leases   *prometheus.CounterVec
+	vault    *prometheus.HistogramVec
+	logins   *prometheus.CounterVec
+	restarts *prometheus.CounterVec
 	// notRevoked counts leases given up at deletion (Vault unreachable
 	// past --finalizer-timeout); expired counts Secrets past their expiry
 	// without a refresh, by expiryPolicy.
@@ -22,34 +28,59 @@ type Metrics struct {
 	expired    *prometheus.CounterVec
 }
 
-// NewMetrics registers the syncer's metrics.
+// NewMetrics registers the syncer's metrics and the controller's
+// vaultkms_controller_build_info.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_syncs_total",
-			Help: "VaultSecret syncs by source kind and outcome (synced, renewed, unchanged, failed, conflict, error)."}, []string{"source", "outcome"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vaultkms_sync_duration_seconds",
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_syncs_total",
+			Help: "VaultSecret syncs by source kind and result (synced, renewed, unchanged, failed, conflict, error)."}, []string{"source", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vaultkms_controller_sync_duration_seconds",
 			Help: "Duration of one VaultSecret sync.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"source"}),
-		expiry: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vaultkms_secret_time_to_expiry_seconds",
-			Help: "Time from a successful sync to the Secret's expiry.", Buckets: prometheus.ExponentialBuckets(10, 3, 10)}),
-		leases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_lease_operations_total",
-			Help: "Dynamic lease operations: issued, renewed, reissued, revoked."}, []string{"operation"}),
-		vault: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_syncer_vault_requests_total",
-			Help: "Vault requests made for VaultSecrets, by result."}, []string{"result"}),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_tenant_logins_total",
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_lease_operations_total",
+			Help: "Dynamic lease operations (issue, renew, reissue, revoke) by result (ok, or why Vault failed it)."}, []string{"operation", "result"}),
+		vault: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vaultkms_controller_vault_request_duration_seconds",
+			Help:    "Vault requests made for VaultSecrets (read, renew, revoke), by result; logins are counted apart.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"operation", "result"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_tenant_logins_total",
 			Help: "Vault logins as tenants' service accounts by result (ok, error), and renewals of their tokens (renewed)."}, []string{"result"}),
-		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_leases_not_revoked_total",
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_restarts_total",
+			Help: "Rollout restarts of spec.rolloutRestartTargets after new Secret data, by result (ok, error)."}, []string{"result"}),
+		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_controller_leases_not_revoked_total",
 			Help: "Leases left to end on their own because Vault could not revoke them before --finalizer-timeout at deletion."}),
-		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_secrets_expired_total",
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_secrets_expired_total",
 			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: deleted, Retain: kept with their last data)."}, []string{"policy"}),
 	}
-	reg.MustRegister(m.syncs, m.latency, m.expiry, m.leases, m.vault, m.logins, m.notRevoked, m.expired)
+	reg.MustRegister(m.syncs, m.latency, m.leases, m.vault, m.logins, m.restarts, m.notRevoked, m.expired,
+		version.BuildInfo("controller", version.Version))
 	return m
 }
 
-func (m *Metrics) sync(source, outcome string, took time.Duration) {
-	m.syncs.WithLabelValues(source, outcome).Inc()
+func (m *Metrics) sync(source, result string, took time.Duration) {
+	m.syncs.WithLabelValues(source, result).Inc()
 	m.latency.WithLabelValues(source).Observe(took.Seconds())
 }
 
 // Login counts a tenant login; give it to Tenants.Logins.
 func (m *Metrics) Login(result string) { m.logins.WithLabelValues(result).Inc() }
+
+// countRestarts counts the rollout restarts of one pass; nil-safe.
+func (m *Metrics) countRestarts(ok, failed int) {
+	if m == nil {
+		return
+	}
+	if ok > 0 {
+		m.restarts.WithLabelValues("ok").Add(float64(ok))
+	}
+	if failed > 0 {
+		m.restarts.WithLabelValues("error").Add(float64(failed))
+	}
+}
+
+// resultOf is the result label of a Vault call: ok, or its error's kind
+// (unavailable, denied, invalid, not_found, ...), never its message.
+func resultOf(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return vault.Classify(err).String()
+}

@@ -18,13 +18,14 @@ import (
 const RestartedAtAnnotation = "secrets.vaultkms.io/restartedAt"
 
 // restarter restarts the rollout targets when the Secret's data changed;
-// only new data does, never a metadata change.
+// only new data does, never a metadata change. It returns how many targets
+// it restarted and how many patches failed, for metrics.
 type restarter struct {
 	Client client.Client
 	Status *statusRecorder
 }
 
-func (r *restarter) restart(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) {
+func (r *restarter) restart(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) (restarted, failed int) {
 	for _, t := range vs.Spec.RolloutRestartTargets {
 		var obj client.Object
 		switch t.Kind {
@@ -42,8 +43,11 @@ func (r *restarter) restart(ctx context.Context, vs *v1alpha1.VaultSecret, now t
 		obj.SetName(t.Name)
 		if err := r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			r.Status.event(vs, corev1.EventTypeWarning, "RestartFailed", "Restart", "%s %q: %v", t.Kind, t.Name, err)
+			failed++
 			continue
 		}
 		r.Status.event(vs, corev1.EventTypeNormal, "Restarted", "Restart", "%s %q restarted for new Secret data", t.Kind, t.Name)
+		restarted++
 	}
+	return restarted, failed
 }

@@ -37,20 +37,21 @@ func (v *vaultIO) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, v.Timeout)
 }
 
-func (v *vaultIO) count(err error) {
+// count records one Vault request: its operation (read, renew, revoke),
+// result and latency.
+func (v *vaultIO) count(op string, start time.Time, err error) {
 	if v.Metrics == nil {
 		return
 	}
-	res := "ok"
-	if err != nil {
-		res = vault.Classify(err).String()
-	}
-	v.Metrics.vault.WithLabelValues(res).Inc()
+	v.Metrics.vault.WithLabelValues(op, resultOf(err)).Observe(time.Since(start).Seconds())
 }
 
-func (v *vaultIO) countLease(op string) {
+// countLease records a lease operation (issue, renew, reissue, revoke) by
+// result; a failed revoke is what leaves credentials alive longer than
+// their holder.
+func (v *vaultIO) countLease(op string, err error) {
 	if v.Metrics != nil {
-		v.Metrics.leases.WithLabelValues(op).Inc()
+		v.Metrics.leases.WithLabelValues(op, resultOf(err)).Inc()
 	}
 }
 
@@ -75,10 +76,11 @@ func (v *vaultIO) cachedToken(vs *v1alpha1.VaultSecret) *TenantToken {
 func (v *vaultIO) fetch(ctx context.Context, vs *v1alpha1.VaultSecret, kind sourceKind, tok *TenantToken) (fetched, error) {
 	vctx, cancel := v.ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	f, err := kind.fetch(vctx, tok.Client, vs)
-	v.count(err)
-	if err == nil && f.leaseID != "" {
-		v.countLease("issued")
+	v.count("read", start, err)
+	if (err == nil && f.leaseID != "") || (err != nil && kind.leased()) {
+		v.countLease("issue", err)
 	}
 	return f, err
 }
@@ -87,11 +89,10 @@ func (v *vaultIO) fetch(ctx context.Context, vs *v1alpha1.VaultSecret, kind sour
 func (v *vaultIO) renew(ctx context.Context, tok *TenantToken, id string, increment time.Duration) (time.Duration, error) {
 	vctx, cancel := v.ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	granted, err := renewLease(vctx, tok.Client, id, increment)
-	v.count(err)
-	if err == nil {
-		v.countLease("renewed")
-	}
+	v.count("renew", start, err)
+	v.countLease("renew", err)
 	return granted, err
 }
 
@@ -109,11 +110,10 @@ func (v *vaultIO) release(ctx context.Context, vs *v1alpha1.VaultSecret, id stri
 func (v *vaultIO) releaseWith(ctx context.Context, tok *TenantToken, id string) error {
 	vctx, cancel := v.ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	err := revokeLease(vctx, tok.Client, id)
-	v.count(err)
-	if err == nil {
-		v.countLease("revoked")
-	}
+	v.count("revoke", start, err)
+	v.countLease("revoke", err)
 	return err
 }
 

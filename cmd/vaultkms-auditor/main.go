@@ -258,6 +258,9 @@ func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd *etcdc
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("rotation controller: %w", err)
 	}
+	// The policies' status (stage, reason, times, versions) as metrics,
+	// read from the cache the autopilot watches through.
+	metrics.Registry.MustRegister(&autopilot.StatusCollector{Reader: mgr.GetClient(), Log: mgr.GetLogger().WithName("rotation-metrics")})
 	mgr.GetLogger().Info("rotation autopilot on", "vault", addr, "auth", o.rotationAuth.Method)
 	return nil
 }

@@ -210,6 +210,7 @@ func run(args []string) error {
 
 	session := vault.NewSession(client, method, log)
 	reg := kmsplugin.NewRegistry()
+	kmsplugin.RegisterVaultCounters(reg, session, func() uint64 { return vault.Failovers(client) })
 	p := kmsplugin.New(kmsplugin.Config{
 		Namespace: o.vaultNS, Mount: o.transitMount, Key: o.transitKey,
 		AssociatedData:  []byte(o.associatedData),

@@ -60,6 +60,9 @@ func scrape(url string, names ...string) (map[string]float64, error) {
 				out[n] += m.GetCounter().GetValue()
 			case m.Gauge != nil:
 				out[n] += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				// A histogram counts its observations: requests, for a latency.
+				out[n] += float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}
@@ -141,12 +144,12 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	allReady := time.Since(start)
 	mine := syncResult{name: "vaultkms-controller", config: fmt.Sprintf("--max-concurrent-reconciles=%d; no client-side rate limit (controller-runtime's default); the chart's RBAC", reconcilers),
 		n: n, interval: ttl.Duration, created: created, synced: allReady, first: aud.count()}
-	synced := "vaultkms_syncs_total{outcome=synced}"
-	before, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", synced,
+	synced := "vaultkms_controller_syncs_total{result=synced}"
+	before, _ := scrape(busy.MetricsURL, "vaultkms_controller_vault_request_duration_seconds", "vaultkms_controller_tenant_logins_total", synced,
 		"rest_client_requests_total{method=GET}", "rest_client_requests_total{method=POST}", "rest_client_requests_total{method=PUT}",
 		"rest_client_requests_total{method=PATCH}", "rest_client_requests_total{method=DELETE}")
 	fmt.Printf("  created in %.1fs; all Ready after %.1fs (%.0f VaultSecrets/s); %g Vault reads and %g logins for the first sync\n",
-		created.Seconds(), allReady.Seconds(), float64(n)/allReady.Seconds(), before["vaultkms_syncer_vault_requests_total"], before["vaultkms_tenant_logins_total"])
+		created.Seconds(), allReady.Seconds(), float64(n)/allReady.Seconds(), before["vaultkms_controller_vault_request_duration_seconds"], before["vaultkms_controller_tenant_logins_total"])
 	fmt.Printf("  controller's API requests since it started (reads outside its cache and writes): GET %g, POST %g, PUT %g, PATCH %g, DELETE %g\n",
 		before["rest_client_requests_total{method=GET}"], before["rest_client_requests_total{method=POST}"], before["rest_client_requests_total{method=PUT}"],
 		before["rest_client_requests_total{method=PATCH}"], before["rest_client_requests_total{method=DELETE}"])
@@ -156,9 +159,9 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	// 9/15 of its ttl after its last read; wait a full ttl.
 	time.Sleep(ttl.Duration)
 	mine.refresh = aud.count()
-	after, _ := scrape(busy.MetricsURL, "vaultkms_syncer_vault_requests_total", "vaultkms_tenant_logins_total", synced)
-	reads := after["vaultkms_syncer_vault_requests_total"] - before["vaultkms_syncer_vault_requests_total"]
-	logins := after["vaultkms_tenant_logins_total"] - before["vaultkms_tenant_logins_total"]
+	after, _ := scrape(busy.MetricsURL, "vaultkms_controller_vault_request_duration_seconds", "vaultkms_controller_tenant_logins_total", synced)
+	reads := after["vaultkms_controller_vault_request_duration_seconds"] - before["vaultkms_controller_vault_request_duration_seconds"]
+	logins := after["vaultkms_controller_tenant_logins_total"] - before["vaultkms_controller_tenant_logins_total"]
 	refreshes := after[synced] - before[synced]
 	fmt.Printf("  next %s: %.0f refreshes, %.0f Vault reads = %.2f reads per VaultSecret per refresh, %.0f logins\n", ttl.Duration, refreshes, reads, reads/refreshes, logins)
 	mine.rss = rss(busy)

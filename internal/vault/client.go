@@ -95,3 +95,13 @@ func NewClient(cfg Config) (*api.Client, error) {
 	client.SetCloneHeaders(true)
 	return client, nil
 }
+
+// Failovers counts how often a client made by NewClient moved to another
+// of its --vault-addr addresses because the one in use could not be
+// reached; 0 for any other client.
+func Failovers(c *api.Client) uint64 {
+	if t, ok := c.CloneConfig().HttpClient.Transport.(*transport); ok {
+		return t.failovers.Load()
+	}
+	return 0
+}

@@ -61,6 +61,8 @@ type Session struct {
 	ready   chan struct{}
 	once    sync.Once
 	logins  atomic.Int64
+	// Counted for metrics: failed logins, and renewals by outcome.
+	loginFailures, renewals, renewalFailures atomic.Int64
 
 	mu       sync.Mutex
 	state    TokenState
@@ -156,6 +158,19 @@ func (s *Session) Token() string {
 
 // Logins counts successful logins.
 func (s *Session) Logins() int64 { return s.logins.Load() }
+
+// Counts are a session's logins and token renewals since it started.
+type Counts struct {
+	Logins, LoginFailures, Renewals, RenewalFailures int64
+}
+
+// Counts reports the logins and renewals so far, for metrics: a failed
+// renewal or re-login is what an operator is alerted on, not a low TTL,
+// which every token cycle passes through.
+func (s *Session) Counts() Counts {
+	return Counts{Logins: s.logins.Load(), LoginFailures: s.loginFailures.Load(),
+		Renewals: s.renewals.Load(), RenewalFailures: s.renewalFailures.Load()}
+}
 
 // Ready is closed after the first successful login.
 func (s *Session) Ready() <-chan struct{} { return s.ready }
@@ -306,6 +321,7 @@ func (s *Session) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			s.loginFailures.Add(1)
 			wait = NextLoginWait(wait, 0, true, s.Backoff)
 			s.setInvalid("login failed: " + Describe(err))
 			s.log.Info("vault login failed", "error", Describe(err), "retryIn", wait)
@@ -374,6 +390,11 @@ func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprint
 				return
 			}
 			got, err := s.renew(ctx, token, ttl)
+			if err != nil {
+				s.renewalFailures.Add(1)
+			} else {
+				s.renewals.Add(1)
+			}
 			switch {
 			case err == nil:
 				expiry = now.Add(got)

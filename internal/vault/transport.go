@@ -132,8 +132,10 @@ const (
 // consults the environment: no proxy, no VAULT_* variable.
 type transport struct {
 	addrs []*url.URL
-	// current is the index of the address in use.
-	current atomic.Int32
+	// current is the index of the address in use; failovers counts its
+	// moves to another address.
+	current   atomic.Int32
+	failovers atomic.Uint64
 
 	files     tlsFiles
 	checkEvry time.Duration
@@ -402,8 +404,8 @@ func (t *transport) send(req *http.Request, body []byte) (*http.Response, error)
 		r.URL.Scheme, r.URL.Host, r.Host = a.Scheme, a.Host, ""
 		resp, err := roundTripFresh(rt, func() *http.Request { return withBody(r.Clone(r.Context())) })
 		if err == nil {
-			if idx != start {
-				t.current.CompareAndSwap(int32(start), int32(idx))
+			if idx != start && t.current.CompareAndSwap(int32(start), int32(idx)) {
+				t.failovers.Add(1)
 			}
 			return resp, nil
 		}

@@ -365,3 +365,40 @@ func TestIdleConnectionIsReused(t *testing.T) {
 		t.Fatalf("two calls 2s apart opened %d connections, want 1", n)
 	}
 }
+
+// A failover is counted once, when the client moves to the next address,
+// not again for the requests it then sends there.
+func TestFailoversCounted(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := "http://" + dead.Addr().String()
+	dead.Close() // nothing listens there any more: connection refused
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `{"data":{"value":"x"}}`)
+	}))
+	t.Cleanup(live.Close)
+	c, err := NewClient(Config{Address: deadAddr + "," + live.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Failovers(c); got != 0 {
+		t.Fatalf("Failovers before any request = %d, want 0", got)
+	}
+	for i := range 3 {
+		if _, err := c.Logical().Read("secret/x"); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	if got := Failovers(c); got != 1 {
+		t.Fatalf("Failovers after three reads = %d, want 1 (one move to the live address)", got)
+	}
+	other, err := api.NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Failovers(other); got != 0 {
+		t.Fatalf("Failovers of a client not made by NewClient = %d, want 0", got)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/version"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 )
@@ -204,22 +205,23 @@ type Metrics struct {
 	last     *prometheus.GaugeVec
 }
 
-// NewMetrics registers the publisher's metrics.
+// NewMetrics registers the publisher's metrics (vaultkms_auditor_*) and
+// the auditor's vaultkms_auditor_build_info.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vaultkms_encryption_objects",
+			Name: "vaultkms_auditor_encryption_objects",
 			Help: "Objects in etcd at the last scan, by resource and state (current, stale, plaintext).",
 		}, []string{"resource", "state"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "vaultkms_encryption_scan_duration_seconds", Help: "Duration of etcd scans.",
+			Name: "vaultkms_auditor_scan_duration_seconds", Help: "Duration of etcd scans; exported from the start, so its _count shows the auditor is scraped.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
 		last: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vaultkms_encryption_scan_last_timestamp_seconds", Help: "When the last scan ended, by result.",
+			Name: "vaultkms_auditor_scan_last_timestamp_seconds", Help: "When the last scan ended, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.objects, m.duration, m.last)
+	reg.MustRegister(m.objects, m.duration, m.last, version.BuildInfo("auditor", version.Version))
 	return m
 }
 
