@@ -56,7 +56,7 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 
 	switch p.Action {
 	case ActInvalid:
-		return r.failed(ctx, vs, orig, now, ReasonInvalid, o.Invalid)
+		return r.failed(ctx, vs, orig, now, invalidReason(o.Invalid), o.Invalid)
 	case ActConflict:
 		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", targetName(vs)))
 		return requeueAt(now, p.WakeAt), "conflict", r.status.write(ctx, vs, orig)

@@ -43,6 +43,11 @@ type Observed struct {
 	TokenExpires time.Time
 	// SourceHash and MetadataHash are those of the spec as it is now.
 	SourceHash, MetadataHash string
+	// Nudge tells that the source hash moved since this process's last
+	// pass without the generation moving (a VaultAuth edited or created, a
+	// new force-sync value): new inputs are tried at once, not at the
+	// back-off of a failure with the old ones.
+	Nudge bool
 	// Restores and LastRestore count recent restores of a hand-edited
 	// Secret, so an edit loop is slowed down instead of issuing a lease
 	// per edit.
@@ -163,7 +168,7 @@ func Decide(o Observed, now time.Time) Plan {
 
 	failing := !FailingSince(meta.FindStatusCondition(st.Conditions, "Ready"), vs.Generation).IsZero()
 	retryAt := timeOf(st.RefreshAt)
-	backingOff := failing && now.Before(retryAt)
+	backingOff := failing && now.Before(retryAt) && !o.Nudge
 	sourceChanged := st.SourceHash != o.SourceHash
 	if st.SourceHash == "" && st.AppliedGeneration == 0 {
 		// Written before hashes were recorded: the generation tells.

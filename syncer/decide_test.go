@@ -38,6 +38,13 @@ func kvFixture() Observed {
 	return o
 }
 
+// forceSync sets the force-sync annotation to a value this process has
+// not synced yet.
+func forceSync(o *Observed, v string) {
+	o.VS.Annotations = map[string]string{ForceSyncAnnotation: v}
+	o.SourceHash, o.Nudge = syncHash(o.VS, nil), true
+}
+
 func failing(o *Observed, since, retryAt time.Time) {
 	o.VS.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionFalse, Reason: ReasonVaultUnavailable,
 		ObservedGeneration: o.VS.Generation, LastTransitionTime: metav1.NewTime(since)}}
@@ -138,6 +145,32 @@ func TestDecide(t *testing.T) {
 		{name: "annotations changed (kv): metadata only", base: kvFixture, mutate: func(o *Observed) {
 			specEdit(o, func(vs *v1alpha1.VaultSecret) { vs.Spec.Target.Annotations = map[string]string{"note": "x"} })
 		}, now: t0.Add(time.Second), action: ActWriteMetadata},
+		{name: "force-sync value (kv, synced): fetch", base: kvFixture, mutate: func(o *Observed) {
+			forceSync(o, "1")
+		}, now: t0.Add(time.Second), action: ActFetch},
+		{name: "force-sync value already synced: wait", base: kvFixture, mutate: func(o *Observed) {
+			forceSync(o, "1")
+			o.VS.Status.SourceHash, o.Nudge = o.SourceHash, false
+		}, now: t0.Add(time.Second), action: ActWait, wakeDue: t0.Add(20 * time.Second)},
+		{name: "force-sync value while failing: tried at once, not at the back-off", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			forceSync(o, "1")
+		}, now: t0.Add(time.Second), action: ActFetch},
+		{name: "force-sync value tried and failing: back to the back-off", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(25*time.Second))
+			forceSync(o, "1")
+			o.Nudge = false
+		}, now: t0.Add(time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},
+		{name: "VaultAuth edited (dynamic, failing): new credentials at once", base: decideFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Spec.AuthRef = &v1alpha1.AuthRef{Name: "app"}
+			o.SourceHash = syncHash(o.VS, &v1alpha1.VaultAuth{Spec: v1alpha1.VaultAuthSpec{Kubernetes: &v1alpha1.KubernetesAuth{Role: "other", ServiceAccountName: "app"}}})
+			o.Nudge = true
+		}, now: t0.Add(time.Second), action: ActFetch},
+		{name: "VaultAuth missing: nothing reaches Vault, the Secret stays", base: kvFixture, mutate: func(o *Observed) {
+			o.VS.Spec.AuthRef = &v1alpha1.AuthRef{Name: "gone"}
+			o.Invalid = &authNotFoundError{namespace: "app", name: "gone"}
+		}, now: t0.Add(time.Second), action: ActInvalid},
 		{name: "rollout targets changed: nothing to write", base: decideFixture, mutate: func(o *Observed) {
 			specEdit(o, func(vs *v1alpha1.VaultSecret) {
 				vs.Spec.RolloutRestartTargets = []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Name: "web"}}

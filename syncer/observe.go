@@ -37,6 +37,9 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 	o.VS, o.Kind = vs, kind.name()
 	o.Invalid = r.validator.validate(vs)
 	o.SourceHash, o.MetadataHash = sourceHash(vs), metadataHash(vs)
+	if err := r.observeAuth(ctx, o); err != nil {
+		return nil, err
+	}
 	sec, confirmed, err := r.secrets.get(ctx, vs, vs.Status.PendingLease != nil)
 	if err != nil {
 		return nil, err

@@ -62,6 +62,8 @@ type Reconciler struct {
 	finalizer *finalizer
 	// slots bounds the passes of one namespace calling Vault at once.
 	slots *namespaceLimiter
+	// auths logs in as VaultAuths, one cached token each.
+	auths *sharedAuths
 
 	// written holds, per VaultSecret, the resourceVersion of this
 	// process's last write to it. A cached copy at that version is
@@ -70,6 +72,10 @@ type Reconciler struct {
 	written sync.Map // types.NamespacedName -> string
 	// restores holds recent restores of hand-edited Secrets.
 	restores sync.Map // types.NamespacedName -> restoreRecord
+	// seen holds, per VaultSecret, the source hash of this process's last
+	// completed pass: a hash that moved without the generation is a nudge
+	// (see Observed.Nudge).
+	seen sync.Map // types.NamespacedName -> string
 }
 
 // parts builds the reconciler's parts from its fields, once.
@@ -77,7 +83,8 @@ func (r *Reconciler) parts() {
 	r.once.Do(func() {
 		r.slots = newNamespaceLimiter(NamespaceSlots(r.Workers))
 		r.validator = validator{ControllerNamespace: r.ControllerNamespace, ControllerServiceAccount: r.ControllerServiceAccount, Tenants: r.Tenants}
-		r.vault = &vaultIO{Tenants: r.Tenants, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
+		r.auths = newSharedAuths(r.Tenants, r.Client, r.APIReader, r.ControllerNamespace, r.ControllerServiceAccount)
+		r.vault = &vaultIO{Tenants: r.Tenants, Auths: r.auths, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
 		r.secrets = &secretWriter{Client: r.Client, APIReader: r.APIReader}
 		r.status = &statusRecorder{Client: r.Client, APIReader: r.APIReader, Clock: r.Clock, Recorder: r.Recorder,
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
@@ -90,6 +97,7 @@ func (r *Reconciler) parts() {
 func (r *Reconciler) forget(k client.ObjectKey) {
 	r.written.Delete(k)
 	r.restores.Delete(k)
+	r.seen.Delete(k)
 }
 
 // SetupWithManager watches VaultSecrets and the Secrets they own.
@@ -118,6 +126,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return out
 		}))
+	}
+	b, err := r.withVaultAuths(mgr, b)
+	if err != nil {
+		return err
 	}
 	return b.Complete(r)
 }
@@ -219,7 +231,11 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 		}
 		defer release()
 	}
-	return r.act(ctx, o, p, now)
+	res, outcome, err := r.act(ctx, o, p, now)
+	if err == nil {
+		r.seen.Store(client.ObjectKeyFromObject(vs), o.SourceHash)
+	}
+	return res, outcome, err
 }
 
 // writes tells whether a plan writes anything beyond status.

@@ -23,6 +23,8 @@ var errNotFound = errors.New("no secret at this path")
 // request timeout and counted.
 type vaultIO struct {
 	Tenants *Tenants
+	// Auths logs in for VaultSecrets naming a VaultAuth (spec.authRef).
+	Auths *sharedAuths
 	// APIReader reads AppRole credentials from the tenant's Secret.
 	APIReader client.Reader
 	Timeout   time.Duration
@@ -57,6 +59,9 @@ func (v *vaultIO) countLease(op string, err error) {
 
 // tenant returns the VaultSecret's tenant session, logging in if needed.
 func (v *vaultIO) tenant(ctx context.Context, vs *v1alpha1.VaultSecret) (*TenantToken, error) {
+	if vs.Spec.AuthRef != nil {
+		return v.Auths.forSecret(ctx, vs)
+	}
 	if k := vs.Spec.Auth.Kubernetes; k != nil {
 		return v.Tenants.Client(ctx, tenantKeyFor(vs), k.Audiences)
 	}
@@ -68,6 +73,9 @@ func (v *vaultIO) tenant(ctx context.Context, vs *v1alpha1.VaultSecret) (*Tenant
 func (v *vaultIO) cachedToken(vs *v1alpha1.VaultSecret) *TenantToken {
 	if v.Tenants == nil {
 		return nil
+	}
+	if vs.Spec.AuthRef != nil {
+		return v.Auths.cached(vs)
 	}
 	return v.Tenants.Cached(tenantKeyFor(vs))
 }
@@ -128,6 +136,10 @@ func (v *vaultIO) releaseUnused(ctx context.Context, tok *TenantToken, id string
 // refused tells the tenant cache that Vault refused a request: a refused
 // path is not a dead token, and Tenants decides whether the token is.
 func (v *vaultIO) refused(vs *v1alpha1.VaultSecret) {
+	if vs.Spec.AuthRef != nil {
+		v.Auths.refused(vs)
+		return
+	}
 	v.Tenants.Refused(tenantKeyFor(vs))
 }
 

@@ -6,8 +6,8 @@ import (
 
 // VaultSecret turns data read from Vault into a Kubernetes Secret that
 // lives only as long as Vault says it is valid. The controller reads Vault
-// under the identity named in spec.auth, in the VaultSecret's own
-// namespace, never under its own.
+// under the identity named in spec.auth (or in the VaultAuth spec.authRef
+// names), in the VaultSecret's own namespace, never under its own.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=vsec
@@ -29,9 +29,18 @@ type VaultSecret struct {
 
 // VaultSecretSpec says where the data comes from, as whom, and where it goes.
 // +kubebuilder:validation:XValidation:rule="!has(self.expiryPolicy) || self.expiryPolicy != 'Retain' || has(self.source.kv)",message="expiryPolicy Retain is only for kv sources (dynamic and pki data is dead at expiry): set spec.expiryPolicy to Delete or remove it",fieldPath=".expiryPolicy",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="has(self.auth) || has(self.authRef)",message="spec needs one of auth (an inline login) or authRef (the name of a VaultAuth in this namespace); neither is set",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!(has(self.auth) && has(self.authRef))",message="spec.auth and spec.authRef are both set: keep one (authRef names a VaultAuth in this namespace; auth logs in inline)",fieldPath=".authRef",reason=FieldValueForbidden
 type VaultSecretSpec struct {
-	Auth   Auth   `json:"auth"`
-	Source Source `json:"source"`
+	// Auth logs in inline, for this VaultSecret alone. Exactly one of auth
+	// and authRef is set.
+	// +optional
+	Auth Auth `json:"auth,omitzero"` // omitzero: a Go client setting only authRef sends no auth at all
+	// AuthRef names a VaultAuth of the same namespace to log in with; its
+	// one token serves every VaultSecret that names it.
+	// +optional
+	AuthRef *AuthRef `json:"authRef,omitempty"`
+	Source  Source   `json:"source"`
 	// TTL is how long the Secret lives: for kv, after the last successful
 	// read; for pki, the requested certificate lifetime; for dynamic
 	// sources, the lifetime wanted before new credentials are issued.
@@ -94,6 +103,15 @@ type Auth struct {
 	Kubernetes *KubernetesAuth `json:"kubernetes,omitempty"`
 	// +optional
 	AppRole *AppRoleAuth `json:"appRole,omitempty"`
+}
+
+// AuthRef names a VaultAuth. There is no namespace field: a VaultSecret
+// only ever uses a VaultAuth of its own namespace.
+type AuthRef struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Name string `json:"name"`
 }
 
 // KubernetesAuth logs in with a short-lived token of a service account in
