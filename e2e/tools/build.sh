@@ -42,6 +42,14 @@ if [ "${1:-}" = bench ]; then
   exit 0
 fi
 
+if [ "${1:-}" = prometheus ]; then
+  cd "$here/prometheus"
+  promver=$(modver github.com/prometheus/prometheus)
+  build prometheus "$promver" github.com/prometheus/prometheus/cmd/prometheus \
+    "-X github.com/prometheus/common/version.Version=$promver" remove_all_sd
+  exit 0
+fi
+
 build etcd "$etcd" go.etcd.io/etcd/server/v3
 build etcdctl "$etcd" go.etcd.io/etcd/etcdctl/v3
 build kube-apiserver "$kube" k8s.io/kubernetes/cmd/kube-apiserver "$kubever"
@@ -63,13 +71,12 @@ cd "$here/golangci-lint"
 lintver=$(modver github.com/golangci/golangci-lint/v2)
 build golangci-lint "$lintver" github.com/golangci/golangci-lint/v2/cmd/golangci-lint "-X main.version=$lintver"
 
-# Prometheus (scrapes the components in e2e) and promtool (unit-tests the
-# chart's alerting rules in `make test`), in a module of their own. The tag
-# remove_all_sd leaves out every service discovery but file and HTTP (the
-# tests use static targets), which cuts a fifth of the packages; without the
-# builtinassets tag the web UI's assets are not embedded.
+# promtool (unit-tests the chart's alerting rules in `make test`), in a
+# module of its own. The tag remove_all_sd leaves out every service
+# discovery but file and HTTP, which cuts a fifth of the packages. The
+# Prometheus server is not built here: no test of `make test` runs it, and a
+# cold CI run pays minutes for every binary (`build.sh prometheus` builds it).
 cd "$here/prometheus"
 promver=$(modver github.com/prometheus/prometheus)
 promldflags="-X github.com/prometheus/common/version.Version=$promver"
 build promtool "$promver" github.com/prometheus/prometheus/cmd/promtool "$promldflags" remove_all_sd
-build prometheus "$promver" github.com/prometheus/prometheus/cmd/prometheus "$promldflags" remove_all_sd
