@@ -617,8 +617,15 @@ func TestChartInstall(t *testing.T) {
 	if a2.isLeader() {
 		t.Fatalf("the second replica leads while the first holds the Lease")
 	}
-	if h, _ := leaseHolder(t, cp, nsB); h == "" {
-		t.Fatalf("release %s has no leader of its own:\n%s", nsB, b.log.String())
+	// Ready (readyz) comes before the first election attempt: wait for it
+	// as for release A rather than read the Lease once.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if h, _ := leaseHolder(t, cp, nsB); h != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("release %s has no leader of its own after 60s:\n%s", nsB, b.log.String())
+		}
 	}
 
 	// client-go records the election as a core/v1 Event in the release
