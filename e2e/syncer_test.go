@@ -367,7 +367,7 @@ spec:
 			"absolute path": `{apiVersion: secrets.vaultkms.io/v1alpha1, kind: VaultSecret, metadata: {name: bad4, namespace: app},
   spec: {auth: {kubernetes: {role: app, serviceAccountName: app}}, source: {kv: {mount: secret, path: /etc/x}}}}`,
 		}
-		want := map[string]string{"two sources": "exactly one of kv, dynamic or pki", "no auth": "exactly one of kubernetes or appRole",
+		want := map[string]string{"two sources": "exactly one of kv, dynamic or pki", "no auth": "spec needs one of auth (an inline login) or authRef",
 			"ttl too short": "ttl must be between", "absolute path": "spec.source.kv.path"}
 		for name, m := range cases {
 			_, err := s.apply(t, m)
@@ -562,12 +562,19 @@ spec:
 	if want := string(next.Data["tls.crt"]) + string(next.Data["ca.crt"]); string(next.Data["bundle.pem"]) != want {
 		t.Fatal("templated bundle.pem is not tls.crt followed by ca.crt")
 	}
-	var dep appsv1.Deployment
-	if err := s.c.Get(context.Background(), client.ObjectKey{Namespace: "app", Name: "web"}, &dep); err != nil {
-		t.Fatal(err)
-	}
-	if dep.Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"] == "" {
-		t.Fatal("rollout target not restarted after the certificate changed")
+	// The restart follows the Secret's write (it is made once the Secret is
+	// read back holding the new data), so wait for it rather than read once.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var dep appsv1.Deployment
+		if err := s.c.Get(context.Background(), client.ObjectKey{Namespace: "app", Name: "web"}, &dep); err != nil {
+			t.Fatal(err)
+		}
+		if dep.Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"] != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("rollout target not restarted within 20s after the certificate changed")
+		}
 	}
 }
 
