@@ -619,14 +619,12 @@ func TestChartInstall(t *testing.T) {
 	}
 	// Ready (readyz) comes before the first election attempt: wait for it
 	// as for release A rather than read the Lease once.
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if h, _ := leaseHolder(t, cp, nsB); h != "" {
-			break
+	eventually(t, 60*time.Second, func() error {
+		if h, _ := leaseHolder(t, cp, nsB); h == "" {
+			return fmt.Errorf("release %s has no leader of its own:\n%s", nsB, b.log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("release %s has no leader of its own after 60s:\n%s", nsB, b.log.String())
-		}
-	}
+		return nil
+	})
 
 	// client-go records the election as a core/v1 Event in the release
 	// namespace; the chart's Role must allow it.

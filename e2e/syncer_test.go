@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -564,18 +565,16 @@ spec:
 	}
 	// The restart follows the Secret's write (it is made once the Secret is
 	// read back holding the new data), so wait for it rather than read once.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	eventually(t, 20*time.Second, func() error {
 		var dep appsv1.Deployment
 		if err := s.c.Get(context.Background(), client.ObjectKey{Namespace: "app", Name: "web"}, &dep); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if dep.Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"] != "" {
-			break
+		if dep.Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"] == "" {
+			return errors.New("rollout target not restarted after the certificate changed")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("rollout target not restarted within 20s after the certificate changed")
-		}
-	}
+		return nil
+	})
 }
 
 func keys(m map[string][]byte) []string {
