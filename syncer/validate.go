@@ -33,6 +33,11 @@ var requiredKeys = map[corev1.SecretType][]string{
 var pkiKeys = map[string]bool{corev1.TLSCertKey: true, corev1.TLSPrivateKeyKey: true, "ca.crt": true}
 
 func (v validator) validate(vs *v1alpha1.VaultSecret) error {
+	if len(vs.Spec.Sources) > 0 {
+		// The schema has the field; the syncer serves it only once each
+		// source has its own schedule and lease journal.
+		return fmt.Errorf("spec.sources: several sources in one Secret are not served by this controller version yet; use spec.source, one VaultSecret per path")
+	}
 	if err := v.Tenants.CheckSpec(vs); err != nil {
 		return err
 	}

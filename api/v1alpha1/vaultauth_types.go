@@ -42,6 +42,18 @@ type VaultAuthSpec struct {
 	// OIDC issuer instead of calling TokenReview.
 	// +optional
 	JWT *JWTAuth `json:"jwt,omitempty"`
+	// ConnectionRef names the ClusterVaultConnection to log in to; without
+	// it, the Vault of the controller's flags (the connection "default").
+	// +optional
+	ConnectionRef *ConnectionRef `json:"connectionRef,omitempty"`
+}
+
+// ConnectionRef names a ClusterVaultConnection.
+type ConnectionRef struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Name string `json:"name"`
 }
 
 // JWTAuth logs in with a projected service account token at a Vault jwt

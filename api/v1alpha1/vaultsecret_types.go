@@ -28,7 +28,10 @@ type VaultSecret struct {
 }
 
 // VaultSecretSpec says where the data comes from, as whom, and where it goes.
-// +kubebuilder:validation:XValidation:rule="!has(self.expiryPolicy) || self.expiryPolicy != 'Retain' || has(self.source.kv)",message="expiryPolicy Retain is only for kv sources (dynamic and pki data is dead at expiry): set spec.expiryPolicy to Delete or remove it",fieldPath=".expiryPolicy",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.expiryPolicy) || self.expiryPolicy != 'Retain' || (has(self.sources) ? self.sources.all(s, has(s.kv)) : (has(self.source) && has(self.source.kv)))",message="expiryPolicy Retain is only for kv sources (dynamic and pki data is dead at expiry): set spec.expiryPolicy to Delete or remove it",fieldPath=".expiryPolicy",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="has(self.source) != has(self.sources)",message="spec needs exactly one of source (one Vault path) or sources (a list of 1 to 16 merged into one Secret)",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.refreshInterval) || (has(self.sources) ? self.sources.exists(s, has(s.kv)) : (has(self.source) && has(self.source.kv)))",message="refreshInterval is for kv sources (dynamic and pki sources refresh on their lease): remove spec.refreshInterval",fieldPath=".refreshInterval",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.refreshInterval) || !has(self.ttl) || duration(self.refreshInterval) < duration(self.ttl)",message="refreshInterval must be shorter than ttl, or the Secret expires before it is refreshed: lower spec.refreshInterval or raise spec.ttl",fieldPath=".refreshInterval",reason=FieldValueInvalid
 // +kubebuilder:validation:XValidation:rule="has(self.auth) || has(self.authRef)",message="spec needs one of auth (an inline login) or authRef (the name of a VaultAuth in this namespace); neither is set",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="!(has(self.auth) && has(self.authRef))",message="spec.auth and spec.authRef are both set: keep one (authRef names a VaultAuth in this namespace; auth logs in inline)",fieldPath=".authRef",reason=FieldValueForbidden
 type VaultSecretSpec struct {
@@ -40,7 +43,27 @@ type VaultSecretSpec struct {
 	// one token serves every VaultSecret that names it.
 	// +optional
 	AuthRef *AuthRef `json:"authRef,omitempty"`
-	Source  Source   `json:"source"`
+	// Source is the one Vault path the Secret holds. Exactly one of source
+	// and sources is set.
+	// +optional
+	Source Source `json:"source,omitzero"`
+	// Sources are several Vault paths merged into one Secret, each read on
+	// its own schedule (and, for dynamic and pki, with its own lease). The
+	// Secret holds the union of their keys; a key two sources both give is
+	// reported as KeyConflict and no Secret is written. The Secret expires
+	// at the earliest of its sources' expiries.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Sources []Source `json:"sources,omitempty"`
+	// RefreshInterval is how often kv sources are read, independent of
+	// ttl (which stays the Secret's lifetime after the last successful
+	// read); default two thirds of ttl.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s')",message="refreshInterval must be at least 5s, such as 20s or 10m"
+	// +optional
+	RefreshInterval *metav1.Duration `json:"refreshInterval,omitempty"`
 	// TTL is how long the Secret lives: for kv, after the last successful
 	// read; for pki, the requested certificate lifetime; for dynamic
 	// sources, the lifetime wanted before new credentials are issued.
@@ -252,14 +275,28 @@ type Target struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each template must be at most 4096 bytes"
 	// +optional
 	Template map[string]string `json:"template,omitempty"`
+	// Adopt takes over an existing Secret of the target name that no
+	// VaultSecret manages (one written by another operator, during a
+	// migration): its data is replaced at the first successful read, so
+	// applications never see it missing. Without adopt, such a Secret is
+	// left alone and reported as a conflict.
+	// +optional
+	Adopt bool `json:"adopt,omitempty"`
 }
 
-// RolloutRestartTarget is a workload restarted when the data changes.
+// RolloutRestartTarget is a workload, or the workloads a label selector
+// picks in the VaultSecret's namespace, restarted when the data changes.
+// +kubebuilder:validation:XValidation:rule="has(self.name) != has(self.selector)",message="a rollout restart target needs exactly one of name (one workload) or selector (the workloads of that kind whose labels match)"
 type RolloutRestartTarget struct {
 	// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
 	Kind string `json:"kind"`
 	// +kubebuilder:validation:MinLength=1
-	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Selector picks the workloads of this kind by label.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
 // VaultSecretStatus reports the last sync.
