@@ -58,7 +58,7 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	case ActInvalid:
 		return r.failed(ctx, vs, orig, now, invalidReason(o.Invalid), o.Invalid)
 	case ActConflict:
-		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it or set spec.target.name", targetName(vs)))
+		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it, set spec.target.name, or set spec.target.adopt to take it over (only a Secret no other VaultSecret controls)", targetName(vs)))
 		return requeueAt(now, p.WakeAt), "conflict", r.status.write(ctx, vs, orig)
 	case ActFetch:
 		return r.fetchAndWrite(ctx, o, p, orig, now)

@@ -58,6 +58,9 @@ type Observed struct {
 // corev1Secret is the part of the Secret the decision reads.
 type corev1Secret struct {
 	Owned bool
+	// Adoptable: not owned, but spec.target.adopt asks to take it over
+	// and no VaultSecret controls it.
+	Adoptable bool
 	// LeaseID is the lease whose credentials the Secret holds (its
 	// lease-id annotation), empty for kv and pki.
 	LeaseID string
@@ -140,7 +143,7 @@ func Decide(o Observed, now time.Time) Plan {
 		p.WakeAt = NextWake(revokePreviousAt(st.Lease))
 		return p
 	}
-	if o.Secret != nil && !o.Secret.Owned {
+	if o.Secret != nil && !o.Secret.Owned && !o.Secret.Adoptable {
 		p.Action, p.Why, p.WakeAt = ActConflict, "Secret not managed by this VaultSecret", now.Add(conflictRetry)
 		return p
 	}
@@ -181,6 +184,15 @@ func Decide(o Observed, now time.Time) Plan {
 		metaChanged = true
 	}
 
+	// A shortened spec.refreshInterval takes effect from the last read,
+	// not after the refresh planned under the old one (which may be
+	// weeks away). A failing VaultSecret keeps its back-off.
+	kvRefreshAt := timeOf(st.RefreshAt)
+	if iv := refreshInterval(vs); iv > 0 && !leased && !failing && st.LastSyncTime != nil && o.Kind == "kv" {
+		if at, _ := KVPlan(st.LastSyncTime.Time, wantedTTL(vs), iv, jitterFor(string(vs.UID))); at.Before(kvRefreshAt) {
+			kvRefreshAt = at
+		}
+	}
 	fetch := func(why string) {
 		p.Action, p.Why = ActFetch, why
 		if backingOff {
@@ -190,6 +202,10 @@ func Decide(o Observed, now time.Time) Plan {
 	switch {
 	case o.Secret == nil:
 		fetch("no Secret")
+	case !o.Secret.Owned:
+		// Adoptable (others were refused above): written over in one
+		// update, so the application never sees it missing.
+		fetch("adopting an existing Secret (spec.target.adopt)")
 	case sourceChanged:
 		fetch("spec changed")
 	case p.DropPending:
@@ -228,7 +244,7 @@ func Decide(o Observed, now time.Time) Plan {
 		default:
 			p.WakeAt = at
 		}
-	case st.RefreshAt == nil || !now.Before(st.RefreshAt.Time):
+	case st.RefreshAt == nil || !now.Before(kvRefreshAt):
 		fetch("refresh due")
 	case metaChanged:
 		p.Action, p.Why = ActWriteMetadata, "metadata changed"
@@ -246,7 +262,7 @@ func Decide(o Observed, now time.Time) Plan {
 		}
 		var refresh time.Time
 		if !leased {
-			refresh = timeOf(st.RefreshAt)
+			refresh = kvRefreshAt
 		}
 		p.WakeAt = NextWake(p.WakeAt, refresh, expires, revokePreviousAt(cur))
 	}

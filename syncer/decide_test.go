@@ -81,6 +81,13 @@ func TestDecide(t *testing.T) {
 		}, now: t0.Add(121 * time.Second), action: ActFetch},
 		{name: "no Secret: fetch", base: decideFixture, mutate: func(o *Observed) { o.Secret = nil; o.Confirmed = true }, now: t0.Add(time.Second), action: ActFetch},
 		{name: "invalid spec: nothing reaches Vault", base: decideFixture, mutate: func(o *Observed) { o.Invalid = errors.New("bad") }, now: t0, action: ActInvalid},
+		{name: "Secret of someone else, target.adopt: written over", base: kvFixture, mutate: func(o *Observed) {
+			o.Secret.Owned, o.Secret.Adoptable = false, true
+		}, now: t0.Add(5 * time.Second), action: ActFetch},
+		{name: "Secret of someone else, adoptable but backing off: wait", base: kvFixture, mutate: func(o *Observed) {
+			o.Secret.Owned, o.Secret.Adoptable = false, true
+			failing(o, t0, t0.Add(10*time.Second))
+		}, now: t0.Add(5 * time.Second), action: ActWait, wakeDue: t0.Add(10 * time.Second)},
 		{name: "Secret of someone else: conflict", base: decideFixture, mutate: func(o *Observed) { o.Secret.Owned = false }, now: t0, action: ActConflict, wakeDue: t0.Add(time.Minute)},
 		{name: "pending lease held by the Secret: promote, no Vault read", base: decideFixture, mutate: func(o *Observed) {
 			pending(o, "L2")
@@ -210,6 +217,16 @@ func TestDecide(t *testing.T) {
 				t.Fatal("the old lease is not revoked")
 			}
 		}},
+		{name: "refreshInterval shortened: read due from the last read, not the old refreshAt", base: kvFixture, mutate: func(o *Observed) {
+			specEdit(o, func(vs *v1alpha1.VaultSecret) { vs.Spec.RefreshInterval = &metav1.Duration{Duration: 10 * time.Second} })
+		}, now: t0.Add(11 * time.Second), action: ActFetch},
+		{name: "refreshInterval: wait until the last read plus the interval", base: kvFixture, mutate: func(o *Observed) {
+			specEdit(o, func(vs *v1alpha1.VaultSecret) { vs.Spec.RefreshInterval = &metav1.Duration{Duration: 15 * time.Second} })
+		}, now: t0.Add(5 * time.Second), action: ActWait, wakeDue: func() time.Time { at, _ := KVPlan(t0, 2*time.Minute, 15*time.Second, jitterFor("")); return at }()},
+		{name: "refreshInterval while failing: the back-off holds", base: kvFixture, mutate: func(o *Observed) {
+			o.VS.Spec.RefreshInterval = &metav1.Duration{Duration: 10 * time.Second}
+			failing(o, t0.Add(20*time.Second), t0.Add(25*time.Second))
+		}, now: t0.Add(22 * time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},
 		{name: "kv refresh due", base: kvFixture, mutate: func(*Observed) {}, now: t0.Add(21 * time.Second), action: ActFetch},
 		{name: "kv refresh failing: wait for the back-off", base: kvFixture, mutate: func(o *Observed) { failing(o, t0.Add(20*time.Second), t0.Add(25*time.Second)) },
 			now: t0.Add(22 * time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},

@@ -26,8 +26,13 @@ func refreshPoint(start time.Time, life time.Duration, jitter float64) time.Time
 }
 
 // KVPlan is when a kv Secret is re-read and when it expires: ttl after the
-// last successful read.
-func KVPlan(lastRead time.Time, ttl time.Duration, jitter float64) (refreshAt, expiresAt time.Time) {
+// last successful read. The read is due every interval (spec.refreshInterval,
+// brought forward by up to a tenth of it by jitter), or at two thirds of
+// ttl when interval is zero.
+func KVPlan(lastRead time.Time, ttl, interval time.Duration, jitter float64) (refreshAt, expiresAt time.Time) {
+	if interval > 0 {
+		return lastRead.Add(interval - time.Duration(float64(interval)*jitterFraction*jitter)), lastRead.Add(ttl)
+	}
 	return refreshPoint(lastRead, ttl, jitter), lastRead.Add(ttl)
 }
 

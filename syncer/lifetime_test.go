@@ -13,17 +13,19 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 func TestKVPlan(t *testing.T) {
 	cases := []struct {
 		name           string
-		ttl            time.Duration
+		ttl, interval  time.Duration
 		jitter         float64
 		refresh, expir time.Duration
 	}{
-		{"no jitter", 30 * time.Second, 0, 20 * time.Second, 30 * time.Second},
-		{"full jitter", 30 * time.Second, 0.999999, 17 * time.Second, 30 * time.Second},
-		{"one hour", time.Hour, 0.5, 40*time.Minute - 3*time.Minute, time.Hour},
+		{"no jitter", 30 * time.Second, 0, 0, 20 * time.Second, 30 * time.Second},
+		{"full jitter", 30 * time.Second, 0, 0.999999, 17 * time.Second, 30 * time.Second},
+		{"one hour", time.Hour, 0, 0.5, 40*time.Minute - 3*time.Minute, time.Hour},
+		{"refreshInterval, no jitter", time.Hour, 5 * time.Minute, 0, 5 * time.Minute, time.Hour},
+		{"refreshInterval, half jitter", time.Hour, 10 * time.Minute, 0.5, 10*time.Minute - 30*time.Second, time.Hour},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, e := KVPlan(t0, tc.ttl, tc.jitter)
+			r, e := KVPlan(t0, tc.ttl, tc.interval, tc.jitter)
 			if got := r.Sub(t0).Round(time.Second); got != tc.refresh {
 				t.Errorf("refresh after %s, want %s", got, tc.refresh)
 			}

@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_tenant_logins_total",
 			Help: "Vault logins as tenants' service accounts by result (ok, error), and renewals of their tokens (renewed)."}, []string{"result"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_restarts_total",
-			Help: "Rollout restarts of spec.rolloutRestartTargets after new Secret data, by result (ok, error)."}, []string{"result"}),
+			Help: "Rollout restarts of spec.rolloutRestartTargets after new Secret data (debounced per workload by --restart-min-interval), by namespace, workload kind and result (ok, error)."}, []string{"namespace", "kind", "result"}),
 		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_controller_leases_not_revoked_total",
 			Help: "Leases left to end on their own because Vault could not revoke them before --finalizer-timeout at deletion."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_secrets_expired_total",
@@ -63,17 +63,12 @@ func (m *Metrics) sync(source, result string, took time.Duration) {
 // Login counts a tenant login; give it to Tenants.Logins.
 func (m *Metrics) Login(result string) { m.logins.WithLabelValues(result).Inc() }
 
-// countRestarts counts the rollout restarts of one pass; nil-safe.
-func (m *Metrics) countRestarts(ok, failed int) {
+// countRestart counts one rollout restart; nil-safe.
+func (m *Metrics) countRestart(namespace, kind, result string) {
 	if m == nil {
 		return
 	}
-	if ok > 0 {
-		m.restarts.WithLabelValues("ok").Add(float64(ok))
-	}
-	if failed > 0 {
-		m.restarts.WithLabelValues("error").Add(float64(failed))
-	}
+	m.restarts.WithLabelValues(namespace, kind, result).Inc()
 }
 
 // resultOf is the result label of a Vault call: ok, or its error's kind

@@ -10,12 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -53,25 +48,4 @@ func TestRevokeFailureCounted(t *testing.T) {
 	if got := testutil.CollectAndCount(m.vault, "vaultkms_controller_vault_request_duration_seconds"); got != 2 {
 		t.Fatalf("vault_request_duration_seconds has %d series, want 2 (revoke ok and revoke denied)", got)
 	}
-}
-
-// A restart target that cannot be patched is counted as a failed restart,
-// beside the one that was restarted.
-func TestRestartFailureCounted(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}}).Build()
-	r := &restarter{Client: c, Status: &statusRecorder{}}
-	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "db"}}
-	vs.Spec.RolloutRestartTargets = []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Name: "web"}, {Kind: "StatefulSet", Name: "gone"}}
-	m := NewMetrics(prometheus.NewRegistry())
-	m.countRestarts(r.restart(context.Background(), vs, time.Now()))
-	if ok, failed := testutil.ToFloat64(m.restarts.WithLabelValues("ok")), testutil.ToFloat64(m.restarts.WithLabelValues("error")); ok != 1 || failed != 1 {
-		t.Fatalf("restarts ok=%v error=%v, want 1 and 1 (the Deployment restarted, the missing StatefulSet not)", ok, failed)
-	}
-	var nilMetrics *Metrics
-	nilMetrics.countRestarts(1, 1) // a reconciler without metrics must not panic
 }

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +48,9 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 	o.Confirmed = confirmed
 	if sec != nil {
 		o.secret = sec
-		o.Secret = &corev1Secret{Owned: metav1.IsControlledBy(sec, vs), LeaseID: sec.Annotations[LeaseAnnotation], ExpiresAt: sec.Annotations[ExpiresAtAnnotation]}
+		owned := metav1.IsControlledBy(sec, vs)
+		o.Secret = &corev1Secret{Owned: owned, Adoptable: !owned && vs.Spec.Target.Adopt && !controlledByVaultSecret(sec),
+			LeaseID: sec.Annotations[LeaseAnnotation], ExpiresAt: sec.Annotations[ExpiresAtAnnotation]}
 		o.Data = dataState(r.HMACKey, vs.Status.DataHMAC, sec.Data)
 	}
 	if l := vs.Status.Lease; l != nil && l.TokenAccessor != "" {
@@ -71,4 +74,11 @@ func (r *Reconciler) restored(key client.ObjectKey, now time.Time) {
 		}
 	}
 	r.restores.Store(key, rec)
+}
+
+// controlledByVaultSecret tells whether a VaultSecret controls sec: such a
+// Secret is never adopted by another, whatever its spec says.
+func controlledByVaultSecret(sec *corev1.Secret) bool {
+	ref := metav1.GetControllerOf(sec)
+	return ref != nil && ref.Kind == "VaultSecret" && strings.HasPrefix(ref.APIVersion, v1alpha1.GroupVersion.Group+"/")
 }

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -50,6 +51,9 @@ type Reconciler struct {
 	// ControllerNamespace and ControllerServiceAccount are the controller's
 	// own identity, which no VaultSecret may name.
 	ControllerNamespace, ControllerServiceAccount string
+	// RestartMinInterval is the least time between two rollout restarts
+	// of one workload (--restart-min-interval).
+	RestartMinInterval time.Duration
 	// NamespaceSelector, when set, limits the namespaces served.
 	NamespaceSelector labels.Selector
 
@@ -88,7 +92,12 @@ func (r *Reconciler) parts() {
 		r.secrets = &secretWriter{Client: r.Client, APIReader: r.APIReader}
 		r.status = &statusRecorder{Client: r.Client, APIReader: r.APIReader, Clock: r.Clock, Recorder: r.Recorder,
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
-		r.restarts = &restarter{Client: r.Client, Status: r.status}
+		tick, ok := r.Clock.(clock.WithTicker)
+		if !ok {
+			tick = clock.RealClock{}
+		}
+		r.restarts = &restarter{Client: r.Client, APIReader: r.APIReader, Status: r.status, Metrics: r.Metrics, Clock: tick,
+			MinInterval: r.RestartMinInterval}
 		r.finalizer = &finalizer{Client: r.Client, APIReader: r.APIReader, Vault: r.vault, Secrets: r.secrets, Status: r.status,
 			Metrics: r.Metrics, Clock: r.Clock, Timeout: r.FinalizerTimeout, Slots: r.slots, forget: r.forget}
 	})
@@ -126,6 +135,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return out
 		}))
+	}
+	if err := mgr.Add(r.restarts); err != nil {
+		return fmt.Errorf("add the rollout restarter: %w", err)
 	}
 	b, err := r.withVaultAuths(mgr, b)
 	if err != nil {
@@ -277,6 +289,14 @@ func wantedTTL(vs *v1alpha1.VaultSecret) time.Duration {
 		return time.Hour
 	}
 	return vs.Spec.TTL.Duration
+}
+
+// refreshInterval is spec.refreshInterval, zero when unset.
+func refreshInterval(vs *v1alpha1.VaultSecret) time.Duration {
+	if vs.Spec.RefreshInterval == nil {
+		return 0
+	}
+	return vs.Spec.RefreshInterval.Duration
 }
 
 func retained(vs *v1alpha1.VaultSecret) bool {

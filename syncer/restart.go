@@ -3,11 +3,16 @@ package syncer
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
@@ -17,37 +22,186 @@ import (
 // target, the way `kubectl rollout restart` does.
 const RestartedAtAnnotation = "secrets.vaultkms.io/restartedAt"
 
-// restarter restarts the rollout targets when the Secret's data changed;
-// only new data does, never a metadata change. It returns how many targets
-// it restarted and how many patches failed, for metrics.
-type restarter struct {
-	Client client.Client
-	Status *statusRecorder
+// DefaultRestartMinInterval is the default of --restart-min-interval.
+const DefaultRestartMinInterval = 30 * time.Second
+
+// workload is one rollout target, resolved to a name.
+type workload struct {
+	Namespace, Kind, Name string
 }
 
-func (r *restarter) restart(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) (restarted, failed int) {
+// restarter restarts the rollout targets when a Secret's data changed;
+// only new data does, never a metadata change. Restarts are debounced
+// per workload: at most one per MinInterval, however many VaultSecrets
+// asked, and a request within the interval is carried out at its end
+// (never dropped: the new data must reach the pods). What was asked lives
+// in memory only, so a controller restart restarts nothing.
+type restarter struct {
+	Client client.Client
+	// APIReader lists the workloads a selector picks (metadata only, not
+	// cached: only changed data asks for it).
+	APIReader   client.Reader
+	Status      *statusRecorder
+	Metrics     *Metrics
+	Clock       clock.WithTicker
+	MinInterval time.Duration
+
+	once  sync.Once
+	queue workqueue.TypedRateLimitingInterface[workload]
+	mu    sync.Mutex
+	last  map[workload]time.Time
+	// askers are the VaultSecrets whose new data waits for a restart of
+	// the workload, told by event when it happens or fails.
+	askers map[workload]map[types.NamespacedName]bool
+}
+
+func (r *restarter) init() {
+	r.once.Do(func() {
+		if r.Clock == nil {
+			r.Clock = clock.RealClock{}
+		}
+		r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[workload](),
+			workqueue.TypedRateLimitingQueueConfig[workload]{Name: "vaultkms-restarts", Clock: r.Clock})
+		r.last = map[workload]time.Time{}
+		r.askers = map[workload]map[types.NamespacedName]bool{}
+	})
+}
+
+// request asks for restarts of vs's targets after its data changed.
+func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret) {
+	r.init()
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
 	for _, t := range vs.Spec.RolloutRestartTargets {
-		var obj client.Object
-		switch t.Kind {
-		case "Deployment":
-			obj = &appsv1.Deployment{}
-		case "StatefulSet":
-			obj = &appsv1.StatefulSet{}
-		case "DaemonSet":
-			obj = &appsv1.DaemonSet{}
-		default:
+		names, err := r.resolve(ctx, vs.Namespace, t)
+		if err != nil {
+			r.Status.event(vs, corev1.EventTypeWarning, "RestartFailed", "Restart", "%s selector: %v", t.Kind, err)
+			r.Metrics.countRestart(vs.Namespace, t.Kind, "error")
 			continue
 		}
-		patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, formatTime(now)))
-		obj.SetNamespace(vs.Namespace)
-		obj.SetName(t.Name)
-		if err := r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
-			r.Status.event(vs, corev1.EventTypeWarning, "RestartFailed", "Restart", "%s %q: %v", t.Kind, t.Name, err)
-			failed++
-			continue
+		for _, n := range names {
+			w := workload{Namespace: vs.Namespace, Kind: t.Kind, Name: n}
+			r.mu.Lock()
+			if r.askers[w] == nil {
+				r.askers[w] = map[types.NamespacedName]bool{}
+			}
+			r.askers[w][key] = true
+			r.mu.Unlock()
+			r.queue.Add(w)
 		}
-		r.Status.event(vs, corev1.EventTypeNormal, "Restarted", "Restart", "%s %q restarted for new Secret data", t.Kind, t.Name)
-		restarted++
 	}
-	return restarted, failed
+}
+
+// resolve names the workloads of one target.
+func (r *restarter) resolve(ctx context.Context, ns string, t v1alpha1.RolloutRestartTarget) ([]string, error) {
+	if t.Selector == nil {
+		return []string{t.Name}, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(t.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("spec.rolloutRestartTargets selector: %w", err)
+	}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: t.Kind + "List"})
+	if err := r.APIReader.List(ctx, list, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, fmt.Errorf("list %ss matching %s: %w", t.Kind, sel, err)
+	}
+	names := make([]string, 0, len(list.Items))
+	for _, it := range list.Items {
+		names = append(names, it.Name)
+	}
+	return names, nil
+}
+
+// Start runs the restarts until ctx ends (a manager Runnable).
+func (r *restarter) Start(ctx context.Context) error {
+	r.init()
+	go func() {
+		<-ctx.Done()
+		r.queue.ShutDown()
+	}()
+	for r.next(ctx) {
+	}
+	return nil
+}
+
+// NeedLeaderElection: only the leader writes.
+func (r *restarter) NeedLeaderElection() bool { return true }
+
+// maxRestartTries bounds the retries of a restart that keeps failing for
+// a reason that may pass (a conflict, an unavailable API server).
+const maxRestartTries = 5
+
+func (r *restarter) next(ctx context.Context) bool {
+	w, quit := r.queue.Get()
+	if quit {
+		return false
+	}
+	defer r.queue.Done(w)
+	now := r.Clock.Now()
+	r.mu.Lock()
+	wait := RestartWait(now, r.last[w], r.MinInterval)
+	r.mu.Unlock()
+	if wait > 0 {
+		r.queue.AddAfter(w, wait)
+		return true
+	}
+	err := r.patch(ctx, w, now)
+	switch {
+	case err == nil:
+		r.mu.Lock()
+		r.last[w] = now
+		r.mu.Unlock()
+		r.queue.Forget(w)
+		r.tell(w, corev1.EventTypeNormal, "Restarted", "%s %q restarted for new Secret data", w.Kind, w.Name)
+		r.Metrics.countRestart(w.Namespace, w.Kind, "ok")
+	case retryable(err) && r.queue.NumRequeues(w) < maxRestartTries:
+		r.queue.AddRateLimited(w)
+	default:
+		r.queue.Forget(w)
+		r.tell(w, corev1.EventTypeWarning, "RestartFailed", "%s %q: %v", w.Kind, w.Name, err)
+		r.Metrics.countRestart(w.Namespace, w.Kind, "error")
+	}
+	return true
+}
+
+// RestartWait is how long a restart of a workload last restarted at last
+// must still wait: none for the first, or once minInterval has passed.
+func RestartWait(now, last time.Time, minInterval time.Duration) time.Duration {
+	if last.IsZero() {
+		return 0
+	}
+	if wait := last.Add(minInterval).Sub(now); wait > 0 {
+		return wait
+	}
+	return 0
+}
+
+func retryable(err error) bool {
+	return !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err)
+}
+
+func (r *restarter) patch(ctx context.Context, w workload, now time.Time) error {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: w.Kind})
+	obj.SetNamespace(w.Namespace)
+	obj.SetName(w.Name)
+	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, formatTime(now)))
+	return r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch))
+}
+
+// tell records an event on every VaultSecret that asked for w's restart
+// since the last one.
+func (r *restarter) tell(w workload, typ, reason, format string, args ...any) {
+	r.mu.Lock()
+	askers := r.askers[w]
+	delete(r.askers, w)
+	r.mu.Unlock()
+	for k := range askers {
+		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}
+		var cur v1alpha1.VaultSecret
+		if err := r.Client.Get(context.Background(), k, &cur); err == nil {
+			vs = &cur
+		}
+		r.Status.event(vs, typ, reason, "Restart", format, args...)
+	}
 }

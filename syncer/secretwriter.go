@@ -34,6 +34,11 @@ type written struct {
 // when absent), already checked to be this VaultSecret's.
 func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID string, existing *corev1.Secret) (written, error) {
 	want := desiredSecret(vs, data, expiresAt, leaseID)
+	if existing != nil && existing.Type == *want.Type && !metav1.IsControlledBy(existing, vs) {
+		if err := w.adopt(ctx, existing, data); err != nil {
+			return written{}, err
+		}
+	}
 	if existing != nil && existing.Type != *want.Type {
 		// A Secret's type is immutable: replace it, exactly the one read.
 		uid, rv := existing.UID, existing.ResourceVersion
@@ -52,6 +57,28 @@ func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data
 		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
 	}
 	return written{LeaseID: got.Annotations[LeaseAnnotation], ExpiresAt: got.Annotations[ExpiresAtAnnotation]}, nil
+}
+
+// adopt takes over a Secret another writer made (spec.target.adopt was
+// checked by the decision): one update, conditional on the version read,
+// replaces its data with data and drops its controller reference, so the
+// application never sees the Secret missing and the other controller's
+// deletion no longer garbage-collects it. Keys only the other writer set
+// go too: otherwise every later pass would see data it did not write.
+func (w *secretWriter) adopt(ctx context.Context, existing *corev1.Secret, data map[string][]byte) error {
+	s := existing.DeepCopy()
+	s.Data, s.StringData = data, nil
+	refs := s.OwnerReferences[:0]
+	for _, ref := range s.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			refs = append(refs, ref)
+		}
+	}
+	s.OwnerReferences = refs
+	if err := w.Client.Update(ctx, s, client.FieldOwner(FieldManager)); err != nil {
+		return fmt.Errorf("adopt Secret %s/%s (spec.target.adopt): %w", s.Namespace, s.Name, err)
+	}
+	return nil
 }
 
 // get reads the target Secret: from the cache, or from the API server

@@ -63,7 +63,7 @@ func (kvKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret
 	return readKV(ctx, c, vs.Spec.Source.KV)
 }
 func (kvKind) plan(now time.Time, vs *v1alpha1.VaultSecret, _ fetched, _ time.Time) (time.Time, time.Time) {
-	return KVPlan(now, wantedTTL(vs), jitterFor(string(vs.UID)))
+	return KVPlan(now, wantedTTL(vs), refreshInterval(vs), jitterFor(string(vs.UID)))
 }
 func (kvKind) leased() bool { return false }
 

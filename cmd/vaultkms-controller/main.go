@@ -49,6 +49,7 @@ type options struct {
 	pprofAddr              string
 	vaultTimeout           time.Duration
 	finalizerTimeout       time.Duration
+	restartMinInterval     time.Duration
 	tokenAudience          string
 	allowedAudiences       string
 	serviceAccount         string
@@ -82,6 +83,7 @@ func run() error {
 	flag.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
 	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
 	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
+	flag.DurationVar(&o.restartMinInterval, "restart-min-interval", syncer.DefaultRestartMinInterval, "least time between two rollout restarts of one workload, however many of its VaultSecrets get new data (a restart asked for within it happens at its end; 0 turns debouncing off)")
 	flag.DurationVar(&o.finalizerTimeout, "finalizer-timeout", syncer.DefaultFinalizerTimeout, "how long deleting a VaultSecret waits for an unreachable Vault to revoke its leases before leaving them to end on their own (event and metric LeaseNotRevoked)")
 	flag.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
 	flag.StringVar(&o.allowedAudiences, "allowed-audiences", "", "comma-separated audiences a VaultSecret may name in spec.auth.kubernetes.audiences (default: only --token-audience); no token is minted for any other")
@@ -198,7 +200,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 		Metrics:  m,
 		Log:      mgr.GetLogger().WithName("vaultsecret"),
 
-		Workers: o.workers, VaultTimeout: o.vaultTimeout, FinalizerTimeout: o.finalizerTimeout,
+		Workers: o.workers, VaultTimeout: o.vaultTimeout, FinalizerTimeout: o.finalizerTimeout, RestartMinInterval: o.restartMinInterval,
 		ControllerNamespace: o.namespace, ControllerServiceAccount: o.serviceAccount,
 		NamespaceSelector: nsSel,
 	}

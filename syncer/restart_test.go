@@ -1,0 +1,140 @@
+package syncer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+func TestRestartWait(t *testing.T) {
+	cases := []struct {
+		name      string
+		last      time.Time
+		now       time.Time
+		min, want time.Duration
+	}{
+		{"never restarted", time.Time{}, t0, 30 * time.Second, 0},
+		{"restarted 10s ago", t0, t0.Add(10 * time.Second), 30 * time.Second, 20 * time.Second},
+		{"restarted exactly the interval ago", t0, t0.Add(30 * time.Second), 30 * time.Second, 0},
+		{"restarted long ago", t0, t0.Add(time.Hour), 30 * time.Second, 0},
+		{"no debounce", t0, t0, 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RestartWait(tc.now, tc.last, tc.min); got != tc.want {
+				t.Fatalf("RestartWait = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// restartedAt is the restart annotation of a Deployment's pod template.
+func restartedAt(t *testing.T, c client.Client, name string) string {
+	t.Helper()
+	var d appsv1.Deployment
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "team-a", Name: name}, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Spec.Template.Annotations[RestartedAtAnnotation]
+}
+
+// waitFor polls cond for up to 10 s: the restarter works on its own
+// goroutine.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// Three VaultSecrets whose data changes within the interval restart a
+// Deployment they share twice (at once, then once at the interval's end),
+// a selector picks Deployments by label, and a missing target is counted
+// as a failed restart by namespace and kind.
+func TestRestarterDebouncesAndSelects(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	dep := func(name string, labels map[string]string) *appsv1.Deployment {
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Labels: labels}}
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(dep("web", nil), dep("api", map[string]string{"tier": "back"}),
+		dep("worker", map[string]string{"tier": "back"}), dep("ui", map[string]string{"tier": "front"})).Build()
+	clk := clocktesting.NewFakeClock(t0)
+	m := NewMetrics(prometheus.NewRegistry())
+	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clk, MinInterval: 30 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = r.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	vs := func(name string, targets ...v1alpha1.RolloutRestartTarget) *v1alpha1.VaultSecret {
+		return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name},
+			Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: targets}}
+	}
+	web := v1alpha1.RolloutRestartTarget{Kind: "Deployment", Name: "web"}
+	ok := func() float64 { return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) }
+
+	r.request(ctx, vs("a", web))
+	waitFor(t, "the first restart", func() bool { return ok() == 1 })
+	first := restartedAt(t, c, "web")
+	if first != formatTime(t0) {
+		t.Fatalf("web restarted at %q, want %q", first, formatTime(t0))
+	}
+	// Two more within the interval: one restart, at its end.
+	clk.Step(5 * time.Second)
+	r.request(ctx, vs("b", web))
+	clk.Step(5 * time.Second)
+	r.request(ctx, vs("c", web))
+	time.Sleep(50 * time.Millisecond) // let the worker see them and defer them
+	if got := ok(); got != 1 {
+		t.Fatalf("%v restarts within the interval, want 1", got)
+	}
+	waitFor(t, "the deferred restart to be waiting", func() bool { return r.queue.Len() == 0 })
+	clk.Step(20 * time.Second)
+	waitFor(t, "the deferred restart", func() bool { return ok() == 2 })
+	if got := restartedAt(t, c, "web"); got != formatTime(t0.Add(30*time.Second)) {
+		t.Fatalf("web restarted again at %q, want at the interval's end %q", got, formatTime(t0.Add(30*time.Second)))
+	}
+	clk.Step(time.Minute)
+	time.Sleep(50 * time.Millisecond)
+	if got := ok(); got != 2 {
+		t.Fatalf("%v restarts, want 2: three requests within one interval make two restarts, not three", got)
+	}
+
+	// A selector restarts exactly the Deployments whose labels match.
+	r.request(ctx, vs("d", v1alpha1.RolloutRestartTarget{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "back"}}}))
+	waitFor(t, "the selected restarts", func() bool { return ok() == 4 })
+	for name, want := range map[string]bool{"api": true, "worker": true, "ui": false} {
+		if got := restartedAt(t, c, name) != ""; got != want {
+			t.Errorf("Deployment %s restarted: %v, want %v", name, got, want)
+		}
+	}
+
+	// A missing target fails once, without retries, by kind.
+	r.request(ctx, vs("e", v1alpha1.RolloutRestartTarget{Kind: "StatefulSet", Name: "gone"}))
+	waitFor(t, "the failed restart", func() bool {
+		return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "StatefulSet", "error")) == 1
+	})
+	var nilMetrics *Metrics
+	nilMetrics.countRestart("ns", "Deployment", "ok") // a reconciler without metrics must not panic
+}
