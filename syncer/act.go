@@ -61,6 +61,9 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it, set spec.target.name, or set spec.target.adopt to take it over (only a Secret no other VaultSecret controls)", targetName(vs)))
 		return requeueAt(now, p.WakeAt), "conflict", r.status.write(ctx, vs, orig)
 	case ActFetch:
+		if len(vs.Spec.Sources) > 0 {
+			return r.fetchAndWriteSources(ctx, o, p, orig, now)
+		}
 		return r.fetchAndWrite(ctx, o, p, orig, now)
 	case ActRenew:
 		return r.renew(ctx, o, p, orig, now)

@@ -41,7 +41,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		r.status.event(vs, corev1.EventTypeWarning, "Restored", "Sync", "Secret %q was changed by hand; restoring it from Vault", targetName(vs))
 		r.restored(key, now)
 	}
-	f, err := r.vault.fetch(ctx, vs, o.kind, tok)
+	f, err := r.vault.fetch(ctx, vs, &vs.Spec.Source, o.kind, tok)
 	if err != nil {
 		return r.failedVault(ctx, vs, orig, now, err)
 	}

@@ -110,6 +110,9 @@ type Plan struct {
 	Previous PreviousAction
 	// Restore: the Secret was edited by hand; Fetch restores it.
 	Restore bool
+	// AllSources: a fetch of spec.sources reads every source, not only
+	// those due (no Secret, a spec change, a hand edit, an adoption).
+	AllSources bool
 	// AdoptHMAC: the status HMAC is of another key; record the data's HMAC
 	// under the current key.
 	AdoptHMAC bool
@@ -201,12 +204,15 @@ func Decide(o Observed, now time.Time) Plan {
 	}
 	switch {
 	case o.Secret == nil:
+		p.AllSources = true
 		fetch("no Secret")
 	case !o.Secret.Owned:
 		// Adoptable (others were refused above): written over in one
 		// update, so the application never sees it missing.
+		p.AllSources = true
 		fetch("adopting an existing Secret (spec.target.adopt)")
 	case sourceChanged:
+		p.AllSources = true
 		fetch("spec changed")
 	case p.DropPending:
 		fetch("new credentials never reached the Secret")
@@ -215,7 +221,7 @@ func Decide(o Observed, now time.Time) Plan {
 			p.Action, p.Why, p.WakeAt = ActWait, "edited by hand; restore rate-limited", now.Add(wait)
 			break
 		}
-		p.Restore = true
+		p.Restore, p.AllSources = true, true
 		fetch("edited by hand")
 	case leased && cur == nil:
 		fetch("no lease recorded")

@@ -69,6 +69,18 @@ func dataState(key []byte, recorded string, data map[string][]byte) DataState {
 // anything else (labels, annotations, rollout targets, grace period,
 // revokeOnDelete, expiryPolicy) never reads Vault.
 func sourceHash(vs *v1alpha1.VaultSecret) string {
+	if len(vs.Spec.Sources) > 0 {
+		// Apart from the one-source form, whose hashes recorded in status
+		// must not move with this field's arrival.
+		return shortHash(struct {
+			Auth     v1alpha1.Auth
+			Sources  []v1alpha1.Source
+			TTL      string
+			Name     string
+			Type     string
+			Template map[string]string
+		}{vs.Spec.Auth, vs.Spec.Sources, wantedTTL(vs).String(), targetName(vs), string(secretType(vs)), vs.Spec.Target.Template})
+	}
 	return shortHash(struct {
 		Auth     v1alpha1.Auth
 		Source   v1alpha1.Source

@@ -95,8 +95,15 @@ func (t *Tenants) allowedAudiences() []string {
 // a token for an audience the administrator did not allow. The error names
 // the field.
 func (t *Tenants) CheckSpec(vs *v1alpha1.VaultSecret) error {
-	if err := checkVaultPaths(vs.Spec.Source); err != nil {
-		return err
+	if len(vs.Spec.Sources) == 0 {
+		if err := checkVaultPaths(vs.Spec.Source); err != nil {
+			return err
+		}
+	}
+	for i, src := range vs.Spec.Sources {
+		if err := checkSourcePath(fmt.Sprintf("spec.sources[%d]", i), src); err != nil {
+			return err
+		}
 	}
 	if k := vs.Spec.Auth.Kubernetes; k != nil {
 		return checkAudiences(k.Audiences, t.allowedAudiences())

@@ -300,5 +300,13 @@ func refreshInterval(vs *v1alpha1.VaultSecret) time.Duration {
 }
 
 func retained(vs *v1alpha1.VaultSecret) bool {
-	return vs.Spec.ExpiryPolicy == v1alpha1.ExpiryRetain && vs.Spec.Source.KV != nil
+	if vs.Spec.ExpiryPolicy != v1alpha1.ExpiryRetain {
+		return false
+	}
+	for _, src := range vs.Spec.Sources {
+		if src.KV == nil {
+			return false
+		}
+	}
+	return len(vs.Spec.Sources) > 0 || vs.Spec.Source.KV != nil
 }

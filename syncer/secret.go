@@ -42,10 +42,23 @@ func secretType(vs *v1alpha1.VaultSecret) corev1.SecretType {
 	if vs.Spec.Target.Type != "" {
 		return corev1.SecretType(vs.Spec.Target.Type)
 	}
-	if vs.Spec.Source.PKI != nil {
+	if hasPKI(vs) {
 		return corev1.SecretTypeTLS
 	}
 	return corev1.SecretTypeOpaque
+}
+
+// hasPKI tells whether a certificate is among the sources.
+func hasPKI(vs *v1alpha1.VaultSecret) bool {
+	if vs.Spec.Source.PKI != nil {
+		return true
+	}
+	for _, src := range vs.Spec.Sources {
+		if src.PKI != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // desiredSecret is the Secret a VaultSecret wants, as an apply

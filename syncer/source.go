@@ -37,7 +37,7 @@ type sourceKind interface {
 	// name is the kind, for metrics and logs.
 	name() string
 	// fetch reads or issues the data under the tenant's client.
-	fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error)
+	fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret, src *v1alpha1.Source) (fetched, error)
 	// plan returns when to refresh and when the Secret expires, for data
 	// fetched at now. tokenEnd is the end of the token that fetched it.
 	plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, tokenEnd time.Time) (refreshAt, expiresAt time.Time)
@@ -46,10 +46,18 @@ type sourceKind interface {
 }
 
 func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
+	if len(vs.Spec.Sources) > 0 {
+		return multiKind{}
+	}
+	return kindOfSource(&vs.Spec.Source)
+}
+
+// kindOfSource is the kind of one source.
+func kindOfSource(src *v1alpha1.Source) sourceKind {
 	switch {
-	case vs.Spec.Source.Dynamic != nil:
+	case src.Dynamic != nil:
 		return dynamicKind{}
-	case vs.Spec.Source.PKI != nil:
+	case src.PKI != nil:
 		return pkiKind{}
 	}
 	return kvKind{}
@@ -59,8 +67,8 @@ func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
 type kvKind struct{}
 
 func (kvKind) name() string { return "kv" }
-func (kvKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
-	return readKV(ctx, c, vs.Spec.Source.KV)
+func (kvKind) fetch(ctx context.Context, c *api.Client, _ *v1alpha1.VaultSecret, src *v1alpha1.Source) (fetched, error) {
+	return readKV(ctx, c, src.KV)
 }
 func (kvKind) plan(now time.Time, vs *v1alpha1.VaultSecret, _ fetched, _ time.Time) (time.Time, time.Time) {
 	return KVPlan(now, wantedTTL(vs), refreshInterval(vs), jitterFor(string(vs.UID)))
@@ -72,8 +80,8 @@ func (kvKind) leased() bool { return false }
 type pkiKind struct{}
 
 func (pkiKind) name() string { return "pki" }
-func (pkiKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
-	return issuePKI(ctx, c, vs.Spec.Source.PKI, wantedTTL(vs))
+func (pkiKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret, src *v1alpha1.Source) (fetched, error) {
+	return issuePKI(ctx, c, src.PKI, wantedTTL(vs))
 }
 func (pkiKind) plan(_ time.Time, vs *v1alpha1.VaultSecret, f fetched, _ time.Time) (time.Time, time.Time) {
 	return PKIPlan(f.notBefore, f.notAfter, jitterFor(string(vs.UID)))
@@ -86,8 +94,8 @@ func (pkiKind) leased() bool { return false }
 type dynamicKind struct{}
 
 func (dynamicKind) name() string { return "dynamic" }
-func (dynamicKind) fetch(ctx context.Context, c *api.Client, vs *v1alpha1.VaultSecret) (fetched, error) {
-	return readDynamic(ctx, c, vs.Spec.Source.Dynamic)
+func (dynamicKind) fetch(ctx context.Context, c *api.Client, _ *v1alpha1.VaultSecret, src *v1alpha1.Source) (fetched, error) {
+	return readDynamic(ctx, c, src.Dynamic)
 }
 func (dynamicKind) plan(now time.Time, vs *v1alpha1.VaultSecret, f fetched, tokenEnd time.Time) (time.Time, time.Time) {
 	expiresAt := EffectiveEnd(now.Add(f.leaseDuration), tokenEnd)

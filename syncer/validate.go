@@ -33,10 +33,11 @@ var requiredKeys = map[corev1.SecretType][]string{
 var pkiKeys = map[string]bool{corev1.TLSCertKey: true, corev1.TLSPrivateKeyKey: true, "ca.crt": true}
 
 func (v validator) validate(vs *v1alpha1.VaultSecret) error {
-	if len(vs.Spec.Sources) > 0 {
-		// The schema has the field; the syncer serves it only once each
-		// source has its own schedule and lease journal.
-		return fmt.Errorf("spec.sources: several sources in one Secret are not served by this controller version yet; use spec.source, one VaultSecret per path")
+	for i, src := range vs.Spec.Sources {
+		if src.Dynamic != nil {
+			// Each dynamic source would need a lease journal of its own.
+			return fmt.Errorf("spec.sources[%d].dynamic: dynamic credentials in spec.sources are not served yet; give them a VaultSecret of their own (spec.source.dynamic)", i)
+		}
 	}
 	if err := v.Tenants.CheckSpec(vs); err != nil {
 		return err
@@ -66,7 +67,7 @@ func (v validator) validate(vs *v1alpha1.VaultSecret) error {
 	if err := ValidateTemplates(vs.Spec.Target.Template); err != nil {
 		return err
 	}
-	if vs.Spec.Source.PKI != nil {
+	if hasPKI(vs) {
 		// The keys of a certificate are known: the type must fit them.
 		keys := map[string]bool{}
 		for k := range pkiKeys {

@@ -81,11 +81,11 @@ func (v *vaultIO) cachedToken(vs *v1alpha1.VaultSecret) *TenantToken {
 }
 
 // fetch reads the source (issues credentials for dynamic and pki).
-func (v *vaultIO) fetch(ctx context.Context, vs *v1alpha1.VaultSecret, kind sourceKind, tok *TenantToken) (fetched, error) {
+func (v *vaultIO) fetch(ctx context.Context, vs *v1alpha1.VaultSecret, src *v1alpha1.Source, kind sourceKind, tok *TenantToken) (fetched, error) {
 	vctx, cancel := v.ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	f, err := kind.fetch(vctx, tok.Client, vs)
+	f, err := kind.fetch(vctx, tok.Client, vs, src)
 	v.count("read", start, err)
 	if (err == nil && f.leaseID != "") || (err != nil && kind.leased()) {
 		v.countLease("issue", err)

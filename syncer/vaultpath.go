@@ -19,14 +19,17 @@ var reservedMounts = []string{"auth", "sys"}
 // engine it names. The CRD refuses the same at admission; this check runs
 // before any Vault call, for objects admitted before the rule existed or
 // by an API server without it.
-func checkVaultPaths(src v1alpha1.Source) error {
+func checkVaultPaths(src v1alpha1.Source) error { return checkSourcePath("spec.source", src) }
+
+// checkSourcePath checks one source, field naming it in errors.
+func checkSourcePath(field string, src v1alpha1.Source) error {
 	switch {
 	case src.KV != nil:
-		return checkRequestPath("spec.source.kv", "path", src.KV.Mount, src.KV.Path)
+		return checkRequestPath(field+".kv", "path", src.KV.Mount, src.KV.Path)
 	case src.Dynamic != nil:
-		return checkRequestPath("spec.source.dynamic", "path", src.Dynamic.Mount, src.Dynamic.Path)
+		return checkRequestPath(field+".dynamic", "path", src.Dynamic.Mount, src.Dynamic.Path)
 	case src.PKI != nil:
-		return checkRequestPath("spec.source.pki", "role", src.PKI.Mount, src.PKI.Role)
+		return checkRequestPath(field+".pki", "role", src.PKI.Mount, src.PKI.Role)
 	}
 	return nil
 }

@@ -345,10 +345,34 @@ type VaultSecretStatus struct {
 	// SecretName is the Secret written.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+	// Sources is the schedule of each of spec.sources, in its order.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Sources []SourceStatus `json:"sources,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// SourceStatus is the last read of one of spec.sources.
+type SourceStatus struct {
+	// Hash fingerprints the source's spec as last read: an edit of one
+	// source reads only that one.
+	Hash string `json:"hash"`
+	// Keys are the Secret's keys this source gave (names, never values):
+	// what a refresh of this source alone replaces.
+	// +optional
+	Keys []string `json:"keys,omitempty"`
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// RefreshAt is when this source is read next.
+	// +optional
+	RefreshAt *metav1.Time `json:"refreshAt,omitempty"`
+	// ExpiresAt is when this source's data stops being valid; the Secret
+	// expires at the earliest of its sources'.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 }
 
 // Lease describes a Vault lease.
