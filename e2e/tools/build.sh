@@ -50,37 +50,47 @@ if [ "${1:-}" = prometheus ]; then
   exit 0
 fi
 
-build etcd "$etcd" go.etcd.io/etcd/server/v3
-build etcdctl "$etcd" go.etcd.io/etcd/etcdctl/v3
-build kube-apiserver "$kube" k8s.io/kubernetes/cmd/kube-apiserver "$kubever"
-build kube-controller-manager "$kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kubever"
-build vault "$vault" github.com/hashicorp/vault
+# The real components the demo needs, all from this directory's module.
+core() {
+  build etcd "$etcd" go.etcd.io/etcd/server/v3
+  build etcdctl "$etcd" go.etcd.io/etcd/etcdctl/v3
+  build kube-apiserver "$kube" k8s.io/kubernetes/cmd/kube-apiserver "$kubever"
+  build kube-controller-manager "$kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kubever"
+  build vault "$vault" github.com/hashicorp/vault
+}
 
 # `build.sh demo` stops here: the demo runs etcd, kube-apiserver,
 # kube-controller-manager and Vault, nothing built below.
-if [ "${1:-}" = demo ]; then exit 0; fi
+if [ "${1:-}" = demo ]; then core; exit 0; fi
 
-# controller-gen lives in a module of its own (see controller-gen/go.mod).
-cd "$here/controller-gen"
-build controller-gen "$(modver sigs.k8s.io/controller-tools)" sigs.k8s.io/controller-tools/cmd/controller-gen
+# The developer tools, each in a module of its own so their dependency
+# graphs stay apart from the real components' pins.
+devtools() {
+  # controller-gen (make generate, check-generated).
+  (cd "$here/controller-gen" && build controller-gen "$(modver sigs.k8s.io/controller-tools)" sigs.k8s.io/controller-tools/cmd/controller-gen)
+  # Helm renders and installs the chart in the e2e tests.
+  (cd "$here/helm" && helmver=$(modver helm.sh/helm/v3) &&
+    build helm "$helmver" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helmver")
+  # golangci-lint, run by `make lint` with .golangci.yml.
+  (cd "$here/golangci-lint" && lintver=$(modver github.com/golangci/golangci-lint/v2) &&
+    build golangci-lint "$lintver" github.com/golangci/golangci-lint/v2/cmd/golangci-lint "-X main.version=$lintver")
+  # promtool (unit-tests the chart's alerting rules in `make test`). The
+  # tag remove_all_sd leaves out every service discovery but file and
+  # HTTP, which cuts a fifth of the packages. The Prometheus server is not
+  # built here: no test of `make test` runs it, and a cold CI run pays
+  # minutes for every binary (`build.sh prometheus` builds it).
+  (cd "$here/prometheus" && promver=$(modver github.com/prometheus/prometheus) &&
+    build promtool "$promver" github.com/prometheus/prometheus/cmd/promtool "-X github.com/prometheus/common/version.Version=$promver" remove_all_sd)
+}
 
-# Helm renders and installs the chart in the e2e tests; its own module keeps
-# its dependency graph apart from the real components' pins.
-cd "$here/helm"
-helmver=$(modver helm.sh/helm/v3)
-build helm "$helmver" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helmver"
-
-# golangci-lint, run by `make lint` with .golangci.yml.
-cd "$here/golangci-lint"
-lintver=$(modver github.com/golangci/golangci-lint/v2)
-build golangci-lint "$lintver" github.com/golangci/golangci-lint/v2/cmd/golangci-lint "-X main.version=$lintver"
-
-# promtool (unit-tests the chart's alerting rules in `make test`), in a
-# module of its own. The tag remove_all_sd leaves out every service
-# discovery but file and HTTP, which cuts a fifth of the packages. The
-# Prometheus server is not built here: no test of `make test` runs it, and a
-# cold CI run pays minutes for every binary (`build.sh prometheus` builds it).
-cd "$here/prometheus"
-promver=$(modver github.com/prometheus/prometheus)
-promldflags="-X github.com/prometheus/common/version.Version=$promver"
-build promtool "$promver" github.com/prometheus/prometheus/cmd/promtool "$promldflags" remove_all_sd
+# Two lanes at once: a single `go build` leaves a core idle while it links
+# (a minute or more for Vault and kube-apiserver) and while a long package
+# compiles alone, and on a fresh machine these builds are most of a CI
+# run. Both lanes share the one build cache, which locks what it writes.
+core & core_pid=$!
+devtools & dev_pid=$!
+rc=0
+wait "$core_pid" || rc=1
+wait "$dev_pid" || rc=1
+if [ "$rc" -ne 0 ]; then echo "tools: a build failed (see above)" >&2; fi
+exit "$rc"
