@@ -83,6 +83,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
 	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
+	writeSourcePaths(v)
 	scheme := runtime.NewScheme()
 	_ = v1alpha1.AddToScheme(scheme)
 	_ = corev1.AddToScheme(scheme)
@@ -125,7 +126,15 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	with := rss(busy)
 	fmt.Printf("  RSS with 0 unmanaged Secrets: %.1f MiB; with %d unmanaged Secrets: %.1f MiB (%+.1f MiB)\n", none, unmanaged, with, with-none)
 
-	fmt.Printf("\n%d kv VaultSecrets created at once (ttl 60s)\n", n)
+	shape := "one kv path each, an inline login each"
+	if benchSources > 1 {
+		shape = fmt.Sprintf("%d kv sources each, all sharing the VaultAuth app", benchSources)
+		if err := c.Create(context.Background(), &v1alpha1.VaultAuth{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "app"},
+			Spec: v1alpha1.VaultAuthSpec{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}}}); err != nil {
+			env.Fatalf("VaultAuth: %v", err)
+		}
+	}
+	fmt.Printf("\n%d kv VaultSecrets created at once (ttl 60s; %s)\n", n, shape)
 	ttl := metav1.Duration{Duration: time.Minute}
 	aud.mark()
 	if apiserverProfile != "" {
@@ -221,9 +230,29 @@ func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl me
 	return time.Since(start)
 }
 
+// benchSources is the number of kv sources of each VaultSecret (-sources):
+// 1 is the one-path form with an inline login; more share the VaultAuth
+// "app" and merge secret/app/config with secret/app/extra-<i>.
+var benchSources = 1
+
+// writeSourcePaths writes the extra kv paths of -sources, one key each.
+func writeSourcePaths(v *harness.Vault) {
+	for i := 1; i < benchSources; i++ {
+		v.Write(fmt.Sprintf("secret/data/app/extra-%d", i), map[string]any{"data": map[string]any{fmt.Sprintf("key%d", i): "v"}})
+	}
+}
+
 // kvVaultSecret is the bench's VaultSecret: the app role reading
 // secret/app/config, refreshed every ttl.
 func kvVaultSecret(namespace, name string, ttl metav1.Duration) *v1alpha1.VaultSecret {
+	if benchSources > 1 {
+		srcs := []v1alpha1.Source{{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}}
+		for i := 1; i < benchSources; i++ {
+			srcs = append(srcs, v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: fmt.Sprintf("app/extra-%d", i)}})
+		}
+		return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec: v1alpha1.VaultSecretSpec{AuthRef: &v1alpha1.AuthRef{Name: "app"}, Sources: srcs, TTL: &ttl}}
+	}
 	return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 		Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
 			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}

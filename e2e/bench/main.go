@@ -97,6 +97,7 @@ func main() {
 	othersFlag := flag.String("others", "vso,eso,eso-cache", "controllers measured beside vaultkms's (built by `make bench-tools`): vso, eso, eso-cache, comma separated; empty for none")
 	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write kube-apiserver's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
 	flag.StringVar(&controllerProfile, "controller-cpuprofile", "", "write vaultkms-controller's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
+	flag.IntVar(&benchSources, "sources", benchSources, "kv sources of each VaultSecret in the controller part: 1 is one path with an inline login; more share one VaultAuth (spec.sources, spec.authRef)")
 	flag.IntVar(&reconcilers, "reconcilers", reconcilers, "concurrent reconciles of every controller in the controller part")
 	flag.Parse()
 	// The bench's own API clients log nothing.
