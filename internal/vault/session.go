@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,11 +30,6 @@ type TokenState struct {
 // Borrower is a Method whose token belongs to someone else (a token file
 // written by an operator or Vault Agent): the session never revokes it.
 type Borrower interface{ Borrowed() bool }
-
-// ErrTokenValid is returned by Refused when Vault refused a request but
-// the token itself is valid: a policy does not allow the path, and logging
-// in again would not change that.
-var ErrTokenValid = errors.New("vault refused the request, but the token is valid: a policy does not allow this path (logging in again would not help)")
 
 // Session keeps one Vault client logged in. It renews the token while
 // Vault lets it, replaces it shortly before it expires, logs in again when
@@ -73,61 +67,6 @@ type Session struct {
 	validToken string
 	validAt    time.Time
 }
-
-type tokenCheck struct {
-	token string
-	done  chan struct{}
-	valid bool
-	err   error
-}
-
-// BackoffPolicy paces logins.
-type BackoffPolicy struct {
-	// Min is the first wait, Max the longest.
-	Min, Max time.Duration
-	// StableHold is how long a token must be kept before the wait halves
-	// (down to Min); a token replaced sooner doubles it (up to Max), like
-	// a failed login. Halving rather than resetting keeps a token that
-	// alternates between long holds and instant refusals from logging in
-	// faster than a steady failure would.
-	StableHold time.Duration
-}
-
-// DefaultBackoff: a token that is dropped at once, every time, costs at
-// most 7 logins in the first minute (LoginBound) and 2 a minute after
-// that; tokens kept 10s or more keep the wait at 0.5s.
-var DefaultBackoff = BackoffPolicy{Min: 500 * time.Millisecond, Max: 30 * time.Second, StableHold: 10 * time.Second}
-
-// NextLoginWait returns how long after the last login attempt the next one
-// may start. prev is the previous wait (0 before any), held how long the
-// last token was kept (ignored when failed).
-func NextLoginWait(prev, held time.Duration, failed bool, p BackoffPolicy) time.Duration {
-	if !failed && held >= p.StableHold {
-		return max(p.Min, prev/2)
-	}
-	if prev <= 0 {
-		return p.Min
-	}
-	return min(2*prev, p.Max)
-}
-
-// LoginBound is the most logins a session can make in window, whatever
-// Vault answers: the first at once, then waits growing by NextLoginWait.
-func LoginBound(window time.Duration, p BackoffPolicy) int {
-	n, at, wait := 1, time.Duration(0), time.Duration(0)
-	for {
-		wait = NextLoginWait(wait, 0, true, p)
-		at += wait
-		if at > window {
-			return n
-		}
-		n++
-	}
-}
-
-// ReplaceGrace is how long before its expiry a token is replaced: a fifth
-// of its lifetime, at most 30s.
-func ReplaceGrace(ttl time.Duration) time.Duration { return min(ttl/5, 30*time.Second) }
 
 // NewSession returns a session that logs c in with m once Run is called.
 func NewSession(c *api.Client, m Method, log logr.Logger) *Session {
@@ -185,114 +124,6 @@ func (s *Session) State() TokenState {
 		st.Reason = "token expired"
 	}
 	return st
-}
-
-// Refused tells the session that Vault answered 403 (cause) to a request
-// made with token. It returns nil once a newer token is in place (retry the request
-// once), ErrTokenValid when the token is fine and the path is what Vault
-// refused (do not retry), or another error. However many callers report
-// the same token, it is checked once and replaced at most once; a token
-// found valid is not checked again for VerifyInterval (unless Vault's
-// answer says "invalid token"), so a missing policy costs no login at all.
-func (s *Session) Refused(ctx context.Context, token string, cause error) error {
-	s.mu.Lock()
-	if token != s.token {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.validToken == token && s.clock.Since(s.validAt) < s.VerifyInterval && !saysInvalidToken(cause) {
-		s.mu.Unlock()
-		return ErrTokenValid
-	}
-	next := s.loggedIn
-	c := s.check
-	if c == nil || c.token != token {
-		c = &tokenCheck{token: token, done: make(chan struct{})}
-		s.check = c
-		go s.verify(c)
-	}
-	s.mu.Unlock()
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	switch {
-	case c.valid:
-		return ErrTokenValid
-	case c.err != nil:
-		return c.err
-	}
-	select {
-	case <-next:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for a new vault token: %w", ctx.Err())
-	}
-}
-
-// saysInvalidToken tells whether Vault's 403 names the token itself as
-// invalid (revoked, expired, unknown), not only the path as denied.
-func saysInvalidToken(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "invalid token")
-}
-
-// verify looks the refused token up: valid means the refusal was about
-// the path; refused means the token is gone and is replaced.
-func (s *Session) verify(c *tokenCheck) {
-	defer func() {
-		// A finished check is forgotten; its verdict lives on in
-		// validToken or in the new token.
-		s.mu.Lock()
-		if s.check == c {
-			s.check = nil
-		}
-		s.mu.Unlock()
-		close(c.done)
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	lc, err := s.client.CloneWithHeaders()
-	if err != nil {
-		c.err = fmt.Errorf("clone vault client: %w", err)
-		return
-	}
-	lc.SetToken(c.token)
-	_, err = lc.Auth().Token().LookupSelfWithContext(ctx)
-	switch {
-	case err == nil:
-		c.valid = true
-		s.mu.Lock()
-		s.validToken, s.validAt = c.token, s.clock.Now()
-		s.mu.Unlock()
-		s.log.Info("vault refused a request though the token is valid; check the policy", "reason", "path denied")
-	case Classify(err) == KindDenied:
-		s.mu.Lock()
-		current := s.token == c.token
-		if current {
-			s.state.Valid = false
-			s.state.Reason = "vault refused the token (403)"
-		}
-		s.mu.Unlock()
-		if !current {
-			return // already replaced
-		}
-		// Only the current token's refusal matters: replace whatever
-		// older refusal still waits in the channel.
-		for {
-			select {
-			case s.relogin <- c.token:
-				return
-			default:
-			}
-			select {
-			case <-s.relogin:
-			default:
-			}
-		}
-	default:
-		c.err = Wrap("check the refused token", err)
-	}
 }
 
 // Run logs in and keeps the token alive until ctx ends.
