@@ -8,6 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -95,7 +96,9 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{RequeueAfter: at.Sub(now)}, nil
 	}
 	var vs v1alpha1.VaultSecret
+	found := false
 	if err := e.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: owner.Name}, &vs); err == nil && vs.UID == owner.UID {
+		found = true
 		if keep, until := KeepPastExpiry(&vs, &s, now); keep {
 			// Retained, or renewed in status while the annotation lags
 			// (the reconciler rewrites it): not deleted.
@@ -119,10 +122,42 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, fmt.Errorf("delete expired Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	e.Log.Info("deleted expired Secret", "secret", req.NamespacedName, "expiredAt", at)
+	if found {
+		e.markExpired(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}, vs.UID, s.Name, at)
+	}
 	if e.Recorder != nil {
 		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: owner.Name, UID: owner.UID}}
 		vs.APIVersion, vs.Kind = owner.APIVersion, owner.Kind
 		e.Recorder.Eventf(vs, nil, corev1.EventTypeWarning, ReasonExpired, "Delete", "Secret %q deleted: it expired at %s without a successful refresh", s.Name, at.UTC().Format(time.RFC3339))
 	}
 	return ctrl.Result{}, nil
+}
+
+// markExpired makes the VaultSecret's Ready say that its Secret is gone,
+// at once: its own pass may wait behind a Vault that does not answer, and
+// until then Ready=True would describe a Secret that no longer exists.
+// The write is conditional on the version read, so it never overwrites a
+// newer status (a refresh that wrote the Secret again); a stale cache is
+// read again a few times, then left to the VaultSecret's own pass.
+func (e *Expirer) markExpired(ctx context.Context, key types.NamespacedName, uid types.UID, secretName string, at time.Time) {
+	for range 3 {
+		var vs v1alpha1.VaultSecret
+		if err := e.Client.Get(ctx, key, &vs); err != nil || vs.UID != uid {
+			return
+		}
+		if vs.Status.SecretName != "" && vs.Status.SecretName != secretName {
+			return // it writes another Secret now
+		}
+		next := vs.DeepCopy()
+		meta.SetStatusCondition(&next.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: ReasonExpired,
+			ObservedGeneration: vs.Generation, Message: fmt.Sprintf("Secret %q deleted at its expiry (%s) without a successful refresh; the next successful read writes it again", secretName, formatTime(at))})
+		err := e.Client.Status().Patch(ctx, next, client.MergeFromWithOptions(&vs, client.MergeFromWithOptimisticLock{}))
+		if err == nil || !apierrors.IsConflict(err) {
+			if err != nil {
+				e.Log.Info("could not mark the VaultSecret expired; its own pass will", "vaultsecret", key, "error", err.Error())
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -1,0 +1,51 @@
+package syncer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+)
+
+// A Secret deleted at its expiry makes its VaultSecret's Ready False with
+// reason Expired at once, not when the VaultSecret's own pass (which may
+// wait behind an unanswering Vault) gets to it.
+func TestExpirerMarksVaultSecretExpired(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = corev1.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", UID: "u1", Generation: 2},
+		Status: v1alpha1.VaultSecretStatus{SecretName: "db", Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: ReasonSynced, ObservedGeneration: 2, LastTransitionTime: metav1.NewTime(t0)}}}}
+	yes := true
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db",
+		Annotations:     map[string]string{ExpiresAtAnnotation: formatTime(t0.Add(time.Minute))},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VaultSecret", Name: "db", UID: "u1", Controller: &yes}}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(vs, sec).WithStatusSubresource(&v1alpha1.VaultSecret{}).Build()
+	e := &Expirer{Client: c, Clock: clocktesting.NewFakeClock(t0.Add(2 * time.Minute)), Log: logr.Discard()}
+	if _, err := e.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(sec)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(sec), &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("Secret past its expiry not deleted: %v", err)
+	}
+	var got v1alpha1.VaultSecret
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(vs), &got); err != nil {
+		t.Fatal(err)
+	}
+	ready := meta.FindStatusCondition(got.Status.Conditions, "Ready")
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != ReasonExpired || ready.ObservedGeneration != 2 {
+		t.Fatalf("Ready = %+v, want False/Expired for generation 2", ready)
+	}
+}
