@@ -60,6 +60,8 @@ func StartControlPlane(env Env, opts ControlPlaneOptions) *ControlPlane {
 		ErrorIfCRDPathMissing:    true,
 	}
 	api := cp.Env.ControlPlane.GetAPIServer()
+	api.Path = withParentDeath(env, filepath.Join(dir, "kube-apiserver"))
+	cp.Env.ControlPlane.Etcd = &envtest.Etcd{Path: withParentDeath(env, filepath.Join(dir, "etcd"))}
 	// A fixed certificate directory keeps the serving certificate across
 	// an API server restart.
 	api.CertDir = env.TempDir()
@@ -234,7 +236,7 @@ func (cp *ControlPlane) WriteKubeconfig(path string) error {
 // returns its client URL; it stops on cleanup.
 func StartEtcd(env Env) string {
 	env.Helper()
-	e := &envtest.Etcd{Path: Binary(env, "etcd"), DataDir: env.TempDir(), StartTimeout: time.Minute, StopTimeout: 30 * time.Second}
+	e := &envtest.Etcd{Path: withParentDeath(env, Binary(env, "etcd")), DataDir: env.TempDir(), StartTimeout: time.Minute, StopTimeout: 30 * time.Second}
 	if err := e.Start(); err != nil {
 		env.Fatalf("start etcd: %v", err)
 	}
