@@ -172,7 +172,10 @@ func Decide(o Observed, now time.Time) Plan {
 		p.Previous = previousAction(cur, now)
 	}
 
-	failing := !FailingSince(meta.FindStatusCondition(st.Conditions, "Ready"), vs.Generation).IsZero()
+	ready := meta.FindStatusCondition(st.Conditions, "Ready")
+	// SecretMissing is written while a pass waits for its turn, not by a
+	// failed one: it sets no back-off.
+	failing := !FailingSince(ready, vs.Generation).IsZero() && ready.Reason != ReasonSecretMissing
 	retryAt := timeOf(st.RefreshAt)
 	backingOff := failing && now.Before(retryAt) && !o.Nudge
 	sourceChanged := st.SourceHash != o.SourceHash

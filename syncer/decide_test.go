@@ -227,6 +227,11 @@ func TestDecide(t *testing.T) {
 			o.VS.Spec.RefreshInterval = &metav1.Duration{Duration: 10 * time.Second}
 			failing(o, t0.Add(20*time.Second), t0.Add(25*time.Second))
 		}, now: t0.Add(22 * time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},
+		{name: "Secret missing while waiting for a turn: fetched at once, no back-off", base: kvFixture, mutate: func(o *Observed) {
+			o.Secret = nil
+			o.VS.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionFalse, Reason: ReasonSecretMissing,
+				ObservedGeneration: o.VS.Generation, LastTransitionTime: metav1.NewTime(t0.Add(2 * time.Second))}}
+		}, now: t0.Add(3 * time.Second), action: ActFetch},
 		{name: "kv refresh due", base: kvFixture, mutate: func(*Observed) {}, now: t0.Add(21 * time.Second), action: ActFetch},
 		{name: "kv refresh failing: wait for the back-off", base: kvFixture, mutate: func(o *Observed) { failing(o, t0.Add(20*time.Second), t0.Add(25*time.Second)) },
 			now: t0.Add(22 * time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},

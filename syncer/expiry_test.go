@@ -49,3 +49,27 @@ func TestExpirerMarksVaultSecretExpired(t *testing.T) {
 		t.Fatalf("Ready = %+v, want False/Expired for generation 2", ready)
 	}
 }
+
+func TestReadyButMissing(t *testing.T) {
+	ready := func(s metav1.ConditionStatus) *v1alpha1.VaultSecret {
+		return &v1alpha1.VaultSecret{Status: v1alpha1.VaultSecretStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: s}}}}
+	}
+	cases := []struct {
+		name   string
+		vs     *v1alpha1.VaultSecret
+		exists bool
+		want   bool
+	}{
+		{"Ready and the Secret exists", ready(metav1.ConditionTrue), true, false},
+		{"Ready and the Secret is gone", ready(metav1.ConditionTrue), false, true},
+		{"not Ready, Secret gone", ready(metav1.ConditionFalse), false, false},
+		{"new VaultSecret, no condition yet", &v1alpha1.VaultSecret{}, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ReadyButMissing(tc.vs, tc.exists); got != tc.want {
+				t.Fatalf("ReadyButMissing = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

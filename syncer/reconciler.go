@@ -9,7 +9,9 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -239,7 +241,17 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 			// Nothing was done and nothing is recorded: the pass is only
 			// deferred, its worker left to other namespaces.
 			r.Log.V(1).Info("namespace at its limit of passes calling Vault; retrying shortly", "vaultsecret", client.ObjectKeyFromObject(vs), "why", p.Why)
-			return ctrl.Result{RequeueAfter: ThrottleDelay(jitterFor(string(vs.UID)))}, "throttled", nil
+			wait := ctrl.Result{RequeueAfter: ThrottleDelay(jitterFor(string(vs.UID)))}
+			if ReadyButMissing(vs, o.Secret != nil) {
+				// Deferring the pass must not leave Ready describing a
+				// Secret that no longer exists.
+				orig := vs.Status.DeepCopy()
+				r.status.setReady(vs, metav1.ConditionFalse, ReasonSecretMissing, fmt.Sprintf("Secret %q does not exist; it is written again at this VaultSecret's next turn to read Vault (its namespace is at its limit of passes calling Vault)", targetName(vs)))
+				if err := r.status.write(ctx, vs, orig); err != nil {
+					return ctrl.Result{}, "error", err
+				}
+			}
+			return wait, "throttled", nil
 		}
 		defer release()
 	}
@@ -248,6 +260,12 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 		r.seen.Store(client.ObjectKeyFromObject(vs), o.SourceHash)
 	}
 	return res, outcome, err
+}
+
+// ReadyButMissing tells whether status says Ready while the Secret it
+// describes does not exist.
+func ReadyButMissing(vs *v1alpha1.VaultSecret, secretExists bool) bool {
+	return !secretExists && meta.IsStatusConditionTrue(vs.Status.Conditions, "Ready")
 }
 
 // writes tells whether a plan writes anything beyond status.

@@ -27,6 +27,9 @@ const (
 	ReasonExpired          = "Expired"
 	ReasonAuthFailed       = "AuthFailed"
 	ReasonSecretWrite      = "SecretWriteFailed"
+	// ReasonSecretMissing: the Secret is gone (deleted by hand, or at its
+	// expiry) and the pass that writes it again waits for its turn.
+	ReasonSecretMissing = "SecretMissing"
 	// ReasonRenewDenied: Vault refused to renew the lease in both forms;
 	// the message names the policy line to add.
 	ReasonRenewDenied = "RenewDenied"
