@@ -18,10 +18,10 @@ const (
 	// last successful read, so two refreshes in a row may fail (Vault
 	// restarting, a network blip) before it expires.
 	ttlFactor = 3
-	minTTL    = 10 * time.Second   // the CRD's lower bound of spec.ttl
-	maxTTL    = 8760 * time.Hour   // and its upper bound
-	minRefres = 5 * time.Second    // the CRD's lower bound of refreshInterval
-	esoRefres = time.Hour          // ESO's default refreshInterval
+	minTTL    = 10 * time.Second // the CRD's lower bound of spec.ttl
+	maxTTL    = 8760 * time.Hour // and its upper bound
+	minRefres = 5 * time.Second  // the CRD's lower bound of refreshInterval
+	esoRefres = time.Hour        // ESO's default refreshInterval
 	nsLabel   = "kubernetes.io/metadata.name"
 )
 
