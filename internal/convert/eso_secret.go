@@ -56,6 +56,10 @@ func (c *converter) esoExternalSecret(s *source) bool {
 		if mount == "" {
 			// Without provider.vault.path, the key starts with the mount.
 			mount, path, _ = strings.Cut(path, "/")
+		} else if strings.HasPrefix(path, mount+"/") {
+			// The peer accepts a key that repeats the store's path.
+			n.warn(n.field("key"), fmt.Sprintf("starts with the store's path %s, taken as the mount: removed from the path", mount))
+			path = strings.TrimPrefix(path, mount+"/")
 		}
 		if st.kvVersion == 2 && strings.HasPrefix(path, "data/") {
 			n.warn(n.field("key"), "starts with data/, which the KV v2 API adds itself: removed")

@@ -244,7 +244,7 @@ spec:
   - secretKey: whole
     remoteRef: {key: app/blob}
   - secretKey: pw
-    remoteRef: {key: app/creds, property: password}
+    remoteRef: {key: secret/app/creds, property: password}
   - secretKey: gen
     sourceRef: {generatorRef: {apiVersion: generators.external-secrets.io/v1alpha1, kind: Password, name: p}}
   dataFrom:
@@ -259,6 +259,7 @@ spec:
 			},
 			warn: []string{
 				"ExternalSecret/ns1/e: spec.data[0].remoteRef.property: unset",
+				"ExternalSecret/ns1/e: spec.data[1].remoteRef.key: starts with the store's path secret",
 				"ExternalSecret/ns1/e: spec.data[2].sourceRef.generatorRef: no equivalent",
 				"ExternalSecret/ns1/e: spec.dataFrom[0].find: no equivalent",
 				"ExternalSecret/ns1/e: spec.target.creationPolicy: Merge: no equivalent",
