@@ -12,7 +12,8 @@
 //	   status found a rotation stage that needs the operator, reencrypt
 //	   left objects stale
 //	4  refused or no evidence: trim or rotate refused; verify or status
-//	   scanned nothing, or the prefix holds no namespaces/default
+//	   scanned nothing, or the prefix holds no namespaces/default; convert
+//	   found nothing it could convert
 package main
 
 import (
@@ -74,6 +75,7 @@ var commands = []command{
 	{"rotate", "rotate the Transit key with your own Vault token", runRotate},
 	{"trim", "retire Transit key versions nothing in etcd needs any more", runTrim},
 	{"secrets", "list VaultSecrets with the time their Secrets have left", runSecrets},
+	{"convert", "turn Vault Secrets Operator or External Secrets Operator manifests into vaultkms ones", runConvert},
 }
 
 func usage(w io.Writer) {
