@@ -251,9 +251,14 @@ spec:
 	if got := s.waitSecret(t, "app", "legacy", time.Second, func(*corev1.Secret) bool { return true }); string(got.Data["v"]) != "old" {
 		t.Fatal("a Secret of another controller was written without target.adopt")
 	}
-	if _, err := s.apply(t, fmt.Sprintf(manifest, true)); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, func() error { // the controller writes status meanwhile: retry conflicts
+		var vs v1alpha1.VaultSecret
+		if err := s.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: "legacy"}, &vs); err != nil {
+			return err
+		}
+		vs.Spec.Target.Adopt = true
+		return s.c.Update(ctx, &vs)
+	})
 	s.waitReady(t, "app", "legacy", metav1.ConditionTrue, "Synced", 30*time.Second)
 	got := s.waitSecret(t, "app", "legacy", time.Second, func(*corev1.Secret) bool { return true })
 	if got.UID != legacy.UID {
