@@ -9,17 +9,36 @@ import (
 // (--vault-request-timeout), but a tenant whose logins or reads hang until
 // that deadline would, with enough VaultSecrets queued, hold every worker
 // for as long as it keeps hanging, and every other namespace would wait.
-// So a namespace gets at most NamespaceSlots(workers) passes calling Vault
-// at once. A pass that finds its namespace's slots taken does not wait for
-// one (waiting would hold the worker all the same): it is requeued after
-// ThrottleDelay and its worker serves another VaultSecret.
+// So a namespace that is slow (a pass of it running, or having run, past
+// slowAfter within slowMemory) gets at most NamespaceSlots(workers) passes
+// calling Vault at once. A namespace whose passes are quick may use more,
+// up to NamespaceBurst(workers), which always leaves one worker to the
+// others: the limit costs nothing while nobody hangs (a thousand
+// VaultSecrets created at once in one namespace sync at the speed of all
+// workers), and bites as soon as somebody does. A pass that finds no free
+// slot does not wait for one (waiting would hold the worker all the same):
+// it is requeued after ThrottleDelay and its worker serves another
+// VaultSecret.
 
-// NamespaceSlots is how many passes of one namespace may call Vault at
+// NamespaceSlots is how many passes of a slow namespace may call Vault at
 // once: a quarter of the workers, at least one. With the default 8
 // workers, a namespace whose Vault calls all hang holds 2 and leaves 6.
 func NamespaceSlots(workers int) int {
 	return max(1, workers/4)
 }
+
+// NamespaceBurst is how many passes of a quick namespace may call Vault at
+// once: all workers but one, at least one.
+func NamespaceBurst(workers int) int {
+	return max(1, workers-1)
+}
+
+// A pass running this long makes its namespace slow, and the namespace
+// stays slow this long after its last slow pass ended.
+const (
+	slowAfter  = time.Second
+	slowMemory = time.Minute
+)
 
 // throttleRetry is the base wait of a pass that found no free slot: long
 // enough not to spin on a namespace that hangs for the request timeout,
@@ -36,14 +55,43 @@ func ThrottleDelay(jitter float64) time.Duration {
 // namespaceLimiter counts the passes calling Vault per namespace. It never
 // blocks; the zero value of limit (or a nil limiter) limits nothing.
 type namespaceLimiter struct {
-	limit int
+	// limit is a slow namespace's slots; burst a quick one's (0: limit).
+	limit, burst int
+	now          func() time.Time
 
-	mu    sync.Mutex
-	inUse map[string]int
+	mu   sync.Mutex
+	next uint64
+	// inUse holds the start of each pass in flight, by namespace.
+	inUse map[string]map[uint64]time.Time
+	// slowUntil is when a namespace stops counting as slow.
+	slowUntil map[string]time.Time
 }
 
+// newNamespaceLimiter limits every namespace to limit passes at once.
 func newNamespaceLimiter(limit int) *namespaceLimiter {
-	return &namespaceLimiter{limit: limit, inUse: map[string]int{}}
+	return newBurstLimiter(limit, limit, time.Now)
+}
+
+// newBurstLimiter lets a quick namespace use burst slots and a slow one
+// limit.
+func newBurstLimiter(limit, burst int, now func() time.Time) *namespaceLimiter {
+	return &namespaceLimiter{limit: limit, burst: max(limit, burst), now: now,
+		inUse: map[string]map[uint64]time.Time{}, slowUntil: map[string]time.Time{}}
+}
+
+// SlotLimit is how many passes a namespace may have calling Vault at now:
+// burst, or limit while it is slow (a pass in flight started at or before
+// now-slowAfter, or slowUntil not yet passed).
+func SlotLimit(limit, burst int, starts []time.Time, slowUntil, now time.Time) int {
+	if now.Before(slowUntil) {
+		return limit
+	}
+	for _, s := range starts {
+		if now.Sub(s) >= slowAfter {
+			return limit
+		}
+	}
+	return burst
 }
 
 // tryAcquire takes one of ns's slots without waiting. It returns the
@@ -55,18 +103,36 @@ func (l *namespaceLimiter) tryAcquire(ns string) (release func(), ok bool) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inUse[ns] >= l.limit {
+	now := l.now()
+	starts := make([]time.Time, 0, len(l.inUse[ns]))
+	for _, s := range l.inUse[ns] {
+		starts = append(starts, s)
+	}
+	if len(starts) >= SlotLimit(l.limit, l.burst, starts, l.slowUntil[ns], now) {
 		return nil, false
 	}
-	l.inUse[ns]++
+	if l.inUse[ns] == nil {
+		l.inUse[ns] = map[uint64]time.Time{}
+	}
+	l.next++
+	id := l.next
+	l.inUse[ns][id] = now
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
+			end := l.now()
+			if end.Sub(l.inUse[ns][id]) >= slowAfter {
+				l.slowUntil[ns] = end.Add(slowMemory)
+			}
+			delete(l.inUse[ns], id)
 			// Namespaces come and go: an idle one keeps no entry.
-			if l.inUse[ns]--; l.inUse[ns] <= 0 {
+			if len(l.inUse[ns]) == 0 {
 				delete(l.inUse, ns)
+			}
+			if u, ok := l.slowUntil[ns]; ok && !end.Before(u) {
+				delete(l.slowUntil, ns)
 			}
 		})
 	}, true
@@ -76,7 +142,7 @@ func (l *namespaceLimiter) tryAcquire(ns string) (release func(), ok bool) {
 func (l *namespaceLimiter) inFlight(ns string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.inUse[ns]
+	return len(l.inUse[ns])
 }
 
 // callsVault tells whether carrying out the plan may call Vault, and so

@@ -34,6 +34,84 @@ func TestNamespaceSlots(t *testing.T) {
 	}
 }
 
+func TestNamespaceBurst(t *testing.T) {
+	for _, tc := range []struct{ workers, want int }{{0, 1}, {1, 1}, {2, 1}, {8, 7}, {16, 15}} {
+		if got := NamespaceBurst(tc.workers); got != tc.want {
+			t.Errorf("NamespaceBurst(%d) = %d, want %d", tc.workers, got, tc.want)
+		}
+	}
+}
+
+func TestSlotLimit(t *testing.T) {
+	cases := []struct {
+		name      string
+		starts    []time.Time
+		slowUntil time.Time
+		want      int
+	}{
+		{"nothing in flight, never slow: burst", nil, time.Time{}, 7},
+		{"quick passes in flight: burst", []time.Time{t0.Add(-500 * time.Millisecond), t0}, time.Time{}, 7},
+		{"a pass running past a second: slow", []time.Time{t0.Add(-time.Second), t0}, time.Time{}, 2},
+		{"a slow pass ended recently: still slow", nil, t0.Add(time.Second), 2},
+		{"the slow memory has passed: burst again", nil, t0, 7},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := SlotLimit(2, 7, tc.starts, tc.slowUntil, t0); got != tc.want {
+				t.Fatalf("SlotLimit = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// A quick namespace takes every slot but one; once one of its passes runs
+// past a second (a Vault that hangs), it is held to its fair share until a
+// minute after its last slow pass ended.
+func TestBurstLimiter(t *testing.T) {
+	now := t0
+	l := newBurstLimiter(2, 7, func() time.Time { return now })
+	var held []func()
+	for i := range 7 {
+		release, ok := l.tryAcquire("a")
+		if !ok {
+			t.Fatalf("quick namespace refused its pass %d of 7", i+1)
+		}
+		held = append(held, release)
+	}
+	if _, ok := l.tryAcquire("a"); ok {
+		t.Fatal("an 8th pass of one namespace was let in: no worker left to the others")
+	}
+	if _, ok := l.tryAcquire("b"); !ok {
+		t.Fatal("another namespace refused while a quick one holds 7")
+	}
+	now = now.Add(2 * time.Second) // the 7 hang
+	for _, r := range held[2:] {
+		r()
+	}
+	if l.inFlight("a") != 2 {
+		t.Fatalf("%d in flight, want 2", l.inFlight("a"))
+	}
+	if _, ok := l.tryAcquire("a"); ok {
+		t.Fatal("a slow namespace got a third slot")
+	}
+	held[0]()
+	held[1]()
+	now = now.Add(30 * time.Second)
+	r1, ok1 := l.tryAcquire("a")
+	r2, ok2 := l.tryAcquire("a")
+	if _, ok3 := l.tryAcquire("a"); !ok1 || !ok2 || ok3 {
+		t.Fatalf("within a minute of its slow passes: got %v %v %v, want two slots and no third", ok1, ok2, ok3)
+	}
+	r1()
+	r2()
+	now = now.Add(2 * time.Minute)
+	for i := range 7 {
+		if _, ok := l.tryAcquire("a"); !ok {
+			t.Fatalf("a minute after its last slow pass, pass %d of 7 refused", i+1)
+		}
+	}
+}
+
 func TestThrottleDelay(t *testing.T) {
 	for _, tc := range []struct {
 		jitter float64
@@ -92,8 +170,8 @@ func TestNamespaceLimiter(t *testing.T) {
 			}
 			if tc.limit > 0 {
 				for ns, n := range l.inUse {
-					if n <= 0 {
-						t.Errorf("namespace %q kept with %d in flight", ns, n)
+					if len(n) == 0 {
+						t.Errorf("namespace %q kept with %d in flight", ns, len(n))
 					}
 				}
 			}
@@ -217,13 +295,14 @@ func TestThrottledPassCallsNoVault(t *testing.T) {
 	other.Namespace = "other"
 	otherCreds := creds.DeepCopy()
 	otherCreds.Namespace = "other"
-	r, cv, _, _ := fairnessReconciler(t, time.Now(), appRoleVaultSecret("kv"), creds, other, otherCreds)
+	r, cv, clk, _ := fairnessReconciler(t, time.Now(), appRoleVaultSecret("kv"), creds, other, otherCreds)
 	ctx := context.Background()
 
 	hanging, ok := r.slots.tryAcquire("app")
 	if !ok {
 		t.Fatal("no slot for the hanging pass")
 	}
+	clk.Step(2 * time.Second) // the pass hangs: its namespace is slow
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}})
 	if err != nil {
 		t.Fatal(err)
@@ -277,6 +356,7 @@ func TestThrottledDeletion(t *testing.T) {
 	if _, ok := r.slots.tryAcquire("app"); !ok {
 		t.Fatal("no slot for the hanging pass")
 	}
+	clk.Step(2 * time.Second) // the pass hangs: its namespace is slow
 
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
 	if err != nil {

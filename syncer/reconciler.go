@@ -87,7 +87,7 @@ type Reconciler struct {
 // parts builds the reconciler's parts from its fields, once.
 func (r *Reconciler) parts() {
 	r.once.Do(func() {
-		r.slots = newNamespaceLimiter(NamespaceSlots(r.Workers))
+		r.slots = newBurstLimiter(NamespaceSlots(r.Workers), NamespaceBurst(r.Workers), r.Clock.Now)
 		r.validator = validator{ControllerNamespace: r.ControllerNamespace, ControllerServiceAccount: r.ControllerServiceAccount, Tenants: r.Tenants}
 		r.auths = newSharedAuths(r.Tenants, r.Client, r.APIReader, r.ControllerNamespace, r.ControllerServiceAccount)
 		r.vault = &vaultIO{Tenants: r.Tenants, Auths: r.auths, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
