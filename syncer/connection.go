@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -206,6 +207,11 @@ func (r *connectionResolver) resolve(ctx context.Context, va *v1alpha1.VaultAuth
 	}
 	if err := checkConnectionSpec(name, &cvc.Spec); err != nil {
 		return nil, &connectionInvalidError{name: name, err: err}
+	}
+	// What the spec alone does not tell (a CA Secret missing or without a
+	// certificate) the connection's status does, for its generation.
+	if c := meta.FindStatusCondition(cvc.Status.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse && c.ObservedGeneration == cvc.Generation {
+		return nil, &connectionInvalidError{name: name, err: &fieldError{c.Reason, c.Message}}
 	}
 	spec := cvc.Spec
 	return &connection{Name: name, Key: connectionKey(name, &spec), Spec: &spec}, nil

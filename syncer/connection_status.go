@@ -142,6 +142,28 @@ func (r *Reconciler) vaultAuthsWithConnection(ctx context.Context, ns string) []
 	return out
 }
 
+// connectionChanged passes a connection's creation, deletion, spec edit,
+// and a change of its Ready condition (a CA Secret fixed or broken),
+// which decides whether its VaultAuths may use it; not its other status
+// writes.
+var connectionChanged = predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1alpha1.ClusterVaultConnection)
+		n, ok2 := e.ObjectNew.(*v1alpha1.ClusterVaultConnection)
+		if !ok1 || !ok2 {
+			return false
+		}
+		a, b := meta.FindStatusCondition(o.Status.Conditions, "Ready"), meta.FindStatusCondition(n.Status.Conditions, "Ready")
+		if a == nil || b == nil {
+			return a != b
+		}
+		return a.Status != b.Status || a.Reason != b.Reason || a.ObservedGeneration != b.ObservedGeneration
+	},
+})
+
 // labelsChanged passes namespace events that can change what a
 // connection's allowedNamespaces selects.
 var labelsChanged = predicate.Funcs{

@@ -122,6 +122,12 @@ func cvc(name, address string, allowed *metav1.LabelSelector) *v1alpha1.ClusterV
 		Spec: v1alpha1.ClusterVaultConnectionSpec{Address: address, AllowedNamespaces: allowed}}
 }
 
+func withReady(c *v1alpha1.ClusterVaultConnection, gen int64, status metav1.ConditionStatus, reason string, condGen int64) *v1alpha1.ClusterVaultConnection {
+	c.Generation = gen
+	c.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: status, Reason: reason, Message: "details", ObservedGeneration: condGen}}
+	return c
+}
+
 func withConnection(va *v1alpha1.VaultAuth, name string) *v1alpha1.VaultAuth {
 	va.Spec.ConnectionRef = &v1alpha1.ConnectionRef{Name: name}
 	return va
@@ -138,6 +144,8 @@ func TestResolveConnection(t *testing.T) {
 		cvc("eu", "https://vault-eu.example:8200", eu),
 		cvc("closed", "https://vault-eu.example:8200", nil),
 		cvc("broken", "http://vault-eu.example:8200", eu),
+		withReady(cvc("no-ca", "https://vault-eu.example:8200", eu), 2, metav1.ConditionFalse, ReasonCACertInvalid, 2),
+		withReady(cvc("fixed", "https://vault-eu.example:8200", eu), 3, metav1.ConditionFalse, ReasonCACertInvalid, 2),
 	}
 	r := &connectionResolver{Reader: fake.NewClientBuilder().WithScheme(connScheme(t)).WithObjects(objs...).Build()}
 	inNS := func(ns string, va *v1alpha1.VaultAuth) *v1alpha1.VaultAuth { va.Namespace = ns; return va }
@@ -155,6 +163,8 @@ func TestResolveConnection(t *testing.T) {
 		{"allowedNamespaces unset", withConnection(k8sAuth("app"), "closed"), "", ReasonConnectionNotAllowed, "spec.allowedNamespaces"},
 		{"missing", withConnection(k8sAuth("app"), "nowhere"), "", ReasonConnectionNotFound, `spec.connectionRef.name: no ClusterVaultConnection "nowhere"`},
 		{"allowed, invalid address", withConnection(k8sAuth("app"), "broken"), "", ReasonConnectionInvalid, `ClusterVaultConnection "broken" cannot be used (AddressInvalid)`},
+		{"allowed, its status says the CA is invalid", withConnection(k8sAuth("app"), "no-ca"), "", ReasonConnectionInvalid, "(CACertInvalid)"},
+		{"allowed, status of an older generation", withConnection(k8sAuth("app"), "fixed"), "fixed", "", ""},
 		{"not allowed, invalid address", inNS("other", withConnection(k8sAuth("app"), "broken")), "", ReasonConnectionNotAllowed, ""},
 	}
 	for _, c := range cases {

@@ -151,7 +151,7 @@ func (r *Reconciler) withVaultAuths(mgr ctrl.Manager, b *builder.Builder) (*buil
 	// VaultSecrets and itself are looked at again.
 	b = b.Watches(&v1alpha1.ClusterVaultConnection{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 		return r.usersOfAll(ctx, r.vaultAuthsOf(ctx, o.GetName()))
-	}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+	}), builder.WithPredicates(connectionChanged)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.usersOfAll(ctx, r.vaultAuthsWithConnection(ctx, o.GetName()))
 		}), builder.WithPredicates(labelsChanged))
@@ -162,7 +162,7 @@ func (r *Reconciler) withVaultAuths(mgr ctrl.Manager, b *builder.Builder) (*buil
 		Watches(&v1alpha1.VaultSecret{}, authRefChanges()).
 		Watches(&v1alpha1.ClusterVaultConnection{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return requestsFor(r.vaultAuthsOf(ctx, o.GetName()))
-		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		}), builder.WithPredicates(connectionChanged)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return requestsFor(r.vaultAuthsWithConnection(ctx, o.GetName()))
 		}), builder.WithPredicates(labelsChanged)).
