@@ -31,7 +31,7 @@ type ClusterVaultConnectionSpec struct {
 	// when one cannot be reached: the rules of the controller's
 	// --vault-addr.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:XValidation:rule="self.split(',').all(a, a.trim().startsWith('https://') || a.trim().startsWith('http://'))",message="address must be https://host:port (http:// only to a loopback address), or several separated by commas"
 	Address string `json:"address"`
 	// CACert is the CA of Vault's serving certificate, read from a Secret
