@@ -146,6 +146,20 @@ func (s *syncerStack) secretPassword(t *testing.T, ns, name, want string) {
 	})
 }
 
+// editConnection reads the connection, changes it with edit and writes
+// it back, again on a conflict (the controller writes its status).
+func (s *syncerStack) editConnection(t *testing.T, name string, edit func(*v1alpha1.ClusterVaultConnection)) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		var cvc v1alpha1.ClusterVaultConnection
+		if err := s.c.Get(context.Background(), client.ObjectKey{Name: name}, &cvc); err != nil {
+			return err
+		}
+		edit(&cvc)
+		return s.c.Update(context.Background(), &cvc)
+	})
+}
+
 // applyObject creates an object from YAML, exactly as written.
 func (s *syncerStack) applyObject(t *testing.T, manifest string, obj client.Object) {
 	t.Helper()
@@ -212,10 +226,7 @@ spec:
 	s.connectionReady(t, "eu", metav1.ConditionTrue, "Valid")
 	// This Vault is not Enterprise: the test's eu is the proxy, root
 	// namespace.
-	cvc.Spec.Address, cvc.Spec.Namespace = proxy, ""
-	if err := s.c.Update(ctx, &cvc); err != nil {
-		t.Fatal(err)
-	}
+	s.editConnection(t, "eu", func(c *v1alpha1.ClusterVaultConnection) { c.Spec.Address, c.Spec.Namespace = proxy, "" })
 	s.connectionReady(t, "eu", metav1.ConditionTrue, "Valid")
 
 	vaultAuthAndSecret := func(ns, name, connection string) {
@@ -318,14 +329,10 @@ spec:
 	})
 
 	t.Run("allowing the namespace makes it sync", func(t *testing.T) {
-		if err := s.c.Get(ctx, client.ObjectKey{Name: "eu"}, &cvc); err != nil {
-			t.Fatal(err)
-		}
-		cvc.Spec.AllowedNamespaces = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-			{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: []string{"app", "other"}}}}
-		if err := s.c.Update(ctx, &cvc); err != nil {
-			t.Fatal(err)
-		}
+		s.editConnection(t, "eu", func(c *v1alpha1.ClusterVaultConnection) {
+			c.Spec.AllowedNamespaces = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: []string{"app", "other"}}}}
+		})
 		s.secretPassword(t, "other", "eu-config", "from-eu-vault-7f3c")
 		s.vaultAuthReason(t, "other", "eu", metav1.ConditionTrue, "LoggedIn")
 		if _, logins := counter.counts(); logins["other"] < 1 {
