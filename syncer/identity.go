@@ -18,9 +18,13 @@ import (
 )
 
 // tenantKey identifies one tenant identity: a service account in a
-// namespace logging in to a Vault role at an auth mount.
+// namespace logging in to a Vault role at an auth mount of one Vault.
+// Connection is empty for the controller's own Vault (the keys of its
+// tokens predate connections); for a ClusterVaultConnection it names the
+// connection and its address, so a token is never sent to another Vault.
 type tenantKey struct {
 	Namespace, ServiceAccount, Role, Mount string
+	Connection                             string
 }
 
 // TenantToken is a tenant's Vault session: a client holding its token, and
@@ -151,6 +155,16 @@ func (t *Tenants) lock(k tenantKey) func() {
 // ClientFor returns a cached session for k, logging in with login when there
 // is none or its token can no longer be renewed.
 func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (*TenantToken, error) {
+	return t.ClientVia(ctx, k, nil, login)
+}
+
+// BaseFunc returns the tokenless client a login clones: the Vault the
+// token will belong to.
+type BaseFunc func(ctx context.Context) (*api.Client, error)
+
+// ClientVia is ClientFor logging in to the Vault of base (Base when nil).
+// base is called only when a login is due.
+func (t *Tenants) ClientVia(ctx context.Context, k tenantKey, base BaseFunc, login LoginFunc) (*TenantToken, error) {
 	unlock := t.lock(k)
 	defer unlock()
 	if t.Timeout > 0 {
@@ -195,7 +209,7 @@ func (t *Tenants) ClientFor(ctx context.Context, k tenantKey, login LoginFunc) (
 	if failedRecently && now.Sub(f.at) < loginRetryAfter {
 		return nil, f.err
 	}
-	c, err := t.login(ctx, k, login)
+	c, err := t.login(ctx, k, base, login)
 	t.mu.Lock()
 	if t.failures == nil {
 		t.failures = map[tenantKey]loginFailure{}
@@ -287,11 +301,18 @@ func (t *Tenants) serviceAccountLogin(ctx context.Context, c *api.Client, k tena
 	return auth, nil
 }
 
-func (t *Tenants) login(ctx context.Context, k tenantKey, login LoginFunc) (*TenantToken, error) {
+func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login LoginFunc) (*TenantToken, error) {
 	// The token's life counts from before the request, so its recorded
 	// end is never later than the real one.
 	start := t.Clock.Now()
-	c, err := t.Base.CloneWithHeaders()
+	b := t.Base
+	if base != nil {
+		var err error
+		if b, err = base(ctx); err != nil {
+			return nil, err
+		}
+	}
+	c, err := b.CloneWithHeaders()
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,9 @@ func invalidReason(err error) string {
 	if errors.As(err, &nf) {
 		return ReasonAuthNotFound
 	}
+	if r := connectionReason(err); r != "" {
+		return r
+	}
 	return ReasonInvalid
 }
 
@@ -65,19 +68,48 @@ type sharedAuths struct {
 	// logins is told of every login attempt, so the VaultAuth's status
 	// follows logins made for its VaultSecrets; sends never block.
 	logins chan event.GenericEvent
+	// conns decides, from the cache, which Vault a VaultAuth may log in
+	// to; pool holds one client per ClusterVaultConnection.
+	conns *connectionResolver
+	pool  *connectionPool
 }
 
 func newSharedAuths(t *Tenants, reader, apiReader client.Reader, ns, sa string) *sharedAuths {
+	pool := &connectionPool{APIReader: apiReader}
+	if t != nil {
+		pool.Default, pool.Timeout = t.Base, t.Timeout
+	}
 	return &sharedAuths{Tenants: t, Reader: reader, APIReader: apiReader, ControllerNamespace: ns, ControllerServiceAccount: sa,
-		logins: make(chan event.GenericEvent, 256)}
+		logins: make(chan event.GenericEvent, 256), conns: &connectionResolver{Reader: reader}, pool: pool}
 }
 
-// vaultAuthKey is the token cache's key of a VaultAuth. It holds a
-// fingerprint of the spec, so an edited VaultAuth (another role, another
-// service account) never uses the token of its earlier spec. VaultAuth
-// names cannot hold ':', so the key never equals an inline identity's.
+// vaultAuthKey is the token cache's key of a VaultAuth of the default
+// connection. It holds a fingerprint of the spec, so an edited VaultAuth
+// (another role, another service account) never uses the token of its
+// earlier spec. VaultAuth names cannot hold ':', so the key never equals
+// an inline identity's.
 func vaultAuthKey(va *v1alpha1.VaultAuth) tenantKey {
 	return tenantKey{Namespace: va.Namespace, Role: "vaultauth:" + va.Name, Mount: "spec:" + shortHash(va.Spec)}
+}
+
+// vaultAuthKeyAt is vaultAuthKey for the connection the VaultAuth
+// resolved to: a token of one Vault is never used with another.
+func vaultAuthKeyAt(va *v1alpha1.VaultAuth, conn *connection) tenantKey {
+	k := vaultAuthKey(va)
+	if conn != nil {
+		k.Connection = conn.Key
+	}
+	return k
+}
+
+// vet is every check made before a VaultAuth's token is minted or any
+// request is sent for it: its own spec (check), then its connection
+// (exists, selects its namespace, usable). It reads the cache only.
+func (s *sharedAuths) vet(ctx context.Context, va *v1alpha1.VaultAuth) (*connection, error) {
+	if err := s.check(va); err != nil {
+		return nil, err
+	}
+	return s.conns.resolve(ctx, va)
 }
 
 // resolve returns the VaultAuth a VaultSecret names, nil for an inline
@@ -123,11 +155,13 @@ func (s *sharedAuths) check(va *v1alpha1.VaultAuth) error {
 // client returns the VaultAuth's session, logging in only when no cached
 // token serves (or can be renewed).
 func (s *sharedAuths) client(ctx context.Context, va *v1alpha1.VaultAuth) (*TenantToken, error) {
-	if err := s.check(va); err != nil {
+	conn, err := s.vet(ctx, va)
+	if err != nil {
 		return nil, err
 	}
 	login := s.loginFunc(va)
-	return s.Tenants.ClientFor(ctx, vaultAuthKey(va), func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
+	base := func(ctx context.Context) (*api.Client, error) { return s.pool.client(ctx, conn) }
+	return s.Tenants.ClientVia(ctx, vaultAuthKeyAt(va, conn), base, func(ctx context.Context, c *api.Client) (*api.SecretAuth, error) {
 		auth, err := login(ctx, c)
 		s.loggedIn(va)
 		return auth, err
@@ -157,11 +191,16 @@ func (s *sharedAuths) forSecret(ctx context.Context, vs *v1alpha1.VaultSecret) (
 // false when the VaultAuth cannot be read.
 func (s *sharedAuths) key(vs *v1alpha1.VaultSecret) (tenantKey, bool) {
 	// A cache read: no request leaves the process.
-	va, err := s.resolve(context.Background(), vs)
+	ctx := context.Background()
+	va, err := s.resolve(ctx, vs)
 	if err != nil || va == nil {
 		return tenantKey{}, false
 	}
-	return vaultAuthKey(va), true
+	conn, err := s.vet(ctx, va)
+	if err != nil {
+		return tenantKey{}, false
+	}
+	return vaultAuthKeyAt(va, conn), true
 }
 
 // cached is the token a VaultSecret's VaultAuth holds, without logging in.
@@ -267,6 +306,16 @@ func (s *sharedAuths) appRoleLogin(ctx context.Context, c *api.Client, name, ns 
 // annotation (so a new value syncs once). A VaultSecret with neither
 // keeps exactly its earlier hash: an upgrade re-syncs nothing.
 func syncHash(vs *v1alpha1.VaultSecret, va *v1alpha1.VaultAuth) string {
+	return syncHashAt(vs, va, "")
+}
+
+// syncHashAt is syncHash with the VaultAuth's connection: conn is the
+// connection's key (its name and address), or why it cannot be used, and
+// empty for the default connection. A connection moved to another Vault
+// re-syncs its VaultSecrets from there; one that becomes usable again
+// (allowedNamespaces now selecting the namespace) is a nudge, tried at
+// once rather than at the failure's back-off.
+func syncHashAt(vs *v1alpha1.VaultSecret, va *v1alpha1.VaultAuth, conn string) string {
 	base := sourceHash(vs)
 	force, forced := vs.Annotations[ForceSyncAnnotation]
 	if vs.Spec.AuthRef == nil && !forced {
@@ -277,12 +326,13 @@ func syncHash(vs *v1alpha1.VaultSecret, va *v1alpha1.VaultAuth) string {
 		spec = &va.Spec
 	}
 	return shortHash(struct {
-		Base      string
-		AuthRef   string                  `json:",omitempty"`
-		VaultAuth *v1alpha1.VaultAuthSpec `json:",omitempty"`
-		Forced    bool                    `json:",omitempty"`
-		ForceSync string                  `json:",omitempty"`
-	}{base, authRefName(vs), spec, forced, force})
+		Base       string
+		AuthRef    string                  `json:",omitempty"`
+		VaultAuth  *v1alpha1.VaultAuthSpec `json:",omitempty"`
+		Forced     bool                    `json:",omitempty"`
+		ForceSync  string                  `json:",omitempty"`
+		Connection string                  `json:",omitempty"`
+	}{base, authRefName(vs), spec, forced, force, conn})
 }
 
 func authRefName(vs *v1alpha1.VaultSecret) string {
@@ -302,6 +352,7 @@ func (r *Reconciler) observeAuth(ctx context.Context, o *observation) error {
 	vs := o.vs
 	va, err := r.auths.resolve(ctx, vs)
 	var nf *authNotFoundError
+	conn := ""
 	switch {
 	case errors.As(err, &nf):
 		if o.Invalid == nil {
@@ -309,10 +360,28 @@ func (r *Reconciler) observeAuth(ctx context.Context, o *observation) error {
 		}
 	case err != nil:
 		return err
-	case va != nil && o.Invalid == nil:
-		o.Invalid = r.auths.check(va)
+	case va != nil:
+		if o.Invalid == nil {
+			o.Invalid = r.auths.check(va)
+		}
+		// The connection is vetted here, before anything is sent: a
+		// VaultSecret whose VaultAuth may not use its connection is
+		// reported with the connection's reason and reaches no Vault.
+		c, err := r.auths.conns.resolve(ctx, va)
+		switch {
+		case err == nil:
+			conn = c.Key
+		case connectionReason(err) != "":
+			conn = "unusable:" + connectionReason(err)
+			if o.Invalid == nil {
+				o.Invalid = err
+			}
+		default:
+			// The cache could not answer: try the pass again.
+			return err
+		}
 	}
-	o.SourceHash = syncHash(vs, va)
+	o.SourceHash = syncHashAt(vs, va, conn)
 	if prev, ok := r.seen.Load(client.ObjectKeyFromObject(vs)); ok && prev.(string) != o.SourceHash {
 		o.Nudge = true
 	}

@@ -61,7 +61,16 @@ func (a *vaultAuthStatus) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			return ctrl.Result{}, nil
 		}
 	}
-	a.Auths.prune(va.Namespace, va.Name, vaultAuthKey(&va))
+	// A VaultAuth that may not use its connection keeps no token at all.
+	conn, connErr := a.Auths.conns.resolve(ctx, &va)
+	if connErr != nil && connectionReason(connErr) == "" {
+		return ctrl.Result{}, connErr
+	}
+	keep := tenantKey{}
+	if connErr == nil {
+		keep = vaultAuthKeyAt(&va, conn)
+	}
+	a.Auths.prune(va.Namespace, va.Name, keep)
 	var users v1alpha1.VaultSecretList
 	if err := a.Client.List(ctx, &users, client.InNamespace(va.Namespace), client.MatchingFields{authRefIndex: va.Name}); err != nil {
 		return ctrl.Result{}, err
@@ -75,8 +84,16 @@ func (a *vaultAuthStatus) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		// Only an edit of the VaultAuth (or of the controller's flags)
 		// changes this: no retry.
 		a.setReady(&va, metav1.ConditionFalse, ReasonInvalid, err.Error())
+	} else if connErr != nil {
+		// Nothing is sent to any Vault; an edit of the connection, of
+		// the VaultAuth or of the namespace's labels looks again.
+		a.setReady(&va, metav1.ConditionFalse, connectionReason(connErr), connErr.Error())
 	} else if tok, err := a.Auths.client(ctx, &va); err != nil {
-		a.setReady(&va, metav1.ConditionFalse, authFailureReason(err), explain(err))
+		reason := authFailureReason(err)
+		if r := connectionReason(err); r != "" {
+			reason = r
+		}
+		a.setReady(&va, metav1.ConditionFalse, reason, explain(err))
 		a.Log.V(1).Info("login failed; retrying", "vaultauth", req.NamespacedName.String(), "error", explain(err), "after", vaultAuthRetry)
 		res.RequeueAfter = vaultAuthRetry
 	} else {
@@ -126,15 +143,51 @@ func (r *Reconciler) withVaultAuths(mgr ctrl.Manager, b *builder.Builder) (*buil
 	// and deletions re-sync the users.
 	b = b.Watches(&v1alpha1.VaultAuth{}, handler.EnqueueRequestsFromMapFunc(r.usersOf),
 		builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if err := r.setupConnections(mgr); err != nil {
+		return nil, err
+	}
+	// A connection created, edited or deleted, or a namespace whose labels
+	// changed, can allow or refuse a VaultAuth its connection: its
+	// VaultSecrets and itself are looked at again.
+	b = b.Watches(&v1alpha1.ClusterVaultConnection{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return r.usersOfAll(ctx, r.vaultAuthsOf(ctx, o.GetName()))
+	}), builder.WithPredicates(connectionChanged)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.usersOfAll(ctx, r.vaultAuthsWithConnection(ctx, o.GetName()))
+		}), builder.WithPredicates(labelsChanged))
 	st := &vaultAuthStatus{Client: r.Client, Auths: r.auths, Clock: r.Clock, NamespaceSelector: r.NamespaceSelector,
 		Log: r.Log.WithName("vaultauth")}
 	err = ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.VaultAuth{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.VaultSecret{}, authRefChanges()).
+		Watches(&v1alpha1.ClusterVaultConnection{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return requestsFor(r.vaultAuthsOf(ctx, o.GetName()))
+		}), builder.WithPredicates(connectionChanged)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return requestsFor(r.vaultAuthsWithConnection(ctx, o.GetName()))
+		}), builder.WithPredicates(labelsChanged)).
 		WatchesRawSource(source.Channel(r.auths.logins, &handler.EnqueueRequestForObject{})).
 		Named("vaultauth").
 		Complete(st)
 	return b, err
+}
+
+// requestsFor is the requests of VaultAuths.
+func requestsFor(vas []v1alpha1.VaultAuth) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(vas))
+	for i := range vas {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vas[i])})
+	}
+	return out
+}
+
+// usersOfAll lists the VaultSecrets naming any of the VaultAuths.
+func (r *Reconciler) usersOfAll(ctx context.Context, vas []v1alpha1.VaultAuth) []reconcile.Request {
+	var out []reconcile.Request
+	for i := range vas {
+		out = append(out, r.usersOf(ctx, &vas[i])...)
+	}
+	return out
 }
 
 // usersOf lists the VaultSecrets naming a VaultAuth.

@@ -190,6 +190,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 	// What is true of the VaultSecrets now (not Ready, time left), read
 	// from the manager's cache at each scrape.
 	metrics.Registry.MustRegister(&syncer.StatusCollector{Reader: mgr.GetClient(), Clock: clock.RealClock{}, Log: mgr.GetLogger().WithName("metrics")})
+	metrics.Registry.MustRegister(&syncer.ConnectionCollector{Reader: mgr.GetClient(), Log: mgr.GetLogger().WithName("metrics")})
 	r := &syncer.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Tenants: &syncer.Tenants{Base: base, Kube: kube, Clock: clock.RealClock{}, Logins: m.Login,
