@@ -223,8 +223,11 @@ func TestChartNamespaceSelector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := nsRules(off); len(r) != 0 {
-		t.Errorf("without a selector the controller gets namespaces %v; want none", r)
+	// list and watch (never get, never a write): ClusterVaultConnection's
+	// allowedNamespaces selects namespaces by label, with or without a
+	// namespace selector.
+	if r := nsRules(off); len(r) != 1 || fmt.Sprint(r[0]) != "[list watch]" {
+		t.Errorf("without a selector the controller gets namespaces %v; want only [list watch]", r)
 	}
 	if strings.Contains(off, "--namespace-selector") {
 		t.Errorf("the flag is rendered without a selector")

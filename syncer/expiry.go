@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -31,6 +32,11 @@ type Expirer struct {
 	Log      logr.Logger
 	// Workers is the number of concurrent expiry checks.
 	Workers int
+	// NamespaceSelector, when set, is the controller's
+	// --namespace-selector: Secrets are deleted at expiry in every
+	// namespace, but a VaultSecret's status is written only where the
+	// controller serves (another controller may serve the others).
+	NamespaceSelector labels.Selector
 }
 
 // SetupWithManager watches the managed Secrets (the cache holds only those).
@@ -122,7 +128,7 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, fmt.Errorf("delete expired Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	e.Log.Info("deleted expired Secret", "secret", req.NamespacedName, "expiredAt", at)
-	if found {
+	if found && e.serves(ctx, s.Namespace) {
 		e.markExpired(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}, vs.UID, s.Name, at)
 	}
 	if e.Recorder != nil {
@@ -131,6 +137,18 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		e.Recorder.Eventf(vs, nil, corev1.EventTypeWarning, ReasonExpired, "Delete", "Secret %q deleted: it expired at %s without a successful refresh", s.Name, at.UTC().Format(time.RFC3339))
 	}
 	return ctrl.Result{}, nil
+}
+
+// serves tells whether the controller serves namespace ns.
+func (e *Expirer) serves(ctx context.Context, ns string) bool {
+	if e.NamespaceSelector == nil {
+		return true
+	}
+	var n corev1.Namespace
+	if err := e.Client.Get(ctx, types.NamespacedName{Name: ns}, &n); err != nil {
+		return false
+	}
+	return e.NamespaceSelector.Matches(labels.Set(n.Labels))
 }
 
 // markExpired makes the VaultSecret's Ready say that its Secret is gone,

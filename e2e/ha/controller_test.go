@@ -136,13 +136,20 @@ func controllerLeaderStopped(t *testing.T, c *cluster) {
 	// Two replicas, one talking to each API server, as pods spread over
 	// nodes would reach them through the kubernetes Service.
 	files := map[string][]byte{}
+	var tmpfs []string
 	for _, m := range ctr.VolumeMounts {
 		for _, v := range pod.Volumes {
 			if v.Name != m.Name {
 				continue
 			}
+			if v.EmptyDir != nil {
+				// Scratch space (the connections' CA files), as the
+				// kubelet would give it: in memory.
+				tmpfs = append(tmpfs, m.MountPath)
+				continue
+			}
 			if v.Secret == nil {
-				t.Fatalf("rendered volume %s is not a Secret", v.Name)
+				t.Fatalf("rendered volume %s is neither a Secret nor an emptyDir", v.Name)
 			}
 			s, err := api.client.CoreV1().Secrets(releaseNS).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
 			if err != nil {
@@ -172,7 +179,7 @@ func controllerLeaderStopped(t *testing.T, c *cluster) {
 			f[k] = v
 		}
 		name := fmt.Sprintf("%s%d", controller, i)
-		boxes[name] = c.d.start(t, c.network, spec{alias: name, image: image, cmd: ctr.Args, env: env, files: f})
+		boxes[name] = c.d.start(t, c.network, spec{alias: name, image: image, cmd: ctr.Args, env: env, files: f, tmpfs: tmpfs})
 	}
 
 	// The VaultSecrets.
