@@ -246,7 +246,12 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 				// Deferring the pass must not leave Ready describing a
 				// Secret that no longer exists.
 				orig := vs.Status.DeepCopy()
-				r.status.setReady(vs, metav1.ConditionFalse, ReasonSecretMissing, fmt.Sprintf("Secret %q does not exist; it is written again at this VaultSecret's next turn to read Vault (its namespace is at its limit of passes calling Vault)", targetName(vs)))
+				reason, msg := ReasonSecretMissing, fmt.Sprintf("Secret %q does not exist; it is written again at this VaultSecret's next turn to read Vault (its namespace is at its limit of passes calling Vault)", targetName(vs))
+				if exp := timeOf(vs.Status.ExpiresAt); Expired(now, exp) {
+					// Gone at its expiry: say so, as the Expirer does.
+					reason, msg = ReasonExpired, fmt.Sprintf("Secret %q deleted at its expiry (%s) without a successful refresh; the next successful read writes it again", targetName(vs), formatTime(exp))
+				}
+				r.status.setReady(vs, metav1.ConditionFalse, reason, msg)
 				if err := r.status.write(ctx, vs, orig); err != nil {
 					return ctrl.Result{}, "error", err
 				}
