@@ -64,8 +64,8 @@ func (r *Reconciler) fetchAndWriteSources(ctx context.Context, o *observation, p
 	var refreshAt, expiresAt time.Time
 	for i := range next {
 		next[i].Keys = keys[i]
-		refreshAt = earliest(refreshAt, timeOf(next[i].RefreshAt))
-		expiresAt = earliest(expiresAt, timeOf(next[i].ExpiresAt))
+		refreshAt = NextWake(refreshAt, timeOf(next[i].RefreshAt))
+		expiresAt = NextWake(expiresAt, timeOf(next[i].ExpiresAt))
 	}
 	data, err := shape(vs, raw, r.Clock)
 	if err != nil {

@@ -116,14 +116,3 @@ func MergeSources(specs []v1alpha1.Source, st []v1alpha1.SourceStatus, current m
 	}
 	return data, keys, nil
 }
-
-// earliest is the earliest of the non-zero times.
-func earliest(ts ...time.Time) time.Time {
-	var e time.Time
-	for _, t := range ts {
-		if !t.IsZero() && (e.IsZero() || t.Before(e)) {
-			e = t
-		}
-	}
-	return e
-}
