@@ -185,8 +185,14 @@ func (r *restarter) patch(ctx context.Context, w workload, now time.Time) error 
 	obj.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: w.Kind})
 	obj.SetNamespace(w.Namespace)
 	obj.SetName(w.Name)
-	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, formatTime(now)))
-	return r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch))
+	return r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, RestartPatch(now)))
+}
+
+// RestartPatch is the merge patch of a rollout restart: it sets the pod
+// template's restart annotation and nothing else, the one change the
+// chart's admission policy lets the controller make to a workload.
+func RestartPatch(now time.Time) []byte {
+	return []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, formatTime(now)))
 }
 
 // tell records an event on every VaultSecret that asked for w's restart
