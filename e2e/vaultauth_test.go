@@ -165,7 +165,11 @@ spec:
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			after := s.vaultSecret(t, "app", "shared-0")
-			if after.Status.SourceHash != before.Status.SourceHash && after.Status.LastSyncTime != nil && after.Status.LastSyncTime.After(before.Status.LastSyncTime.Time) {
+			// lastSyncTime has a resolution of one second, and the whole
+			// create-then-edit sequence may fit in one: the new hash (of
+			// the new identity, recorded only by a successful sync) is the
+			// proof, a lastSyncTime not older than before's the sanity check.
+			if after.Status.SourceHash != before.Status.SourceHash && after.Status.LastSyncTime != nil && !after.Status.LastSyncTime.Before(before.Status.LastSyncTime) {
 				break
 			}
 			if time.Now().After(deadline) {
