@@ -30,21 +30,9 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 		}
 		st.SecretName = ""
 	}
-	if p.ReleaseStale {
-		if err := r.releaseStale(ctx, vs, now); err != nil {
-			r.Log.Info("revoking the lease of a source that no longer leases failed; retrying", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
-		}
+	if err := r.applyJournals(ctx, o, p, now); err != nil {
+		return r.failed(ctx, vs, orig, now, ReasonVaultUnavailable, err)
 	}
-	if p.Promote {
-		r.promote(ctx, o, now)
-	}
-	if p.DropPending {
-		if err := r.vault.release(ctx, vs, st.PendingLease.ID); err != nil && vault.Classify(err) == vault.KindUnavailable {
-			return r.failed(ctx, vs, orig, now, ReasonVaultUnavailable, err)
-		}
-		st.PendingLease = nil
-	}
-	r.handlePrevious(ctx, vs, p.Previous, now)
 	if p.AdoptHMAC && o.secret != nil {
 		// The HMAC key was recreated: the data is taken as it is, not
 		// treated as edited (no re-issue, no restart).
@@ -60,13 +48,14 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	case ActConflict:
 		r.status.setReady(vs, metav1.ConditionFalse, ReasonConflict, fmt.Sprintf("Secret %q exists and is not managed by this VaultSecret; delete it, set spec.target.name, or set spec.target.adopt to take it over (only a Secret no other VaultSecret controls)", targetName(vs)))
 		return requeueAt(now, p.WakeAt), "conflict", r.status.write(ctx, vs, orig)
-	case ActFetch:
+	case ActFetch, ActRenew:
 		if len(vs.Spec.Sources) > 0 {
-			return r.fetchAndWriteSources(ctx, o, p, orig, now)
+			return r.syncSources(ctx, o, p, orig, now)
+		}
+		if p.Action == ActRenew {
+			return r.renew(ctx, o, p, orig, now)
 		}
 		return r.fetchAndWrite(ctx, o, p, orig, now)
-	case ActRenew:
-		return r.renew(ctx, o, p, orig, now)
 	case ActWriteMetadata:
 		if err := r.writeMetadata(ctx, o); err != nil {
 			return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
@@ -80,67 +69,123 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	return requeueAt(now, p.WakeAt), "unchanged", r.status.write(ctx, vs, orig)
 }
 
-// promote makes the lease the Secret holds current, and records what the
-// Secret holds: the write of an earlier pass whose answer was lost.
-func (r *Reconciler) promote(ctx context.Context, o *observation, now time.Time) {
+// applyJournals carries out the journal plans, spec.source's and then
+// each of status.sources', by the same rules; a pending lease that cannot
+// be dropped because Vault does not answer fails the pass. Journals of
+// removed sources go from status once they name no lease.
+func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, now time.Time) error {
 	vs := o.vs
 	st := &vs.Status
-	pending := st.PendingLease
-	if older := promote(st, now, vs.Spec.RevokeGracePeriod); older != "" {
-		if err := r.vault.release(ctx, vs, older); err != nil {
-			r.Log.Info("revoking a replaced lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+	if err := r.applyJournal(ctx, vs, &st.LeaseJournal, p.JournalPlan, now); err != nil {
+		return err
+	}
+	if p.Promote {
+		r.promoted(o)
+	}
+	for i, sp := range p.Sources {
+		if i >= len(st.Sources) {
+			break
+		}
+		if err := r.applyJournal(ctx, vs, &st.Sources[i].LeaseJournal, sp.JournalPlan, now); err != nil {
+			return err
+		}
+		if sp.Promote {
+			r.promotedSource(o, i)
 		}
 	}
+	n := len(st.Sources)
+	for n > len(vs.Spec.Sources) && emptyJournal(&st.Sources[n-1].LeaseJournal) {
+		n--
+	}
+	if n == 0 {
+		st.Sources = nil
+	} else {
+		st.Sources = st.Sources[:n]
+	}
+	return nil
+}
+
+// applyJournal carries out one journal's plan: release the leases of a
+// source that no longer leases, promote the pending lease the Secret
+// holds, drop one it does not, and revoke a replaced lease when due.
+func (r *Reconciler) applyJournal(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, jp JournalPlan, now time.Time) error {
+	if jp.ReleaseStale {
+		if err := r.releaseStale(ctx, vs, j, now); err != nil {
+			r.Log.Info("revoking the lease of a source that no longer leases failed; retrying", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+		}
+	}
+	if jp.Promote {
+		if older := promote(j, now, vs.Spec.RevokeGracePeriod); older != "" {
+			if err := r.vault.release(ctx, vs, older); err != nil {
+				r.Log.Info("revoking a replaced lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+			}
+		}
+	}
+	if jp.DropPending {
+		if err := r.vault.release(ctx, vs, j.PendingLease.ID); err != nil && vault.Classify(err) == vault.KindUnavailable {
+			return err
+		}
+		j.PendingLease = nil
+	}
+	r.handlePrevious(ctx, vs, j, jp.Previous, now)
+	return nil
+}
+
+// promoted records what the Secret holds once spec.source's pending lease
+// is promoted: the write of an earlier pass whose answer was lost.
+func (r *Reconciler) promoted(o *observation) {
+	vs := o.vs
+	st := &vs.Status
+	l := st.Lease
 	if o.secret != nil {
 		st.DataHMAC = dataHMAC(r.HMACKey, o.secret.Data)
 	}
-	end := EffectiveEnd(pending.ExpiresAt.Time, timeOf(pending.TokenExpiresAt))
-	st.ExpiresAt, st.LastSyncTime, st.SecretName = ptrTime(end), ptrTime(pending.IssuedAt.Time), targetName(vs)
+	end := EffectiveEnd(l.ExpiresAt.Time, timeOf(l.TokenExpiresAt))
+	st.ExpiresAt, st.LastSyncTime, st.SecretName = ptrTime(end), ptrTime(l.IssuedAt.Time), targetName(vs)
 	st.SourceHash, st.MetadataHash, st.AppliedGeneration = o.SourceHash, o.MetadataHash, vs.Generation
 	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("Secret %q holds the current lease; expires at %s", targetName(vs), formatTime(end)))
 }
 
-// releaseStale revokes every lease of a source that no longer leases.
-func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) error {
-	st := &vs.Status
-	for _, id := range journalIDs(st, now) {
+// releaseStale revokes every lease of a journal whose source no longer
+// leases.
+func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, now time.Time) error {
+	for _, id := range journalIDs(j, now) {
 		if err := r.vault.release(ctx, vs, id); err != nil && vault.Classify(err) != vault.KindDenied {
 			return err
 		}
 	}
-	st.Lease, st.PendingLease, st.RevokeFailures = nil, nil, 0
+	*j = v1alpha1.LeaseJournal{}
 	return nil
 }
 
 // handlePrevious revokes a replaced lease when due, with back-off on
 // failure; it stops at the old lease's own end, and a refusal (403) is
 // reported as a condition instead of retried.
-func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecret, a PreviousAction, now time.Time) {
-	st := &vs.Status
-	l := st.Lease
+func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, a PreviousAction, now time.Time) {
+	l := j.Lease
 	switch {
 	case l == nil || l.PreviousID == "" || a == PreviousWait:
 		return
 	case a == PreviousForget:
 		r.Log.Info("replaced lease ended before it could be revoked", "vaultsecret", client.ObjectKeyFromObject(vs))
-		clearPrevious(st)
+		clearPrevious(j)
 		return
 	}
 	err := r.vault.release(ctx, vs, l.PreviousID)
 	switch {
 	case err == nil:
-		clearPrevious(st)
+		clearPrevious(j)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionTrue, "Revoked", "the replaced lease was revoked")
 	case vault.Classify(err) == vault.KindDenied:
-		clearPrevious(st)
+		clearPrevious(j)
 		msg := "Vault refused to revoke the replaced lease; grant update on sys/leases/revoke/<mount>/<path>/* to the role's policy: " + explain(err)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonPermissionDenied, msg)
 		r.status.event(vs, corev1.EventTypeWarning, ReasonPermissionDenied, "Revoke", "%s", msg)
 	default:
-		st.RevokeFailures++
-		next := metav1.NewTime(now.Add(RevokeBackoff(st.RevokeFailures)))
+		j.RevokeFailures++
+		next := metav1.NewTime(now.Add(RevokeBackoff(j.RevokeFailures)))
 		l.RevokePreviousAt = &next
-		r.Log.Info("revoking a replaced lease failed; backing off", "vaultsecret", client.ObjectKeyFromObject(vs), "failures", st.RevokeFailures, "next", next.Time, "error", explain(err))
+		r.Log.Info("revoking a replaced lease failed; backing off", "vaultsecret", client.ObjectKeyFromObject(vs), "failures", j.RevokeFailures, "next", next.Time, "error", explain(err))
 	}
 }
 
@@ -148,11 +193,11 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 // current data: no Vault call, no new lease, no restart.
 func (r *Reconciler) writeMetadata(ctx context.Context, o *observation) error {
 	vs := o.vs
-	var leaseID string
-	if l := vs.Status.Lease; l != nil && o.kind.leased() {
-		leaseID = l.ID
+	held := currentLeases(vs)
+	w, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), joinLeases(held), o.secret)
+	if err == nil && !holdsAll(w.LeaseID, held) {
+		return errors.New("the Secret read back does not name the current leases")
 	}
-	_, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), leaseID, o.secret)
 	return err
 }
 
@@ -197,7 +242,7 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig 
 	}
 	failingSince := FailingSince(meta.FindStatusCondition(st.Conditions, "Ready"), vs.Generation)
 	retry := RetryAfter(now, failingSince, expiresAt)
-	if at := revokePreviousAt(st.Lease); !at.IsZero() && at.After(now) {
+	if at := earliestRevokePrevious(st); !at.IsZero() && at.After(now) {
 		retry = min(retry, at.Sub(now))
 	}
 	st.RefreshAt = ptrTime(now.Add(retry))

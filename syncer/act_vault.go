@@ -53,7 +53,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		return r.failed(ctx, vs, orig, now, ReasonInvalid, err)
 	}
 	if o.kind.leased() {
-		if dropped := recordPending(st, f, tok, now); dropped != "" {
+		if dropped := recordPending(&st.LeaseJournal, f, tok, now); dropped != "" {
 			r.vault.releaseUnused(ctx, tok, dropped)
 		}
 		// The journal is written before the Secret: a failed write never
@@ -74,7 +74,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		if w.LeaseID != f.leaseID {
 			return r.failed(ctx, vs, orig, now, ReasonSecretWrite, errors.New("the Secret read back does not hold the new lease"))
 		}
-		if older := promote(st, now, vs.Spec.RevokeGracePeriod); older != "" {
+		if older := promote(&st.LeaseJournal, now, vs.Spec.RevokeGracePeriod); older != "" {
 			r.vault.releaseUnused(ctx, tok, older)
 		}
 	}
@@ -104,33 +104,65 @@ func (r *Reconciler) renew(ctx context.Context, o *observation, p Plan, orig *v1
 	if err != nil {
 		return r.failed(ctx, vs, orig, now, authFailureReason(err), err)
 	}
-	live := tok.Accessor != "" && tok.Accessor == l.TokenAccessor
-	tokenBound := l.TokenExpiresAt != nil && !l.TokenExpiresAt.After(l.ExpiresAt.Time)
-	reissue := func(why string) (ctrl.Result, string, error) {
-		r.Log.Info("issuing new credentials", "vaultsecret", key, "reason", why)
+	rn, err := r.renewCurrent(ctx, vs, tok, l, st.LastSyncTime, now)
+	if err != nil {
+		return r.failedVault(ctx, vs, orig, now, err)
+	}
+	if rn.reissue != "" {
+		r.Log.Info("issuing new credentials", "vaultsecret", key, "reason", rn.reissue)
 		r.vault.countLease("reissue", nil)
-		p.Action, p.Why = ActFetch, why
+		p.Action, p.Why = ActFetch, rn.reissue
 		return r.fetchAndWrite(ctx, o, p, orig, now)
 	}
+	st.LastSyncTime, st.RefreshAt, st.ExpiresAt = ptrTime(now), ptrTime(rn.refreshAt), ptrTime(rn.end)
+	// The renewal is in status before the Secret's expiry moves: should
+	// that write fail, the next pass sees the two disagree and rewrites
+	// the expiry, and the Expirer, seeing status promise more, waits.
+	if err := r.writeMetadata(ctx, o); err != nil {
+		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
+	}
+	st.MetadataHash = o.MetadataHash
+	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, "lease renewed until "+formatTime(rn.end))
+	return requeueAt(now, NextWake(rn.refreshAt, revokePreviousAt(l))), "renewed", r.status.write(ctx, vs, orig)
+}
+
+// renewal is what renewing one current lease came to.
+type renewal struct {
+	// reissue, when set, says why new credentials are needed instead.
+	reissue string
+	// refreshAt and end are the lease's next renewal and effective end.
+	refreshAt, end time.Time
+}
+
+// renewCurrent renews the current lease l of a source (renewed last at
+// lastSync) and records in l what Vault granted. A lease bound to a token
+// the controller no longer holds, a renewal cut short by the max TTL, or
+// one of a lease Vault no longer knows asks for new credentials; a
+// renewal refused in both forms, or a Vault that does not answer, is an
+// error, not a silent re-issue. The same for spec.source and each of
+// spec.sources.
+func (r *Reconciler) renewCurrent(ctx context.Context, vs *v1alpha1.VaultSecret, tok *TenantToken, l *v1alpha1.Lease, lastSync *metav1.Time, now time.Time) (renewal, error) {
+	live := tok.Accessor != "" && tok.Accessor == l.TokenAccessor
+	tokenBound := l.TokenExpiresAt != nil && !l.TokenExpiresAt.After(l.ExpiresAt.Time)
 	if tokenBound && !live {
-		return reissue("the token that created the lease is gone")
+		return renewal{reissue: "the token that created the lease is gone"}, nil
 	}
 	renewedAt := l.IssuedAt.Time
-	if st.LastSyncTime != nil && st.LastSyncTime.After(renewedAt) {
-		renewedAt = st.LastSyncTime.Time
+	if lastSync != nil && lastSync.After(renewedAt) {
+		renewedAt = lastSync.Time
 	}
 	asked := l.ExpiresAt.Sub(renewedAt)
 	granted, err := r.vault.renew(ctx, tok, l.ID, asked)
 	var denied *renewDeniedError
 	switch {
 	case errors.As(err, &denied):
-		return r.failedVault(ctx, vs, orig, now, err)
+		return renewal{}, err
 	case err != nil && vault.Classify(err) == vault.KindUnavailable:
-		return r.failedVault(ctx, vs, orig, now, err)
+		return renewal{}, err
 	case err != nil:
-		return reissue("renewal refused: " + explain(err))
+		return renewal{reissue: "renewal refused: " + explain(err)}, nil
 	case RenewalCutShort(asked, granted):
-		return reissue(fmt.Sprintf("max TTL reached: asked %s, granted %s", asked, granted))
+		return renewal{reissue: fmt.Sprintf("max TTL reached: asked %s, granted %s", asked, granted)}, nil
 	}
 	l.ExpiresAt = metav1.NewTime(now.Add(granted))
 	if live {
@@ -139,16 +171,7 @@ func (r *Reconciler) renew(ctx context.Context, o *observation, p Plan, orig *v1
 	end := EffectiveEnd(l.ExpiresAt.Time, timeOf(l.TokenExpiresAt))
 	_, refresh := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: now, ExpiresAt: l.ExpiresAt.Time, TokenExpiresAt: timeOf(l.TokenExpiresAt),
 		TokenLive: live, Renewable: l.Renewable, Wanted: wantedTTL(vs)}, jitterFor(string(vs.UID)))
-	st.LastSyncTime, st.RefreshAt, st.ExpiresAt = ptrTime(now), ptrTime(refresh), ptrTime(end)
-	// The renewal is in status before the Secret's expiry moves: should
-	// that write fail, the next pass sees the two disagree and rewrites
-	// the expiry, and the Expirer, seeing status promise more, waits.
-	if err := r.writeMetadata(ctx, o); err != nil {
-		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
-	}
-	st.MetadataHash = o.MetadataHash
-	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, "lease renewed until "+formatTime(end))
-	return requeueAt(now, NextWake(refresh, revokePreviousAt(l))), "renewed", r.status.write(ctx, vs, orig)
+	return renewal{refreshAt: refresh, end: end}, nil
 }
 
 // authFailureReason is the condition reason for a failed login: a Vault

@@ -37,10 +37,12 @@ type Observed struct {
 	// server, not the cache.
 	Confirmed bool
 	Data      DataState
-	// TokenLive tells that the controller holds the token that created
-	// the current lease; TokenExpires is that token's end as known now.
-	TokenLive    bool
-	TokenExpires time.Time
+	// TokenAccessor is the accessor of the tenant token the controller
+	// holds for this VaultSecret (empty when it holds none); a lease made
+	// by that token is renewable with it. TokenExpires is that token's end
+	// as known now.
+	TokenAccessor string
+	TokenExpires  time.Time
 	// SourceHash and MetadataHash are those of the spec as it is now.
 	SourceHash, MetadataHash string
 	// Nudge tells that the source hash moved since this process's last
@@ -61,12 +63,16 @@ type corev1Secret struct {
 	// Adoptable: not owned, but spec.target.adopt asks to take it over
 	// and no VaultSecret controls it.
 	Adoptable bool
-	// LeaseID is the lease whose credentials the Secret holds (its
-	// lease-id annotation), empty for kv and pki.
+	// LeaseID is the Secret's lease-id annotation: the lease whose
+	// credentials it holds, or for spec.sources the current lease of each
+	// dynamic source, comma-separated; empty when none.
 	LeaseID string
 	// ExpiresAt is the Secret's expires-at annotation.
 	ExpiresAt string
 }
+
+// holds tells whether the Secret holds lease id (nil holds nothing).
+func (s *corev1Secret) holds(id string) bool { return s != nil && holdsLease(s.LeaseID, id) }
 
 // Action is the one write a pass does to Vault and the Secret.
 type Action int
@@ -79,9 +85,12 @@ const (
 	// ActConflict: a Secret of that name belongs to someone else.
 	ActConflict
 	// ActFetch: read the source (issue new credentials for dynamic and
-	// pki) and write the Secret.
+	// pki) and write the Secret. For spec.sources: read the sources whose
+	// SourcePlan says Read, renew those that say Renew, write once.
 	ActFetch
-	// ActRenew: renew the current lease and move the Secret's expiry.
+	// ActRenew: renew the current lease and move the Secret's expiry. For
+	// spec.sources: renew the leases whose SourcePlan says Renew; nothing
+	// is read.
 	ActRenew
 	// ActWriteMetadata: rewrite the Secret's labels and annotations with
 	// its current data; no Vault call.
@@ -92,11 +101,10 @@ var actionNames = [...]string{"wait", "invalid", "conflict", "fetch", "renew", "
 
 func (a Action) String() string { return actionNames[a] }
 
-// Plan is what a pass does, decided from Observed and the time alone.
-type Plan struct {
-	Action Action
-	// Why says what made the action due, for logs.
-	Why string
+// JournalPlan is what a pass does to one lease journal before anything
+// else: the same rules for spec.source's journal and for each of
+// spec.sources'.
+type JournalPlan struct {
 	// Promote: the Secret holds the pending lease; it becomes current and
 	// the one it replaces is scheduled for revocation.
 	Promote bool
@@ -104,10 +112,39 @@ type Plan struct {
 	// the API server); nobody holds it, so it is revoked at once.
 	DropPending bool
 	// ReleaseStale: the source no longer holds leases (dynamic changed to
-	// kv or pki); every lease in the journal is revoked.
+	// kv or pki, or removed from spec.sources); every lease in the journal
+	// is revoked.
 	ReleaseStale bool
 	// Previous is what to do with a replaced lease.
 	Previous PreviousAction
+}
+
+// busy tells whether carrying out the journal plan calls Vault.
+func (j JournalPlan) busy() bool {
+	return j.Promote || j.DropPending || j.ReleaseStale || j.Previous == PreviousRevoke
+}
+
+// SourcePlan is what a pass does with one of spec.sources (or, past the
+// end of spec.sources, with the journal of a source since removed).
+type SourcePlan struct {
+	JournalPlan
+	// Read: read this source (issue new credentials for dynamic and pki).
+	Read bool
+	// Renew: renew its current lease, keeping its credentials.
+	Renew bool
+}
+
+// Plan is what a pass does, decided from Observed and the time alone.
+type Plan struct {
+	Action Action
+	// Why says what made the action due, for logs.
+	Why string
+	// JournalPlan is for the journal of spec.source (for spec.sources it
+	// only ever releases leases left from before a switch).
+	JournalPlan
+	// Sources is the plan of each of status.sources' journals and, for
+	// spec.sources, of each source: index i is spec.sources[i].
+	Sources []SourcePlan
 	// Restore: the Secret was edited by hand; Fetch restores it.
 	Restore bool
 	// AllSources: a fetch of spec.sources reads every source, not only
@@ -133,6 +170,44 @@ const (
 	conflictRetry = time.Minute
 )
 
+// passFacts are what Decide works out once, for either form of the spec.
+type passFacts struct {
+	// failing: Ready=False for this generation by a failed pass.
+	failing bool
+	// backingOff: failing and the retry time not reached (nor nudged).
+	backingOff bool
+	retryAt    time.Time
+	// sourceChanged: what decides the data changed since last applied.
+	sourceChanged bool
+	// metaChanged: labels, annotations or the expiry the Secret carries
+	// differ from what status records.
+	metaChanged bool
+}
+
+func factsOf(o Observed, now time.Time) passFacts {
+	vs := o.VS
+	st := vs.Status
+	var c passFacts
+	ready := meta.FindStatusCondition(st.Conditions, "Ready")
+	// SecretMissing is written while a pass waits for its turn, not by a
+	// failed one: it sets no back-off.
+	c.failing = !FailingSince(ready, vs.Generation).IsZero() && ready.Reason != ReasonSecretMissing
+	c.retryAt = timeOf(st.RefreshAt)
+	c.backingOff = c.failing && now.Before(c.retryAt) && !o.Nudge
+	c.sourceChanged = st.SourceHash != o.SourceHash
+	if st.SourceHash == "" && st.AppliedGeneration == 0 {
+		// Written before hashes were recorded: the generation tells.
+		c.sourceChanged = st.ObservedGeneration != vs.Generation
+	}
+	c.metaChanged = st.MetadataHash != o.MetadataHash
+	if o.Secret != nil && st.ExpiresAt != nil && o.Secret.ExpiresAt != formatTime(st.ExpiresAt.Time) {
+		// A renewal whose expiry did not reach the Secret: the Expirer
+		// would delete a Secret whose credentials still work.
+		c.metaChanged = true
+	}
+	return c
+}
+
 // Decide is the lifetime rules: what one pass does, given what was
 // observed and the time. It has no I/O; the reconciler carries it out.
 func Decide(o Observed, now time.Time) Plan {
@@ -143,66 +218,41 @@ func Decide(o Observed, now time.Time) Plan {
 		p.Action, p.Why = ActInvalid, "invalid spec"
 		// Leases held are still kept alive or revoked when replaced.
 		p.Previous = previousAction(st.Lease, now)
-		p.WakeAt = NextWake(revokePreviousAt(st.Lease))
+		p.Sources = make([]SourcePlan, len(st.Sources))
+		for i := range st.Sources {
+			p.Sources[i].Previous = previousAction(st.Sources[i].Lease, now)
+		}
+		p.WakeAt = earliestRevokePrevious(&st)
 		return p
 	}
 	if o.Secret != nil && !o.Secret.Owned && !o.Secret.Adoptable {
 		p.Action, p.Why, p.WakeAt = ActConflict, "Secret not managed by this VaultSecret", now.Add(conflictRetry)
 		return p
 	}
+	c := factsOf(o, now)
+	if len(vs.Spec.Sources) > 0 {
+		return decideSources(o, c, now)
+	}
 	leased := o.Kind == "dynamic"
 
 	// The lease journal first: what the Secret holds decides what is
-	// current.
-	cur := st.Lease
-	if !leased && (st.Lease != nil || st.PendingLease != nil) {
-		p.ReleaseStale = true
-		cur = nil
-	}
-	if leased && st.PendingLease != nil {
-		switch {
-		case o.Secret != nil && o.Secret.LeaseID == st.PendingLease.ID:
-			p.Promote = true
-			cur = promoted(st, now, vs.Spec.RevokeGracePeriod)
-		case o.Confirmed:
-			p.DropPending = true
-		}
-	}
-	if !p.ReleaseStale {
-		p.Previous = previousAction(cur, now)
+	// current. Journals of spec.sources left from before a switch to
+	// spec.source no longer lease.
+	var cur *v1alpha1.Lease
+	p.JournalPlan, cur = decideJournal(st.LeaseJournal, leased, o, now)
+	p.Sources = make([]SourcePlan, len(st.Sources))
+	for i := range st.Sources {
+		p.Sources[i].JournalPlan, _ = decideJournal(st.Sources[i].LeaseJournal, false, o, now)
 	}
 
-	ready := meta.FindStatusCondition(st.Conditions, "Ready")
-	// SecretMissing is written while a pass waits for its turn, not by a
-	// failed one: it sets no back-off.
-	failing := !FailingSince(ready, vs.Generation).IsZero() && ready.Reason != ReasonSecretMissing
-	retryAt := timeOf(st.RefreshAt)
-	backingOff := failing && now.Before(retryAt) && !o.Nudge
-	sourceChanged := st.SourceHash != o.SourceHash
-	if st.SourceHash == "" && st.AppliedGeneration == 0 {
-		// Written before hashes were recorded: the generation tells.
-		sourceChanged = st.ObservedGeneration != vs.Generation
-	}
-	metaChanged := st.MetadataHash != o.MetadataHash
-	if o.Secret != nil && st.ExpiresAt != nil && o.Secret.ExpiresAt != formatTime(st.ExpiresAt.Time) {
-		// A renewal whose expiry did not reach the Secret: the Expirer
-		// would delete a Secret whose credentials still work.
-		metaChanged = true
-	}
-
-	// A shortened spec.refreshInterval takes effect from the last read,
-	// not after the refresh planned under the old one (which may be
-	// weeks away). A failing VaultSecret keeps its back-off.
 	kvRefreshAt := timeOf(st.RefreshAt)
-	if iv := refreshInterval(vs); iv > 0 && !leased && !failing && st.LastSyncTime != nil && o.Kind == "kv" {
-		if at, _ := KVPlan(st.LastSyncTime.Time, wantedTTL(vs), iv, jitterFor(string(vs.UID))); at.Before(kvRefreshAt) {
-			kvRefreshAt = at
-		}
+	if o.Kind == "kv" {
+		kvRefreshAt = kvRefreshFrom(vs, kvRefreshAt, st.LastSyncTime, c.failing)
 	}
 	fetch := func(why string) {
 		p.Action, p.Why = ActFetch, why
-		if backingOff {
-			p.Action, p.WakeAt = ActWait, retryAt
+		if c.backingOff {
+			p.Action, p.WakeAt = ActWait, c.retryAt
 		}
 	}
 	switch {
@@ -214,12 +264,13 @@ func Decide(o Observed, now time.Time) Plan {
 		// update, so the application never sees it missing.
 		p.AllSources = true
 		fetch("adopting an existing Secret (spec.target.adopt)")
-	case sourceChanged:
+	case c.sourceChanged:
 		p.AllSources = true
 		fetch("spec changed")
 	case p.DropPending:
 		fetch("new credentials never reached the Secret")
-	case o.Data == DataEdited:
+	case o.Data == DataEdited && !p.Promote:
+		// (Data the promoted lease's write put there is not an edit.)
 		if wait := RestoreBackoff(o.Restores, now.Sub(o.LastRestore)); wait > 0 {
 			p.Action, p.Why, p.WakeAt = ActWait, "edited by hand; restore rate-limited", now.Add(wait)
 			break
@@ -229,53 +280,60 @@ func Decide(o Observed, now time.Time) Plan {
 	case leased && cur == nil:
 		fetch("no lease recorded")
 	case leased:
-		l := cur
-		tokenEnd := timeOf(l.TokenExpiresAt)
-		if o.TokenLive && !o.TokenExpires.IsZero() {
-			tokenEnd = o.TokenExpires
-		}
-		renewedAt := l.IssuedAt.Time
-		if st.LastSyncTime != nil && st.LastSyncTime.After(renewedAt) && !p.Promote {
-			renewedAt = st.LastSyncTime.Time
-		}
-		action, at := DecideLease(now, LeaseFacts{IssuedAt: l.IssuedAt.Time, RenewedAt: renewedAt, ExpiresAt: l.ExpiresAt.Time,
-			TokenExpiresAt: tokenEnd, TokenLive: o.TokenLive, TokenUnknown: l.TokenAccessor == "", Renewable: l.Renewable,
-			Wanted: wantedTTL(vs)}, jitterFor(string(vs.UID)))
+		action, at := leaseDue(o, cur, st.LastSyncTime, p.Promote, now)
 		switch {
-		case action == LeaseRenew && backingOff:
-			p.Action, p.WakeAt = ActWait, retryAt
+		case action == LeaseRenew && c.backingOff:
+			p.Action, p.WakeAt = ActWait, c.retryAt
 		case action == LeaseRenew:
 			p.Action, p.Why = ActRenew, "lease due for renewal"
 		case action == LeaseReissue:
 			fetch("lease cannot reach the wanted lifetime")
-		case metaChanged:
+		case c.metaChanged:
 			p.Action, p.Why, p.WakeAt = ActWriteMetadata, "metadata changed", at
 		default:
 			p.WakeAt = at
 		}
 	case st.RefreshAt == nil || !now.Before(kvRefreshAt):
 		fetch("refresh due")
-	case metaChanged:
+	case c.metaChanged:
 		p.Action, p.Why = ActWriteMetadata, "metadata changed"
 	}
-	if o.Data == DataOtherKey && p.Action != ActFetch {
+	var refresh time.Time
+	if !leased {
+		refresh = kvRefreshAt
+	}
+	p.finish(o, c, p.Promote, refresh, revokePreviousAt(cur))
+	return p
+}
+
+// finish sets what every plan gets the same way: adopting the HMAC of
+// data that is the controller's own, marking a cosmetic spec change
+// applied, and for a plan that waits, when to wake.
+func (p *Plan) finish(o Observed, c passFacts, promotedAny bool, wakes ...time.Time) {
+	vs := o.VS
+	st := vs.Status
+	// Data under another HMAC key, or written by the pass whose lease was
+	// just promoted, is taken as it is: no re-read, no restart.
+	if (o.Data == DataOtherKey || (o.Data == DataEdited && promotedAny)) && p.Action != ActFetch {
 		p.AdoptHMAC = true
 	}
 	if p.Action == ActWait || p.Action == ActWriteMetadata {
-		p.MarkApplied = !sourceChanged && st.AppliedGeneration != vs.Generation && st.AppliedGeneration != 0
+		p.MarkApplied = !c.sourceChanged && st.AppliedGeneration != vs.Generation && st.AppliedGeneration != 0
+		p.WakeAt = NextWake(append(wakes, p.WakeAt, timeOf(st.ExpiresAt))...)
 	}
-	if p.Action == ActWait || p.Action == ActWriteMetadata {
-		var expires time.Time
-		if st.ExpiresAt != nil {
-			expires = st.ExpiresAt.Time
+}
+
+// kvRefreshFrom is when a kv source is read next: refreshAt as planned,
+// but a shortened spec.refreshInterval takes effect from the last read,
+// not after the refresh planned under the old one (which may be weeks
+// away). A failing VaultSecret keeps its back-off.
+func kvRefreshFrom(vs *v1alpha1.VaultSecret, refreshAt time.Time, lastRead *metav1.Time, failing bool) time.Time {
+	if iv := refreshInterval(vs); iv > 0 && !failing && lastRead != nil {
+		if at, _ := KVPlan(lastRead.Time, wantedTTL(vs), iv, jitterFor(string(vs.UID))); at.Before(refreshAt) {
+			return at
 		}
-		var refresh time.Time
-		if !leased {
-			refresh = kvRefreshAt
-		}
-		p.WakeAt = NextWake(p.WakeAt, refresh, expires, revokePreviousAt(cur))
 	}
-	return p
+	return refreshAt
 }
 
 // RestoreBackoff is how long after the last restore of a hand-edited
@@ -290,21 +348,6 @@ func RestoreBackoff(restores int, sinceLast time.Duration) time.Duration {
 		return 0
 	}
 	return wait - sinceLast
-}
-
-// previousAction is what to do with the replaced lease of l now.
-func previousAction(l *v1alpha1.Lease, now time.Time) PreviousAction {
-	if l == nil || l.PreviousID == "" {
-		return PreviousWait
-	}
-	return DecidePrevious(now, timeOf(l.RevokePreviousAt), timeOf(l.PreviousExpiresAt))
-}
-
-func revokePreviousAt(l *v1alpha1.Lease) time.Time {
-	if l == nil || l.PreviousID == "" {
-		return time.Time{}
-	}
-	return timeOf(l.RevokePreviousAt)
 }
 
 // FailureReason is the Ready reason and message for a failed pass: past

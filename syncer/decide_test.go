@@ -18,11 +18,11 @@ func decideFixture() Observed {
 		Spec: v1alpha1.VaultSecretSpec{Source: v1alpha1.Source{Dynamic: &v1alpha1.DynamicSource{Mount: "database", Path: "creds/app"}},
 			TTL: &metav1.Duration{Duration: 2 * time.Minute}}}
 	vs.Status = v1alpha1.VaultSecretStatus{ObservedGeneration: 1, AppliedGeneration: 1,
-		Lease:     &v1alpha1.Lease{ID: "L1", IssuedAt: metav1.NewTime(t0), ExpiresAt: metav1.NewTime(t0.Add(30 * time.Second)), Renewable: true, TokenAccessor: "acc"},
-		ExpiresAt: ptrTime(t0.Add(30 * time.Second)), RefreshAt: ptrTime(t0.Add(20 * time.Second)), LastSyncTime: ptrTime(t0),
+		LeaseJournal: v1alpha1.LeaseJournal{Lease: &v1alpha1.Lease{ID: "L1", IssuedAt: metav1.NewTime(t0), ExpiresAt: metav1.NewTime(t0.Add(30 * time.Second)), Renewable: true, TokenAccessor: "acc"}},
+		ExpiresAt:    ptrTime(t0.Add(30 * time.Second)), RefreshAt: ptrTime(t0.Add(20 * time.Second)), LastSyncTime: ptrTime(t0),
 		Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: ReasonSynced, ObservedGeneration: 1}}}
 	o := Observed{VS: vs, Kind: "dynamic", Secret: &corev1Secret{Owned: true, LeaseID: "L1", ExpiresAt: formatTime(t0.Add(30 * time.Second))},
-		SourceHash: sourceHash(vs), MetadataHash: metadataHash(vs), TokenLive: true}
+		SourceHash: sourceHash(vs), MetadataHash: metadataHash(vs), TokenAccessor: "acc"}
 	vs.Status.SourceHash, vs.Status.MetadataHash = o.SourceHash, o.MetadataHash
 	return o
 }
@@ -95,6 +95,14 @@ func TestDecide(t *testing.T) {
 		}, now: t0.Add(26 * time.Second), action: ActWait, check: func(t *testing.T, p Plan) {
 			if !p.Promote || p.DropPending {
 				t.Fatalf("plan %+v, want promote", p)
+			}
+		}},
+		{name: "pending lease held by the Secret, with the data of that write: promote, not a hand edit", base: decideFixture, mutate: func(o *Observed) {
+			pending(o, "L2")
+			o.Secret.LeaseID, o.Confirmed, o.Data = "L2", true, DataEdited
+		}, now: t0.Add(26 * time.Second), action: ActWait, check: func(t *testing.T, p Plan) {
+			if !p.Promote || p.Restore {
+				t.Fatalf("plan %+v, want promote without a restore (new credentials)", p)
 			}
 		}},
 		{name: "pending lease not in the Secret (API server): revoke it, issue again", base: decideFixture, mutate: func(o *Observed) {
@@ -239,7 +247,7 @@ func TestDecide(t *testing.T) {
 			now: t0.Add(22 * time.Second), action: ActWait, wakeDue: t0.Add(25 * time.Second)},
 		{name: "token that created a token-bound lease is gone: new credentials", base: decideFixture, mutate: func(o *Observed) {
 			o.VS.Status.Lease.TokenExpiresAt = ptrTime(t0.Add(15 * time.Second))
-			o.TokenLive = false
+			o.TokenAccessor = ""
 		}, now: t0.Add(11 * time.Second), action: ActFetch},
 	}
 	for _, tc := range cases {

@@ -67,8 +67,8 @@ func ExpiryDue(annotations map[string]string) (time.Time, bool) {
 // KeepPastExpiry tells whether a Secret whose expires-at has passed stays:
 // a kv Secret whose VaultSecret says expiryPolicy Retain (for good: zero
 // time), or one whose VaultSecret's status records a later expiry for the
-// lease the Secret holds — a renewal whose annotation write was lost —
-// until that expiry.
+// leases the Secret holds (every current lease status names) — a renewal
+// whose annotation write was lost — until that expiry.
 func KeepPastExpiry(vs *v1alpha1.VaultSecret, s *corev1.Secret, now time.Time) (bool, time.Time) {
 	if retained(vs) {
 		return true, time.Time{}
@@ -77,7 +77,7 @@ func KeepPastExpiry(vs *v1alpha1.VaultSecret, s *corev1.Secret, now time.Time) (
 	if st.SecretName != s.Name || st.ExpiresAt == nil || !now.Before(st.ExpiresAt.Time) {
 		return false, time.Time{}
 	}
-	if st.Lease == nil || s.Annotations[LeaseAnnotation] != st.Lease.ID {
+	if held := currentLeases(vs); len(held) == 0 || !holdsAll(s.Annotations[LeaseAnnotation], held) {
 		return false, time.Time{}
 	}
 	return true, st.ExpiresAt.Time

@@ -149,5 +149,5 @@ func (l *namespaceLimiter) inFlight(ns string) int {
 // needs a slot of the namespace. Promote counts: it revokes at once a
 // replaced lease still awaiting revocation.
 func (p Plan) callsVault() bool {
-	return p.Action == ActFetch || p.Action == ActRenew || p.Promote || p.DropPending || p.ReleaseStale || p.Previous == PreviousRevoke
+	return p.Action == ActFetch || p.Action == ActRenew || p.journalsBusy()
 }

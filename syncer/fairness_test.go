@@ -228,11 +228,15 @@ func TestPlanCallsVault(t *testing.T) {
 		{Plan{Action: ActWait, AdoptHMAC: true, MarkApplied: true}, false},
 		{Plan{Action: ActFetch}, true},
 		{Plan{Action: ActRenew}, true},
-		{Plan{Action: ActWait, Promote: true}, true},
-		{Plan{Action: ActWait, DropPending: true}, true},
-		{Plan{Action: ActWait, ReleaseStale: true}, true},
-		{Plan{Action: ActInvalid, Previous: PreviousRevoke}, true},
-		{Plan{Action: ActWait, Previous: PreviousForget}, false},
+		{Plan{Action: ActWait, JournalPlan: JournalPlan{Promote: true}}, true},
+		{Plan{Action: ActWait, JournalPlan: JournalPlan{DropPending: true}}, true},
+		{Plan{Action: ActWait, JournalPlan: JournalPlan{ReleaseStale: true}}, true},
+		{Plan{Action: ActInvalid, JournalPlan: JournalPlan{Previous: PreviousRevoke}}, true},
+		{Plan{Action: ActWait, JournalPlan: JournalPlan{Previous: PreviousForget}}, false},
+		{Plan{Action: ActWait, Sources: []SourcePlan{{}, {JournalPlan: JournalPlan{Promote: true}}}}, true},
+		{Plan{Action: ActWait, Sources: []SourcePlan{{JournalPlan: JournalPlan{ReleaseStale: true}}}}, true},
+		{Plan{Action: ActWait, Sources: []SourcePlan{{JournalPlan: JournalPlan{Previous: PreviousRevoke}}}}, true},
+		{Plan{Action: ActWait, Sources: []SourcePlan{{JournalPlan: JournalPlan{Previous: PreviousWait}}}}, false},
 	} {
 		if got := tc.plan.callsVault(); got != tc.want {
 			t.Errorf("%+v: callsVault = %v, want %v", tc.plan, got, tc.want)

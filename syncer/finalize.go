@@ -56,7 +56,7 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 	now := f.Clock.Now()
 	st := &vs.Status
 	end := journalEnd(st)
-	if DecideFinalize(now, len(journalIDs(st, now)) > 0, revokeOnDelete(vs), end) == FinalizeRelease {
+	if DecideFinalize(now, len(allJournalIDs(st, now)) > 0, revokeOnDelete(vs), end) == FinalizeRelease {
 		release, ok := f.Slots.tryAcquire(vs.Namespace)
 		switch {
 		case ok:
@@ -98,7 +98,7 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 // revoked and deletion goes on.
 func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (ctrl.Result, bool, error) {
 	st := &vs.Status
-	for _, id := range journalIDs(st, now) {
+	for _, id := range allJournalIDs(st, now) {
 		err := f.Vault.release(ctx, vs, id)
 		if err == nil {
 			continue

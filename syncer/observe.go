@@ -41,7 +41,7 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 	if err := r.observeAuth(ctx, o); err != nil {
 		return nil, err
 	}
-	sec, confirmed, err := r.secrets.get(ctx, vs, vs.Status.PendingLease != nil)
+	sec, confirmed, err := r.secrets.get(ctx, vs, anyPending(&vs.Status))
 	if err != nil {
 		return nil, err
 	}
@@ -53,16 +53,25 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 			LeaseID: sec.Annotations[LeaseAnnotation], ExpiresAt: sec.Annotations[ExpiresAtAnnotation]}
 		o.Data = dataState(r.HMACKey, vs.Status.DataHMAC, sec.Data)
 	}
-	if l := vs.Status.Lease; l != nil && l.TokenAccessor != "" {
-		if tok := r.vault.cachedToken(vs); tok != nil && tok.Accessor == l.TokenAccessor {
-			o.TokenLive, o.TokenExpires = true, tok.Expires
-		}
+	if tok := r.vault.cachedToken(vs); tok != nil {
+		o.TokenAccessor, o.TokenExpires = tok.Accessor, tok.Expires
 	}
 	if v, ok := r.restores.Load(client.ObjectKeyFromObject(vs)); ok {
 		rec := v.(restoreRecord)
 		o.Restores, o.LastRestore = rec.count, rec.last
 	}
 	return o, nil
+}
+
+// anyPending tells whether a journal holds a pending lease: the Secret is
+// then read from the API server, whose answer decides its fate.
+func anyPending(st *v1alpha1.VaultSecretStatus) bool {
+	for _, j := range journalsOf(st) {
+		if j.PendingLease != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // restored counts a restore of a hand-edited Secret.

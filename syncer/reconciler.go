@@ -275,8 +275,21 @@ func ReadyButMissing(vs *v1alpha1.VaultSecret, secretExists bool) bool {
 
 // writes tells whether a plan writes anything beyond status.
 func (p Plan) writes() bool {
-	return p.Action == ActFetch || p.Action == ActRenew || p.Action == ActWriteMetadata ||
-		p.Promote || p.DropPending || p.ReleaseStale || p.Previous == PreviousRevoke
+	return p.Action == ActFetch || p.Action == ActRenew || p.Action == ActWriteMetadata || p.journalsBusy()
+}
+
+// journalsBusy tells whether a journal plan, spec.source's or one of
+// spec.sources', calls Vault.
+func (p Plan) journalsBusy() bool {
+	if p.JournalPlan.busy() {
+		return true
+	}
+	for _, sp := range p.Sources {
+		if sp.busy() {
+			return true
+		}
+	}
+	return false
 }
 
 // requeueAt is the result for waking at t (a minute when t is zero).

@@ -47,7 +47,11 @@ type sourceKind interface {
 
 func kindOf(vs *v1alpha1.VaultSecret) sourceKind {
 	if len(vs.Spec.Sources) > 0 {
-		return multiKind{}
+		k := multiKind{}
+		for _, src := range vs.Spec.Sources {
+			k.dynamic = k.dynamic || src.Dynamic != nil
+		}
+		return k
 	}
 	return kindOfSource(&vs.Spec.Source)
 }

@@ -17,8 +17,9 @@ import (
 const ReasonKeyConflict = "KeyConflict"
 
 // multiKind is a VaultSecret of spec.sources: each source is read on its
-// own schedule by fetchAndWriteSources, never through this kind's fetch.
-type multiKind struct{}
+// own schedule by syncSources, never through this kind's fetch. It leases
+// when one of its sources is dynamic (each with a journal of its own).
+type multiKind struct{ dynamic bool }
 
 func (multiKind) name() string { return "sources" }
 func (multiKind) fetch(context.Context, *api.Client, *v1alpha1.VaultSecret, *v1alpha1.Source) (fetched, error) {
@@ -27,7 +28,7 @@ func (multiKind) fetch(context.Context, *api.Client, *v1alpha1.VaultSecret, *v1a
 func (multiKind) plan(time.Time, *v1alpha1.VaultSecret, fetched, time.Time) (time.Time, time.Time) {
 	return time.Time{}, time.Time{}
 }
-func (multiKind) leased() bool { return false }
+func (k multiKind) leased() bool { return k.dynamic }
 
 // sourceLabel names a source in messages: its index and path, never data.
 func sourceLabel(i int, src *v1alpha1.Source) string {
@@ -45,23 +46,8 @@ func sourceLabel(i int, src *v1alpha1.Source) string {
 // sourceSpecHash fingerprints one source's spec.
 func sourceSpecHash(src *v1alpha1.Source) string { return shortHash(src) }
 
-// DueSources is which of spec.sources a pass reads, in order: every one
-// when all is set (no Secret, a changed spec, a hand edit) or when status
-// does not describe them; otherwise those whose spec changed or whose
-// refresh is due at now, and those a template key shadows (the Secret
-// holds the rendered value under that key, not the source's, so only
-// Vault has it).
-func DueSources(specs []v1alpha1.Source, st []v1alpha1.SourceStatus, all bool, templated map[string]string, now time.Time) []int {
-	due := make([]int, 0, len(specs))
-	for i := range specs {
-		if all || len(st) != len(specs) || st[i].Hash != sourceSpecHash(&specs[i]) ||
-			st[i].RefreshAt == nil || !now.Before(st[i].RefreshAt.Time) || shadowed(st[i].Keys, templated) {
-			due = append(due, i)
-		}
-	}
-	return due
-}
-
+// shadowed tells whether a template key is one of keys: the Secret then
+// holds the template's output under it, not the source's value.
 func shadowed(keys []string, templated map[string]string) bool {
 	for _, k := range keys {
 		if _, ok := templated[k]; ok {

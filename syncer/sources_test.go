@@ -5,7 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -14,52 +13,6 @@ func twoKV() []v1alpha1.Source {
 	return []v1alpha1.Source{
 		{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}},
 		{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/extra"}},
-	}
-}
-
-func statusFor(specs []v1alpha1.Source, refresh ...time.Time) []v1alpha1.SourceStatus {
-	st := make([]v1alpha1.SourceStatus, len(specs))
-	for i := range specs {
-		st[i] = v1alpha1.SourceStatus{Hash: sourceSpecHash(&specs[i]), RefreshAt: ptrTime(refresh[i])}
-	}
-	return st
-}
-
-func TestDueSources(t *testing.T) {
-	specs := twoKV()
-	edited := twoKV()
-	edited[1].KV.Path = "app/other"
-	cases := []struct {
-		name  string
-		specs []v1alpha1.Source
-		st    []v1alpha1.SourceStatus
-		all   bool
-		tmpl  map[string]string
-		want  []int
-	}{
-		{"none due", specs, statusFor(specs, t0.Add(time.Minute), t0.Add(time.Minute)), false, nil, []int{}},
-		{"only the second due: only it is read", specs, statusFor(specs, t0.Add(time.Minute), t0), false, nil, []int{1}},
-		{"a template key shadows a key of the first: it is read too", specs, func() []v1alpha1.SourceStatus {
-			st := statusFor(specs, t0.Add(time.Minute), t0)
-			st[0].Keys = []string{"url"}
-			return st
-		}(), false, map[string]string{"url": "https://{{ .url }}"}, []int{0, 1}},
-		{"a template of other keys reads nothing more", specs, func() []v1alpha1.SourceStatus {
-			st := statusFor(specs, t0.Add(time.Minute), t0)
-			st[0].Keys = []string{"host"}
-			return st
-		}(), false, map[string]string{"url": "https://{{ .host }}"}, []int{1}},
-		{"all asked", specs, statusFor(specs, t0.Add(time.Minute), t0.Add(time.Minute)), true, nil, []int{0, 1}},
-		{"no status yet", specs, nil, false, nil, []int{0, 1}},
-		{"a source added", append(twoKV(), v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "c"}}), statusFor(specs, t0.Add(time.Minute), t0.Add(time.Minute)), false, nil, []int{0, 1, 2}},
-		{"one source's spec edited", edited, statusFor(specs, t0.Add(time.Minute), t0.Add(time.Minute)), false, nil, []int{1}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := DueSources(tc.specs, tc.st, tc.all, tc.tmpl, t0); !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("DueSources = %v, want %v", got, tc.want)
-			}
-		})
 	}
 }
 

@@ -33,12 +33,6 @@ var requiredKeys = map[corev1.SecretType][]string{
 var pkiKeys = map[string]bool{corev1.TLSCertKey: true, corev1.TLSPrivateKeyKey: true, "ca.crt": true}
 
 func (v validator) validate(vs *v1alpha1.VaultSecret) error {
-	for i, src := range vs.Spec.Sources {
-		if src.Dynamic != nil {
-			// Each dynamic source would need a lease journal of its own.
-			return fmt.Errorf("spec.sources[%d].dynamic: dynamic credentials in spec.sources are not served yet; give them a VaultSecret of their own (spec.source.dynamic)", i)
-		}
-	}
 	if err := v.Tenants.CheckSpec(vs); err != nil {
 		return err
 	}

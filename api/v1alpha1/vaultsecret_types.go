@@ -318,11 +318,9 @@ type VaultSecretStatus struct {
 	// last applied.
 	// +optional
 	MetadataHash string `json:"metadataHash,omitempty"`
-	// PendingLease is a lease issued but not yet seen in the Secret: it
-	// becomes the current lease only once the Secret is read back holding
-	// it, and is revoked if the Secret never does.
-	// +optional
-	PendingLease *Lease `json:"pendingLease,omitempty"`
+	// LeaseJournal is the lease journal of spec.source (pendingLease,
+	// lease, revokeFailures); spec.sources keep one each in sources[i].
+	LeaseJournal `json:",inline"`
 	// ExpiresAt is when the Secret is deleted unless refreshed first.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
@@ -331,13 +329,6 @@ type VaultSecretStatus struct {
 	RefreshAt *metav1.Time `json:"refreshAt,omitempty"`
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
-	// Lease of a dynamic source (its id is not a secret).
-	// +optional
-	Lease *Lease `json:"lease,omitempty"`
-	// RevokeFailures counts failed revocations of a replaced lease, for
-	// back-off.
-	// +optional
-	RevokeFailures int32 `json:"revokeFailures,omitempty"`
 	// DataHMAC is a keyed HMAC of the Secret's data, for change detection;
 	// it reveals nothing of the data.
 	// +optional
@@ -373,35 +364,10 @@ type SourceStatus struct {
 	// expires at the earliest of its sources'.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
-}
-
-// Lease describes a Vault lease.
-type Lease struct {
-	ID string `json:"id"`
-	// IssuedAt is when the credentials were issued.
-	IssuedAt metav1.Time `json:"issuedAt"`
-	// ExpiresAt is when the lease ends unless renewed.
-	ExpiresAt metav1.Time `json:"expiresAt"`
-	// TokenAccessor is the accessor (never the token) of the tenant token
-	// that created the lease: Vault revokes the lease when that token
-	// ends.
-	// +optional
-	TokenAccessor string `json:"tokenAccessor,omitempty"`
-	// TokenExpiresAt is when that token ends as last known; the lease's
-	// effective end is the earlier of ExpiresAt and this.
-	// +optional
-	TokenExpiresAt *metav1.Time `json:"tokenExpiresAt,omitempty"`
-	// Renewable tells whether Vault allows renewal.
-	Renewable bool `json:"renewable"`
-	// Previous is a replaced lease awaiting revocation.
-	// +optional
-	PreviousID string `json:"previousID,omitempty"`
-	// +optional
-	RevokePreviousAt *metav1.Time `json:"revokePreviousAt,omitempty"`
-	// PreviousExpiresAt is the replaced lease's effective end: it is not
-	// revoked after that, since Vault already has.
-	// +optional
-	PreviousExpiresAt *metav1.Time `json:"previousExpiresAt,omitempty"`
+	// LeaseJournal is this source's own lease journal (dynamic sources):
+	// its pending, current and replaced leases, with the same rules as
+	// the journal of spec.source.
+	LeaseJournal `json:",inline"`
 }
 
 // VaultSecretList is a list of VaultSecret.
