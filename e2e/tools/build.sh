@@ -29,7 +29,9 @@ build() { # name version package [extra ldflags] [build tags]
 }
 
 # promtool, then the Prometheus server from the same module, tag and
-# (mostly) packages, so the server costs little once promtool is built.
+# (mostly) packages, so the server costs little once promtool is built
+# (measured on 2 cores with an empty build cache: promtool 150 s, then the
+# server 62 s more).
 # The tag remove_all_sd leaves out every service discovery but file and
 # HTTP, which cuts a fifth of the packages. Without the builtinassets tag
 # the server embeds no web UI: the tests use its HTTP API only.
