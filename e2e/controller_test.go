@@ -91,6 +91,18 @@ func (b *blackHole) hole() {
 	b.mu.Unlock()
 }
 
+// restore forwards again. The connections held while holed are cut, so
+// clients waiting on them connect anew instead of waiting for a deadline.
+func (b *blackHole) restore() {
+	b.holed.Store(false)
+	b.mu.Lock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
+	b.mu.Unlock()
+}
+
 // applyRaw sends a manifest to the API server as it is, without decoding it
 // into Go types first, so values the Go types would refuse reach admission.
 func (s *syncerStack) applyRaw(t *testing.T, manifest string) error {

@@ -47,6 +47,10 @@ type stackOptions struct {
 	// chartValues are --set values of the chart whose RBAC the
 	// controller runs with.
 	chartValues []string
+	// vault and controlPlane, when set, are used instead of starting new
+	// ones (a test whose API server encrypts with a plugin on that Vault).
+	vault        *harness.Vault
+	controlPlane *harness.ControlPlane
 }
 
 // startSyncerStack starts Vault with kubernetes auth reviewing tokens with
@@ -58,8 +62,13 @@ func startSyncerStack(t *testing.T, opts ...stackOptions) *syncerStack {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	s := &syncerStack{v: harness.StartVault(t)}
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
+	s := &syncerStack{v: o.vault, cp: o.controlPlane}
+	if s.v == nil {
+		s.v = harness.StartVault(t)
+	}
+	if s.cp == nil {
+		s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
+	}
 	s.cp.StartControllerManager(o.controllers...)
 	harness.ConfigureKubernetesAuth(s.v, s.cp, "kubernetes")
 	s.cp.Namespace("app", "app")
