@@ -141,6 +141,21 @@ spec:
 		node.LoadImage(appImage)
 		testAppRollout(t, cp, v, app, appImage)
 	})
+
+	t.Run("the plugin as a static pod", func(t *testing.T) {
+		testPluginStaticPod(t, cp, node, v, binaries["vaultkms-plugin"])
+	})
+
+	// The teardown cleanup runs anyway; run it now to check it: the next
+	// run on this machine must find nothing of this one.
+	t.Run("teardown leaves nothing", func(t *testing.T) {
+		stopped := time.Now()
+		node.Stop()
+		t.Logf("node torn down in %s", time.Since(stopped).Round(100*time.Millisecond))
+		if left := node.Leftovers(); len(left) > 0 {
+			t.Fatalf("the node left behind:\n%s", strings.Join(left, "\n"))
+		}
+	})
 }
 
 // restrictedNamespace creates a namespace whose pods must meet the

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -42,6 +43,7 @@ type Node struct {
 	sysctls   map[string]string // kernel tunables the kubelet sets, as they were
 	dnatRule  []string
 	startedAt time.Time
+	stopOnce  sync.Once
 }
 
 // NodeUnsupported says why this machine cannot run a test node, or ""

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,13 @@ import (
 // releases their network), then the kubelet, whatever containerd still
 // runs, containerd, and what no process removes on exit: mounts, the
 // bridge, kubepods cgroups, iptables chains. Each step logs and goes on.
-func (n *Node) teardown() {
+func (n *Node) teardown() { n.stopOnce.Do(n.stop) }
+
+// Stop tears the node down now (cleanup does too); Leftovers then tells
+// whether anything of it is still there.
+func (n *Node) Stop() { n.teardown() }
+
+func (n *Node) stop() {
 	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
 		n.procs[name].stop(10 * time.Second)
 	}
@@ -291,4 +298,55 @@ func (n *Node) restoreSysctls() {
 			n.env.Logf("node teardown: restore %s=%s: %v", k, v, err)
 		}
 	}
+}
+
+// Leftovers lists what of the node is still on this machine after Stop:
+// processes (its containerd, kubelet, shims), mounts under its
+// directories, its bridge, kubepods cgroups, its DNAT rule and KUBE-*
+// chains, changed kernel tunables. Empty when the teardown left nothing.
+func (n *Node) Leftovers() []string {
+	var left []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, n.l.Socket) || strings.Contains(cmd, n.l.Dir+"/") {
+			left = append(left, "process: "+cmd)
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 4 {
+				p := unescapeMountPath(f[4])
+				for _, r := range []string{n.l.Dir, n.l.ContainerdState} {
+					if p == r || strings.HasPrefix(p, r+"/") {
+						left = append(left, "mount: "+p)
+					}
+				}
+			}
+		}
+	}
+	if exec.Command("ip", "link", "show", n.l.Bridge).Run() == nil {
+		left = append(left, "bridge: "+n.l.Bridge)
+	}
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*"); len(cg) > 0 {
+		left = append(left, "cgroups: "+strings.Join(cg, " "))
+	}
+	if out, _ := exec.Command("iptables", "-w", "-t", "nat", "-S").Output(); strings.Contains(string(out), n.Name) {
+		left = append(left, "iptables: the DNAT rule of "+n.Name)
+	}
+	for key := range iptablesChains() {
+		if !n.chains[key] && strings.Contains(key, "/KUBE-") {
+			left = append(left, "iptables chain: "+key)
+		}
+	}
+	for k, v := range readSysctls() {
+		if n.sysctls[k] != v {
+			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", k, v, n.sysctls[k]))
+		}
+	}
+	return left
 }
