@@ -142,6 +142,10 @@ spec:
 		testAppRollout(t, cp, v, app, appImage)
 	})
 
+	t.Run("leader pod deleted, then a drain past the PodDisruptionBudget", func(t *testing.T) {
+		testControllerFaults(t, cp, ns)
+	})
+
 	t.Run("the plugin as a static pod", func(t *testing.T) {
 		testPluginStaticPod(t, cp, node, v, binaries["vaultkms-plugin"])
 	})
