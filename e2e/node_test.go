@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -43,38 +42,10 @@ func TestChartOnNode(t *testing.T) {
 	node := harness.StartNode(t, cp)
 	t.Logf("control plane and node Ready after %s", time.Since(start).Round(100*time.Millisecond))
 
-	// The controller image as `make image` builds it (offline form: on
-	// scratch); the classic builder builds the stages before --target too.
-	binaries := map[string]string{}
-	for _, b := range []string{"vaultkms-plugin", "vaultkms-controller"} {
-		binaries[b] = harness.StaticBuild(t, "github.com/vaultkms/vaultkms/cmd/"+b)
-	}
-	tag := "e2e-" + harness.RandomSuffix()
-	controllerImage := "docker.io/vaultkms-e2e/vaultkms-controller:" + tag
-	harness.BuildImage(t, "controller", controllerImage, tag, binaries)
-	node.LoadImage(controllerImage)
-
 	v := harness.StartVaultWith(t, harness.VaultOptions{ReachableAt: []net.IP{node.HostIP}})
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
-	vaultAddr := fmt.Sprintf("https://%s:%s", node.HostIP, strings.TrimPrefix(v.Addr, "https://127.0.0.1:"))
-	ca, err := os.ReadFile(v.CA.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	const ns = "vaultkms-system"
-	restrictedNamespace(t, cp, ns)
-	if _, err := cp.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "vault-ca"}, Data: map[string][]byte{"ca.crt": ca},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	installed := time.Now()
-	cp.InstallChartAndWait("vaultkms", ns, 3*time.Minute,
-		"vault.addr="+vaultAddr, "vault.caCertSecret=vault-ca",
-		"controller.image.repository=docker.io/vaultkms-e2e/vaultkms-controller", "controller.image.tag="+tag,
-		"controller.image.pullPolicy=Never", "controller.replicas=2", "controller.podDisruptionBudget.enabled=true")
-	t.Logf("helm install --wait returned after %s", time.Since(installed).Round(100*time.Millisecond))
+	chart := harness.InstallChartOnNode(t, cp, node, v, "controller.replicas=2", "controller.podDisruptionBudget.enabled=true")
+	ns := chart.Namespace
 
 	t.Run("controller pods Ready through their probes", func(t *testing.T) {
 		pods, err := cp.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
@@ -106,7 +77,7 @@ func TestChartOnNode(t *testing.T) {
 	// A tenant: its VaultSecret is served by the pods, which log in to
 	// the API server and to Vault with their in-cluster configuration.
 	const app = "app"
-	restrictedNamespace(t, cp, app)
+	harness.RestrictedNamespace(t, cp, app)
 	cp.Namespace(app, app)
 	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
 	v.Write("auth/kubernetes/role/app", map[string]any{
@@ -147,7 +118,7 @@ spec:
 	})
 
 	t.Run("the plugin as a static pod", func(t *testing.T) {
-		testPluginStaticPod(t, cp, node, v, binaries["vaultkms-plugin"])
+		testPluginStaticPod(t, cp, node, v, chart.Binaries["vaultkms-plugin"])
 	})
 
 	// The teardown cleanup runs anyway; run it now to check it: the next
@@ -160,19 +131,6 @@ spec:
 			t.Fatalf("the node left behind:\n%s", strings.Join(left, "\n"))
 		}
 	})
-}
-
-// restrictedNamespace creates a namespace whose pods must meet the
-// restricted Pod Security Standard.
-func restrictedNamespace(t *testing.T, cp *harness.ControlPlane, name string) {
-	t.Helper()
-	_, err := cp.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   name,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"},
-	}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("namespace %s: %v", name, err)
-	}
 }
 
 func podReady(p *corev1.Pod) bool {
