@@ -12,10 +12,7 @@ package main
 import (
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
@@ -53,9 +50,7 @@ func main() {
 	fmt.Printf("  export VAULT_ADDR=%s VAULT_CACERT=%s VAULT_TOKEN=$(cat %s)\n", v.Addr, v.CA.CertFile, rootTokenFile)
 	fmt.Printf("  # pods reach Vault at %s; its kubernetes auth is mounted at auth/kubernetes\n", chart.VaultAddr)
 	fmt.Printf("\nPress Ctrl-C to stop and remove everything.\n")
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	fmt.Println("\nstopping...")
+	// StopOnSignal tears everything down and exits on Ctrl-C, during the
+	// setup above as well as now.
+	select {}
 }
