@@ -21,7 +21,7 @@ BASE_IMAGE ?=
 # Fully qualified, as the chart and the static pod name the images.
 IMAGE_PREFIX ?= docker.io/vaultkms
 
-.PHONY: all help tools tools-demo bench-tools build generate check-generated test test-alerts unit bench demo lint image clean
+.PHONY: all help tools tools-demo bench-tools build generate check-generated test test-alerts unit bench demo cluster lint image clean
 
 all: build
 
@@ -92,6 +92,11 @@ tools-demo:
 demo: tools-demo
 	@$(GO) build -o $(BIN)/vaultkms-demo ./e2e/demo
 	@$(BIN)/vaultkms-demo
+
+## cluster: a one-node cluster (kubelet, containerd) with the chart installed; prints KUBECONFIG; Ctrl-C removes it (root)
+cluster: tools
+	@$(GO) build -o $(BIN)/vaultkms-cluster ./e2e/cluster
+	@$(BIN)/vaultkms-cluster
 
 ## lint: go vet, gofmt and golangci-lint (pinned in e2e/tools/golangci-lint, config .golangci.yml)
 lint: tools

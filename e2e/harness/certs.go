@@ -54,6 +54,20 @@ func NewCA(dir, name string) (*CA, error) {
 // Issue writes a certificate and key signed by the CA into dir and returns
 // their paths. A server certificate covers 127.0.0.1 and localhost.
 func (ca *CA) Issue(dir, name string, server bool) (certFile, keyFile string, err error) {
+	if server {
+		return ca.IssueServer(dir, name)
+	}
+	return ca.issue(dir, name, false, nil)
+}
+
+// IssueServer writes a server certificate covering 127.0.0.1, localhost
+// and the further addresses ips (such as a test node's bridge gateway,
+// where pods reach the server).
+func (ca *CA) IssueServer(dir, name string, ips ...net.IP) (certFile, keyFile string, err error) {
+	return ca.issue(dir, name, true, ips)
+}
+
+func (ca *CA) issue(dir, name string, server bool, ips []net.IP) (certFile, keyFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -68,7 +82,7 @@ func (ca *CA) Issue(dir, name string, server bool) (certFile, keyFile string, er
 	}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tmpl.IPAddresses = append([]net.IP{net.ParseIP("127.0.0.1")}, ips...)
 		tmpl.DNSNames = []string{"localhost"}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
@@ -56,11 +57,25 @@ type Release struct {
 // for --set). It fails the test with Helm's message on error.
 func (cp *ControlPlane) InstallChart(name, namespace string, values ...string) *Release {
 	cp.env.Helper()
+	return cp.installChart(name, namespace, nil, values)
+}
+
+// InstallChartAndWait is InstallChart with `--wait`: on a control plane
+// with a node (StartNode), Helm returns once the release's pods are Ready
+// through their own probes, and fails after timeout.
+func (cp *ControlPlane) InstallChartAndWait(name, namespace string, timeout time.Duration, values ...string) *Release {
+	cp.env.Helper()
+	return cp.installChart(name, namespace, []string{"--wait", "--timeout", timeout.String()}, values)
+}
+
+func (cp *ControlPlane) installChart(name, namespace string, flags, values []string) *Release {
+	cp.env.Helper()
 	kubeconfig := filepath.Join(cp.env.TempDir(), "helm-kubeconfig")
 	if err := cp.WriteKubeconfig(kubeconfig); err != nil {
 		cp.env.Fatalf("kubeconfig for helm: %v", err)
 	}
 	args := []string{"upgrade", "--install", name, ChartPath(cp.env), "--namespace", namespace, "--timeout", "2m"}
+	args = append(args, flags...)
 	for _, v := range values {
 		args = append(args, "--set", v)
 	}

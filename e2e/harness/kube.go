@@ -26,6 +26,9 @@ type ControlPlane struct {
 	// EncryptionConfigPath is the file the API server reads (and, with
 	// automatic reload, re-reads).
 	EncryptionConfigPath string
+	// ServingCAFile is the CA of the API server's serving certificate,
+	// with ControlPlaneOptions.Node only.
+	ServingCAFile string
 
 	env  Env
 	etcd *clientv3.Client
@@ -40,6 +43,11 @@ type ControlPlaneOptions struct {
 	Args map[string]string
 	// CRDDirs are directories of CustomResourceDefinitions to install.
 	CRDDirs []string
+	// Node prepares the API server for a kubelet (StartNode): reachable
+	// from pods, its certificate valid for the kubernetes Service's
+	// ClusterIP, the ServiceAccount admission plugin on, kubelets reached
+	// at their InternalIP.
+	Node bool
 }
 
 // StartControlPlane starts etcd and kube-apiserver; they stop on cleanup.
@@ -73,6 +81,18 @@ func StartControlPlane(env Env, opts ControlPlaneOptions) *ControlPlane {
 		}
 		args.Set("encryption-provider-config", cp.EncryptionConfigPath)
 		args.Set("encryption-provider-config-automatic-reload", "true")
+	}
+	if opts.Node {
+		caPEM, caFile, err := writeNodeServingCerts(api.CertDir)
+		if err != nil {
+			env.Fatalf("certificates for a control plane with a node: %v", err)
+		}
+		api.SecureServing.CA = caPEM
+		cp.ServingCAFile = caFile
+		for k, v := range nodeAPIServerArgs(api.CertDir) {
+			args.Set(k, v)
+		}
+		args.Disable("disable-admission-plugins")
 	}
 	for k, v := range opts.Args {
 		args.Set(k, v)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -36,6 +37,21 @@ type Vault struct {
 // when env cleans up.
 func StartVault(env Env) *Vault {
 	env.Helper()
+	return StartVaultWith(env, VaultOptions{})
+}
+
+// VaultOptions configures StartVaultWith.
+type VaultOptions struct {
+	// ReachableAt are further addresses of this host the server is
+	// reached at, such as a test node's bridge gateway for pods: the
+	// server then listens on every address and its certificate covers
+	// these too. Addr stays on 127.0.0.1.
+	ReachableAt []net.IP
+}
+
+// StartVaultWith is StartVault with options.
+func StartVaultWith(env Env, opts VaultOptions) *Vault {
+	env.Helper()
 	v := &Vault{env: env, bin: Binary(env, "vault"), Dir: env.TempDir()}
 	port, err := FreePort()
 	if err != nil {
@@ -46,20 +62,24 @@ func StartVault(env Env) *Vault {
 	if v.CA, err = NewCA(v.Dir, "vault"); err != nil {
 		env.Fatalf("vault CA: %v", err)
 	}
-	crt, key, err := v.CA.Issue(v.Dir, "vault-server", true)
+	crt, key, err := v.CA.IssueServer(v.Dir, "vault-server", opts.ReachableAt...)
 	if err != nil {
 		env.Fatalf("vault server cert: %v", err)
 	}
+	listen := "127.0.0.1"
+	if len(opts.ReachableAt) > 0 {
+		listen = "0.0.0.0"
+	}
 	cfg := fmt.Sprintf(`storage "file" { path = %q }
 listener "tcp" {
-  address       = "127.0.0.1:%d"
+  address       = "%s:%d"
   tls_cert_file = %q
   tls_key_file  = %q
 }
 disable_mlock = true
 api_addr      = %q
 log_level     = "warn"
-`, filepath.Join(v.Dir, "data"), port, crt, key, v.Addr)
+`, filepath.Join(v.Dir, "data"), listen, port, crt, key, v.Addr)
 	if err := os.WriteFile(filepath.Join(v.Dir, "vault.hcl"), []byte(cfg), 0o600); err != nil {
 		env.Fatalf("vault config: %v", err)
 	}

@@ -70,11 +70,18 @@ core() {
   build etcdctl "$etcd" go.etcd.io/etcd/etcdctl/v3
   build kube-apiserver "$kube" k8s.io/kubernetes/cmd/kube-apiserver "$kubever"
   build kube-controller-manager "$kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kubever"
+  # The node the chart's pods run on (e2e/harness/node.go): right after
+  # kube-controller-manager, whose packages they mostly share, so the
+  # build cache is warm. Without the version ldflags the node reports
+  # v0.0.0-master.
+  build kube-scheduler "$kube" k8s.io/kubernetes/cmd/kube-scheduler "$kubever"
+  build kubelet "$kube" k8s.io/kubernetes/cmd/kubelet "$kubever"
   build vault "$vault" github.com/hashicorp/vault
 }
 
 # `build.sh demo` stops here: the demo runs etcd, kube-apiserver,
-# kube-controller-manager and Vault, nothing built below.
+# kube-controller-manager and Vault (kube-scheduler and kubelet are built
+# with them but the demo does not run them), nothing built below.
 if [ "${1:-}" = demo ]; then core; exit 0; fi
 
 # The developer tools, each in a module of its own so their dependency

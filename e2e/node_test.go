@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+// TestChartOnNode installs the chart with `helm install --wait` on a real
+// kubelet (harness.StartNode: a private containerd, a CNI bridge,
+// kube-scheduler and kube-controller-manager with all controllers), into
+// a namespace that enforces the restricted Pod Security Standard. The
+// controller's pods must be admitted, become Ready through their own
+// probes and, with only their in-cluster configuration (the mounted
+// service account token, the kube-root-ca.crt CA, the kubernetes
+// Service), sync a VaultSecret from a Vault the pods reach over the
+// node's bridge.
+func TestChartOnNode(t *testing.T) {
+	if why := harness.NodeUnsupported(); why != "" {
+		t.Skipf("TestChartOnNode runs the chart's pods on a real kubelet: %s", why)
+	}
+	if _, err := harness.Docker("info", "--format", "{{.ServerVersion}}"); err != nil {
+		t.Skipf("TestChartOnNode builds the images with docker: %v", err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{Node: true})
+	node := harness.StartNode(t, cp)
+	t.Logf("control plane and node Ready after %s", time.Since(start).Round(100*time.Millisecond))
+
+	v := harness.StartVaultWith(t, harness.VaultOptions{ReachableAt: []net.IP{node.HostIP}})
+	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
+	chart := harness.InstallChartOnNode(t, cp, node, v, "controller.replicas=2", "controller.podDisruptionBudget.enabled=true")
+	ns := chart.Namespace
+
+	t.Run("controller pods Ready through their probes", func(t *testing.T) {
+		pods, err := cp.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) != 2 {
+			t.Fatalf("%d controller pods, want 2", len(pods.Items))
+		}
+		for _, p := range pods.Items {
+			if p.Spec.NodeName != node.Name || p.Status.PodIP == "" {
+				t.Errorf("pod %s on node %q with IP %q, want on %s with a pod IP", p.Name, p.Spec.NodeName, p.Status.PodIP, node.Name)
+			}
+			c := p.Spec.Containers[0]
+			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+				t.Errorf("pod %s has no probes: the chart's readiness was not tested", p.Name)
+			}
+			if !podReady(&p) {
+				t.Errorf("pod %s not Ready after helm --wait", p.Name)
+			}
+			for _, s := range p.Status.ContainerStatuses {
+				if s.RestartCount != 0 {
+					t.Errorf("pod %s container %s restarted %d times", p.Name, s.Name, s.RestartCount)
+				}
+			}
+		}
+	})
+
+	// A tenant: its VaultSecret is served by the pods, which log in to
+	// the API server and to Vault with their in-cluster configuration.
+	const app = "app"
+	harness.RestrictedNamespace(t, cp, app)
+	cp.Namespace(app, app)
+	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	v.Write("auth/kubernetes/role/app", map[string]any{
+		"bound_service_account_names": app, "bound_service_account_namespaces": app,
+		"token_policies": "app-read", "token_ttl": "1h", "audience": "vault",
+	})
+	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "node-pw-1"}})
+	vs := dynamic.NewForConfigOrDie(cp.Config).Resource(schema.GroupVersionResource{Group: "secrets.vaultkms.io", Version: "v1alpha1", Resource: "vaultsecrets"}).Namespace(app)
+	var obj unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(`
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: config, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/config}}
+  refreshInterval: 5s
+  ttl: 1h
+  rolloutRestartTargets: [{kind: Deployment, name: reader}]
+`), &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vs.Create(ctx, &obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	synced := time.Now()
+	waitSecretValue(t, cp, app, "config", "password", "node-pw-1", 90*time.Second)
+	t.Logf("the controller pods synced the VaultSecret in %s", time.Since(synced).Round(100*time.Millisecond))
+
+	t.Run("an application sees a changed value", func(t *testing.T) {
+		appImage := harness.ProgramImage(t, "github.com/vaultkms/vaultkms/e2e/harness/nodeapp", "nodeapp")
+		node.LoadImage(appImage)
+		testAppRollout(t, cp, v, app, appImage)
+	})
+
+	t.Run("leader pod deleted, then a drain past the PodDisruptionBudget", func(t *testing.T) {
+		testControllerFaults(t, cp, ns)
+	})
+
+	t.Run("the plugin as a static pod", func(t *testing.T) {
+		testPluginStaticPod(t, cp, node, v, chart.Binaries["vaultkms-plugin"])
+	})
+
+	// The teardown cleanup runs anyway; run it now to check it: the next
+	// run on this machine must find nothing of this one.
+	t.Run("teardown leaves nothing", func(t *testing.T) {
+		stopped := time.Now()
+		node.Stop()
+		t.Logf("node torn down in %s", time.Since(stopped).Round(100*time.Millisecond))
+		if left := node.Leftovers(); len(left) > 0 {
+			t.Fatalf("the node left behind:\n%s", strings.Join(left, "\n"))
+		}
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitSecretValue waits until Secret ns/name holds want at key.
+func waitSecretValue(t *testing.T, cp *harness.ControlPlane, ns, name, key, want string, d time.Duration) {
+	t.Helper()
+	eventually(t, d, func() error {
+		s, err := cp.Client.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if string(s.Data[key]) != want {
+			return fmt.Errorf("secret %s/%s key %s does not hold the expected value yet", ns, name, key)
+		}
+		return nil
+	})
+}
+
+// readerDeployment is an application reading Secret "config" as the
+// environment variable SECRET_VALUE and as the file /secret/password,
+// restricted-compliant.
+func readerDeployment(ns, image string) *appsv1.Deployment {
+	labels := map[string]string{"app": "reader"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](2),
+					SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					Containers: []corev1.Container{{
+						Name: "reader", Image: image, ImagePullPolicy: corev1.PullNever,
+						Env: []corev1.EnvVar{
+							{Name: "NODEAPP_ENV", Value: "SECRET_VALUE"},
+							{Name: "NODEAPP_FILE", Value: "/secret/password"},
+							{Name: "SECRET_VALUE", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+								LocalObjectReference: corev1.LocalObjectReference{Name: "config"}, Key: "password"}}},
+						},
+						VolumeMounts: []corev1.VolumeMount{{Name: "secret", MountPath: "/secret", ReadOnly: true}},
+						SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+					}},
+					Volumes: []corev1.Volume{{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "config"}}}},
+				},
+			},
+		},
+	}
+}
