@@ -33,7 +33,7 @@ var auditorRules = []rbacv1.PolicyRule{
 // startAuditor runs cmd/vaultkms-auditor as a user holding only
 // auditorRules; it stops on cleanup and its log is printed if the test
 // fails.
-func startAuditor(t *testing.T, cp *harness.ControlPlane, args ...string) {
+func startAuditor(t *testing.T, cp *harness.ControlPlane, args ...string) *harness.Controller {
 	t.Helper()
 	ctx := context.Background()
 	name := "vaultkms-auditor"
@@ -59,12 +59,13 @@ func startAuditor(t *testing.T, cp *harness.ControlPlane, args ...string) {
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log := harness.RunAuditor(t, kubeconfig, args...).Log
+	a := harness.RunAuditor(t, kubeconfig, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("auditor log:\n%s", log.String())
+			t.Logf("auditor log:\n%s", a.Log.String())
 		}
 	})
+	return a
 }
 
 // storedKMS builds a value laid out as kube-apiserver stores a KMS v2

@@ -185,7 +185,10 @@ func run() error {
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
-	etcd, err := etcdconn.Dial(ctx, o.etcd)
+	// Lazy: an etcd that does not answer yet is a failed scan (metrics,
+	// EncryptionStatus, the ScanFailing alert), not an exit that leaves
+	// nothing running to say why.
+	etcd, err := etcdconn.NewLazy(o.etcd)
 	if err != nil {
 		return err
 	}
@@ -218,7 +221,7 @@ func run() error {
 
 // setupRotation runs the RotationPolicy autopilot with its own Vault
 // identity, separate from the read-only one of --vault-token-file.
-func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd *etcdconn.Client, targets []scan.Target, key publisher.KeySource) error {
+func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd scan.KV, targets []scan.Target, key publisher.KeySource) error {
 	if o.rotationAuth.Method == "token" && o.rotationAuth.TokenFile != "" && o.rotationAuth.TokenFile == o.vaultTokenFile {
 		return errors.New("--rotation-token-file must not be --vault-token-file: rotation uses its own identity, allowed to rotate and trim one key, apart from the read-only one")
 	}

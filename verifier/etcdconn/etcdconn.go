@@ -42,20 +42,14 @@ type Client struct {
 
 // Dial connects and checks that every endpoint answers within DialTimeout.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
-	if len(cfg.Endpoints) == 0 {
-		return nil, errors.New("--etcd-endpoints is empty: name at least one etcd client URL")
+	if err := checkEndpoints(cfg.Endpoints); err != nil {
+		return nil, err
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 30 * time.Second
-	}
-	for _, ep := range cfg.Endpoints {
-		u, err := url.Parse(ep)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return nil, fmt.Errorf("--etcd-endpoints: %q is not a URL such as https://10.0.0.1:2379", ep)
-		}
 	}
 	c := &Client{cfg: cfg}
 	ccfg := clientv3.Config{
@@ -169,4 +163,19 @@ func Diagnose(endpoint string, tc *tls.Config, timeout time.Duration) string {
 		return "the peer closed the connection: " + err.Error()
 	}
 	return "the peer answers; check credentials and that it is etcd"
+}
+
+// checkEndpoints refuses what no connection could fix: no endpoint, or one
+// that is not an http(s) URL.
+func checkEndpoints(endpoints []string) error {
+	if len(endpoints) == 0 {
+		return errors.New("--etcd-endpoints is empty: name at least one etcd client URL")
+	}
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("--etcd-endpoints: %q is not a URL such as https://10.0.0.1:2379", ep)
+		}
+	}
+	return nil
 }

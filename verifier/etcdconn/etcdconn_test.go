@@ -86,3 +86,33 @@ func TestDialBadInput(t *testing.T) {
 		t.Errorf("missing CA file: %v", err)
 	}
 }
+
+// TestLazyConnectsOnRead: NewLazy refuses malformed endpoints at once but
+// makes no connection; a read against a port nobody serves fails with the
+// endpoint named, and the next read tries again rather than keeping the
+// first failure.
+func TestLazyConnectsOnRead(t *testing.T) {
+	if _, err := NewLazy(Config{Endpoints: []string{"127.0.0.1:2379"}}); err == nil {
+		t.Fatal("NewLazy accepted an endpoint without a scheme")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := "http://" + l.Addr().String()
+	l.Close()
+	lazy, err := NewLazy(Config{Endpoints: []string{ep}, DialTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewLazy dialled or refused a well-formed endpoint: %v", err)
+	}
+	defer lazy.Close()
+	for i := 0; i < 2; i++ {
+		_, err := lazy.Get(context.Background(), "/registry/secrets/", nil...)
+		if err == nil || !strings.Contains(err.Error(), ep) {
+			t.Fatalf("read %d against a closed port: %v, want an error naming %s", i, err, ep)
+		}
+		if lazy.c != nil {
+			t.Fatalf("read %d kept a client after a failed connection", i)
+		}
+	}
+}
