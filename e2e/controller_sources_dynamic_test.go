@@ -94,14 +94,9 @@ func journals(vs *v1alpha1.VaultSecret) []v1alpha1.LeaseJournal {
 // gone from PostgreSQL) and the Secret goes.
 func TestVaultSecretSourcesDynamic(t *testing.T) {
 	t.Parallel()
-	pg := harness.StartPostgres(t)
-	s := startSyncerStack(t)
+	s, pg := startDynamicSources(t, "15s")
 	ctx := context.Background()
 	audit := s.v.EnableFileAudit()
-	setupDatabase(t, s, pg, "15s", "10m")
-	s.v.Policy("kv-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	s.role("app", "app", "db-creds,kv-read", nil)
-	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"apiKey": "k-1"}})
 	if _, err := s.apply(t, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
@@ -217,13 +212,8 @@ spec:
 // period.
 func TestVaultSecretSourcesDynamicJournal(t *testing.T) {
 	t.Parallel()
-	pg := harness.StartPostgres(t)
-	s := startSyncerStack(t)
+	s, pg := startDynamicSources(t, "5m")
 	ctx := context.Background()
-	setupDatabase(t, s, pg, "5m", "10m")
-	s.v.Policy("kv-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	s.role("app", "app", "db-creds,kv-read", nil)
-	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"apiKey": "k-1"}})
 	if _, err := s.apply(t, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
@@ -319,4 +309,18 @@ spec:
 	if err := pg.Ping(string(sec.Data["username"]), string(sec.Data["password"])); err != nil {
 		t.Fatalf("Ready=True while the Secret's credentials do not log in: %v", err)
 	}
+}
+
+// startDynamicSources is a syncer stack with a PostgreSQL secrets engine
+// whose leases last leaseTTL, a kv path, and a role "app" in namespace app
+// that may read both.
+func startDynamicSources(t *testing.T, leaseTTL string) (*syncerStack, *harness.Postgres) {
+	t.Helper()
+	pg := harness.StartPostgres(t)
+	s := startSyncerStack(t)
+	setupDatabase(t, s, pg, leaseTTL, "10m")
+	s.v.Policy("kv-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	s.role("app", "app", "db-creds,kv-read", nil)
+	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"apiKey": "k-1"}})
+	return s, pg
 }

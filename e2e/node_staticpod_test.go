@@ -39,34 +39,7 @@ func testPluginStaticPod(t *testing.T, cp *harness.ControlPlane, node *harness.N
 	harness.BuildImage(t, "plugin", ref, tag, map[string]string{"vaultkms-plugin": pluginBinary})
 	node.LoadImage(ref)
 
-	key := argValue(c.Args, "transit-key")
-	v.Enable("transit", "transit")
-	v.TransitKey("transit", key)
-	v.Policy("kms-plugin", harness.PluginPolicy("transit", key))
-	v.EnableAuth("approle", "approle")
-	v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "1h"})
-
-	// /etc/vaultkms as the operator prepares it (root-owned, 0600 files);
-	// /run/vaultkms left for the kubelet to create (DirectoryOrCreate).
-	host := harness.SocketDir(t)
-	etcDir, runDir := filepath.Join(host, "etc"), filepath.Join(host, "run")
-	if err := os.Mkdir(etcDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := os.ReadFile(v.CA.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := map[string]string{
-		"vault-ca.pem": string(ca),
-		"role-id":      v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string),
-		"secret-id":    v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string),
-	}
-	for name, content := range creds {
-		if err := os.WriteFile(filepath.Join(etcDir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etcDir, runDir := pluginHost(t, v, c.Args)
 	for i := range pod.Spec.Volumes {
 		hp := pod.Spec.Volumes[i].HostPath
 		switch {

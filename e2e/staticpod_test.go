@@ -191,39 +191,7 @@ func TestStaticPodStartsAsWritten(t *testing.T) {
 
 	// Vault, with the Transit key and AppRole the manifest names.
 	v := harness.StartVault(t)
-	key := argValue(c.Args, "transit-key")
-	v.Enable("transit", "transit")
-	v.TransitKey("transit", key)
-	v.Policy("kms-plugin", harness.PluginPolicy("transit", key))
-	v.EnableAuth("approle", "approle")
-	v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "1h"})
-
-	// The node: /etc/vaultkms as the operator prepares it (root-owned, the
-	// files 0600), /run/vaultkms left for kubelet to create.
-	node := harness.SocketDir(t)
-	etcDir, runDir := filepath.Join(node, "etc"), filepath.Join(node, "run")
-	if err := os.Mkdir(etcDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := os.ReadFile(v.CA.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := map[string]string{
-		"/etc/vaultkms/vault-ca.pem": string(ca),
-		"/etc/vaultkms/role-id":      v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string),
-		"/etc/vaultkms/secret-id":    v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string),
-	}
-	for _, flagName := range []string{"vault-ca-cert", "approle-role-id-file", "approle-secret-id-file"} {
-		p := argValue(c.Args, flagName)
-		content, ok := creds[p]
-		if !ok {
-			t.Fatalf("static pod --%s=%s: the test prepares only %v", flagName, p, creds)
-		}
-		if err := os.WriteFile(filepath.Join(etcDir, filepath.Base(p)), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etcDir, runDir := pluginHost(t, v, c.Args)
 	hostDirs := map[string]string{"/etc/vaultkms": etcDir, "/run/vaultkms": runDir}
 
 	healthPort, err := harness.FreePort()
@@ -250,7 +218,7 @@ func TestStaticPodStartsAsWritten(t *testing.T) {
 		old := pod.DeepCopy()
 		uid, gid := int64(65532), int64(65532)
 		old.Spec.Containers[0].SecurityContext.RunAsUser, old.Spec.Containers[0].SecurityContext.RunAsGroup = &uid, &gid
-		dir := filepath.Join(node, "run-old")
+		dir := filepath.Join(filepath.Dir(runDir), "run-old")
 		oldDirs := map[string]string{"/etc/vaultkms": etcDir, "/run/vaultkms": dir}
 		id := run(t, dockerRunArgs(t, old, ref, oldDirs, args))
 		exited := false
@@ -370,4 +338,46 @@ func TestSystemdUnitMatchesStaticPod(t *testing.T) {
 			t.Errorf("unit %s=%q, want %q (the static pod's user model)", k, got, want)
 		}
 	}
+}
+
+// pluginHost prepares what the static pod's plugin needs as an operator
+// does: in Vault, the Transit key and the AppRole its flags name; on the
+// node, /etc/vaultkms (the files its flags name, each 0600) and
+// /run/vaultkms (left for the kubelet to create). It returns the
+// temporary directories standing in for the two, since a test must not
+// write the host's /etc and /run.
+func pluginHost(t *testing.T, v *harness.Vault, args []string) (etcDir, runDir string) {
+	t.Helper()
+	key := argValue(args, "transit-key")
+	v.Enable("transit", "transit")
+	v.TransitKey("transit", key)
+	v.Policy("kms-plugin", harness.PluginPolicy("transit", key))
+	v.EnableAuth("approle", "approle")
+	v.Write("auth/approle/role/kms", map[string]any{"token_policies": "kms-plugin", "token_ttl": "1h"})
+
+	host := harness.SocketDir(t)
+	etcDir, runDir = filepath.Join(host, "etc"), filepath.Join(host, "run")
+	if err := os.Mkdir(etcDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(v.CA.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := map[string]string{
+		"/etc/vaultkms/vault-ca.pem": string(ca),
+		"/etc/vaultkms/role-id":      v.Read("auth/approle/role/kms/role-id").Data["role_id"].(string),
+		"/etc/vaultkms/secret-id":    v.Write("auth/approle/role/kms/secret-id", nil).Data["secret_id"].(string),
+	}
+	for _, flagName := range []string{"vault-ca-cert", "approle-role-id-file", "approle-secret-id-file"} {
+		p := argValue(args, flagName)
+		content, ok := creds[p]
+		if !ok {
+			t.Fatalf("static pod --%s=%s: the test prepares only the files %v", flagName, p, []string{"/etc/vaultkms/vault-ca.pem", "/etc/vaultkms/role-id", "/etc/vaultkms/secret-id"})
+		}
+		if err := os.WriteFile(filepath.Join(etcDir, filepath.Base(p)), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return etcDir, runDir
 }
