@@ -34,7 +34,7 @@ func TestAuditorStartsWithEtcdUnreachable(t *testing.T) {
 	etcd := startBlackHole(t, strings.TrimPrefix(cp.EtcdURL, "http://"))
 	etcd.hole()
 	a := startAuditor(t, cp, "--etcd-endpoints=http://"+etcd.ln.Addr().String(), "--kms-socket=unix://"+p.Socket,
-		"--scan-interval=2s", "--etcd-dial-timeout=1s", "--etcd-request-timeout=2s")
+		"--scan-interval=5s", "--etcd-dial-timeout=1s", "--etcd-request-timeout=2s")
 
 	metrics := func() string {
 		resp, err := http.Get(a.MetricsURL)

@@ -101,8 +101,12 @@ spec:
 	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "pw-2"}})
 
 	// The auditor with the autopilot, reaching etcd through a proxy that
-	// can stop answering, and a rotation identity that may not rotate.
+	// does not answer yet (an auditor started against an unreachable
+	// etcd: VaultKMSScanFailing's "no successful scan since it started"
+	// branch), and a rotation identity that may not rotate.
 	etcdProxy := startBlackHole(t, strings.TrimPrefix(cp.EtcdURL, "http://"))
+	etcdProxy.hole()
+	holed := time.Now()
 	ap := &autopilotCluster{v: v, cp: cp, plugin: &harness.Plugin{Socket: socket}, kc: s.c,
 		metrics: []string{strings.TrimSuffix(cp.Config.Host, "/") + "/metrics"}}
 	auditor := ap.startRotationAuditor(t, rotationWithoutRotate(mount, key),
@@ -131,11 +135,9 @@ spec:
 		prom.WaitAlert(t, a.name, a.labels, harness.AlertInactive, alertWithin)
 	}
 
-	// The auditor loses etcd first: VaultKMSScanFailing waits for the
-	// last successful scan to be scanMaxAgeSeconds (the schema's least,
-	// 60s) old, time the tenant's scenario uses meanwhile.
-	etcdProxy.hole()
-	holed := time.Now()
+	// VaultKMSScanFailing waits for the auditor to be scanMaxAgeSeconds
+	// (the schema's least, 60s) old without a successful scan, time the
+	// tenant's scenario uses meanwhile.
 
 	t.Run("tenant role removed: VaultSecrets failing and expiring", func(t *testing.T) {
 		if _, err := v.Client().Logical().Delete("auth/kubernetes/role/app"); err != nil {
@@ -152,7 +154,7 @@ spec:
 		prom.WaitAlert(t, "VaultKMSVaultSecretExpiring", tenant, harness.AlertInactive, alertWithin)
 	})
 
-	t.Run("etcd unreachable from the auditor: scans failing", func(t *testing.T) {
+	t.Run("auditor started with etcd unreachable: no scan ever succeeded", func(t *testing.T) {
 		prom.WaitAlert(t, "VaultKMSScanFailing", nil, harness.AlertFiring, alertWithin)
 		logFiring(t, "VaultKMSScanFailing", time.Since(holed))
 		etcdProxy.restore()
