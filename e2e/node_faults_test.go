@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,6 +50,19 @@ func testControllerFaults(t *testing.T, cp *harness.ControlPlane, ns string) {
 		}
 		return fmt.Errorf("Lease holder %q is none of the Ready controller pods", holder)
 	})
+	lease := func() *coordinationv1.Lease {
+		t.Helper()
+		l, err := cp.Client.CoordinationV1().Leases(ns).Get(ctx, leaseName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	// When the old leader's Lease would run out if nobody released it:
+	// its last renewal seen here (a later one only moves this later) plus
+	// its duration, both the API server's.
+	held := lease()
+	expiry := held.Spec.RenewTime.Add(time.Duration(*held.Spec.LeaseDurationSeconds) * time.Second)
 	if err := pods.Delete(ctx, leader, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +75,11 @@ func testControllerFaults(t *testing.T, cp *harness.ControlPlane, ns string) {
 		return nil
 	})
 	t.Logf("leader pod %s deleted: another replica holds the Lease after %s", leader, time.Since(deleted).Round(100*time.Millisecond))
+	// A deleted pod stops gracefully and gives the Lease up: the other
+	// replica must have taken it before it could have expired.
+	if acquired := lease().Spec.AcquireTime; acquired == nil || !acquired.Time.Before(expiry) {
+		t.Errorf("the new leader acquired the Lease at %v, not before the old one ran out (%v): a stopped leader did not release it", acquired, expiry)
+	}
 
 	// Both replicas Ready again (the Deployment replaced the deleted one)
 	// and the disruption controller counted them.

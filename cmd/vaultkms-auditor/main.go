@@ -168,6 +168,9 @@ func run() error {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionNamespace: o.namespace,
 		LeaderElectionID:        "vaultkms-auditor.secrets.vaultkms.io",
+		// Given up on a graceful stop, once the scans and the autopilot
+		// have stopped; the process exits right after (see the controller).
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)

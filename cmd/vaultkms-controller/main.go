@@ -136,6 +136,12 @@ func run() error {
 		// The Lease lives in the controller's own namespace, which also
 		// lets it run outside a pod (no in-cluster namespace file there).
 		LeaderElectionNamespace: o.namespace,
+		// A replica told to stop (a pod deleted, drained or rolled)
+		// gives the Lease up once its work has stopped, so the other
+		// takes over within its retry period instead of waiting out the
+		// Lease. Safe because run returns, and the process exits, as soon
+		// as the manager does.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
