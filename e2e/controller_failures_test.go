@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
 
@@ -96,9 +97,11 @@ func liveLeases(t *testing.T, v *harness.Vault) []string {
 	return out
 }
 
-// unrecorded returns the live leases the VaultSecret's status does not
-// name. A lease seen before its status write lands is looked at again a
-// moment later: the status write follows the issue within milliseconds.
+// unrecorded returns the live leases that no lease journal of the
+// VaultSecret's status names (pending, current or replaced; spec.source's
+// or any of spec.sources'). A lease seen before its status write lands is
+// looked at again a moment later: the status write follows the issue
+// within milliseconds.
 func (s *syncerStack) unrecorded(t *testing.T, ns, name string) []string {
 	t.Helper()
 	missing := liveLeases(t, s.v)
@@ -107,17 +110,24 @@ func (s *syncerStack) unrecorded(t *testing.T, ns, name string) []string {
 			time.Sleep(time.Second)
 		}
 		vs := s.vaultSecret(t, ns, name)
+		named := map[string]bool{}
+		for _, j := range append([]v1alpha1.LeaseJournal{vs.Status.LeaseJournal}, journals(vs)...) {
+			if j.PendingLease != nil {
+				named[j.PendingLease.ID] = true
+			}
+			if j.Lease != nil {
+				named[j.Lease.ID], named[j.Lease.PreviousID] = true, true
+			}
+		}
 		live := map[string]bool{}
 		for _, id := range liveLeases(t, s.v) {
 			live[id] = true
 		}
 		var still []string
 		for _, id := range missing {
-			l, p := vs.Status.Lease, vs.Status.PendingLease
-			if !live[id] || (l != nil && (id == l.ID || id == l.PreviousID)) || (p != nil && id == p.ID) {
-				continue
+			if live[id] && !named[id] {
+				still = append(still, id)
 			}
-			still = append(still, id)
 		}
 		missing = still
 	}

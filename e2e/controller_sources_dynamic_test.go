@@ -42,42 +42,6 @@ func sourceLease(vs *v1alpha1.VaultSecret, i int) *v1alpha1.Lease {
 	return vs.Status.Sources[i].Lease
 }
 
-// unrecordedInSources returns the live leases under database/creds/app
-// that no journal of the VaultSecret's status names (pending, current or
-// replaced, of any source). A lease seen before its status write lands is
-// looked at again a moment later.
-func (s *syncerStack) unrecordedInSources(t *testing.T, ns, name string) []string {
-	t.Helper()
-	missing := liveLeases(t, s.v)
-	for round := 0; round < 2 && len(missing) > 0; round++ {
-		if round > 0 {
-			time.Sleep(time.Second)
-		}
-		vs := s.vaultSecret(t, ns, name)
-		named := map[string]bool{}
-		for _, j := range append([]v1alpha1.LeaseJournal{vs.Status.LeaseJournal}, journals(vs)...) {
-			if j.PendingLease != nil {
-				named[j.PendingLease.ID] = true
-			}
-			if j.Lease != nil {
-				named[j.Lease.ID], named[j.Lease.PreviousID] = true, true
-			}
-		}
-		live := map[string]bool{}
-		for _, id := range liveLeases(t, s.v) {
-			live[id] = true
-		}
-		var still []string
-		for _, id := range missing {
-			if live[id] && !named[id] {
-				still = append(still, id)
-			}
-		}
-		missing = still
-	}
-	return missing
-}
-
 func journals(vs *v1alpha1.VaultSecret) []v1alpha1.LeaseJournal {
 	out := make([]v1alpha1.LeaseJournal, 0, len(vs.Status.Sources))
 	for _, ss := range vs.Status.Sources {
@@ -271,7 +235,7 @@ spec:
 		if !slices.Contains(liveLeases(t, s.v), first.ID) || !roleExists(t, pg, firstUser) {
 			t.Fatalf("lease %s was revoked while the Secret holds it", first.ID)
 		}
-		if m := s.unrecordedInSources(t, "app", "app-journal"); len(m) > 0 {
+		if m := s.unrecorded(t, "app", "app-journal"); len(m) > 0 {
 			t.Fatalf("leases alive in Vault and named nowhere in status: %v", m)
 		}
 	}
