@@ -1,9 +1,6 @@
 package syncer
 
 import (
-	"context"
-	"time"
-
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -28,12 +25,8 @@ type ConnectionCollector struct {
 func (c *ConnectionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- connectionReadyDesc }
 
 func (c *ConnectionCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	var list v1alpha1.ClusterVaultConnectionList
-	if err := c.Reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		c.Log.Info("cannot list ClusterVaultConnections for metrics", "error", err.Error())
-		ch <- prometheus.NewInvalidMetric(connectionReadyDesc, err)
+	if !listForScrape(ch, c.Reader, &list, connectionReadyDesc, c.Log, "ClusterVaultConnections") {
 		return
 	}
 	for i := range list.Items {

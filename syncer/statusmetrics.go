@@ -42,13 +42,8 @@ func (c *StatusCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	var list v1alpha1.VaultSecretList
-	// Read only: the cache's objects are not copied for every scrape.
-	if err := c.Reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		c.Log.Info("cannot list VaultSecrets for metrics", "error", err.Error())
-		ch <- prometheus.NewInvalidMetric(notReadyDesc, err)
+	if !listForScrape(ch, c.Reader, &list, notReadyDesc, c.Log, "VaultSecrets") {
 		return
 	}
 	type nsReason struct{ ns, reason string }
@@ -92,4 +87,18 @@ func (c *StatusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(earliestExpiryDesc, prometheus.GaugeValue, at.Sub(now).Seconds(), k.ns, ready)
 	}
+}
+
+// listForScrape lists from the cache for one scrape, read only (the
+// cache's objects are not copied for every scrape). A failure is logged
+// and reported to Prometheus as an invalid metric of desc.
+func listForScrape(ch chan<- prometheus.Metric, r client.Reader, list client.ObjectList, desc *prometheus.Desc, log logr.Logger, what string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.Info("cannot list "+what+" for metrics", "error", err.Error())
+		ch <- prometheus.NewInvalidMetric(desc, err)
+		return false
+	}
+	return true
 }
