@@ -64,18 +64,14 @@ func TestChartRestartGuard(t *testing.T) {
 	// then an image change would pass, so probe with dry runs (a patch
 	// that went through would make every later identical patch a no-op,
 	// which the policy rightly lets pass) until the first refusal.
-	probe := func() error {
+	eventually(t, 30*time.Second, func() error {
 		body := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry.example/evil:%d"}]}}}}`, time.Now().UnixNano())
-		_, err := asController.AppsV1().Deployments("app").Patch(ctx, "web", types.MergePatchType, []byte(body), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
-		return err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for err = probe(); err == nil || !strings.Contains(err.Error(), "restartedAt"); err = probe() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the controller's identity may change a Deployment's image (last: %v): the restart guard is not enforced", err)
+		_, err = asController.AppsV1().Deployments("app").Patch(ctx, "web", types.MergePatchType, []byte(body), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil || !strings.Contains(err.Error(), "restartedAt") {
+			return fmt.Errorf("the controller's identity may change a Deployment's image (got %v): the restart guard is not enforced", err)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
 		t.Fatalf("image change refused with %v, want Invalid or Forbidden", err)
 	}
