@@ -3,6 +3,8 @@ package syncer
 import (
 	"sync"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Fairness between namespaces. Every Vault call has a deadline
@@ -17,8 +19,9 @@ import (
 // VaultSecrets created at once in one namespace sync at the speed of all
 // workers), and bites as soon as somebody does. A pass that finds no free
 // slot does not wait for one (waiting would hold the worker all the same):
-// it is requeued after ThrottleDelay and its worker serves another
-// VaultSecret.
+// it is parked, its worker serves another VaultSecret, and the next slot
+// its namespace gives back enqueues it again; a requeue after
+// ThrottleDelay is the backstop.
 
 // NamespaceSlots is how many passes of a slow namespace may call Vault at
 // once: a quarter of the workers, at least one. With the default 8
@@ -65,6 +68,12 @@ type namespaceLimiter struct {
 	inUse map[string]map[uint64]time.Time
 	// slowUntil is when a namespace stops counting as slow.
 	slowUntil map[string]time.Time
+	// parked holds, per namespace and in arrival order, the passes that
+	// found no free slot; isParked holds each of them once.
+	parked   map[string][]client.ObjectKey
+	isParked map[client.ObjectKey]bool
+	// wake enqueues a parked pass again (nil: nothing is parked).
+	wake func(client.ObjectKey)
 }
 
 // newNamespaceLimiter limits every namespace to limit passes at once.
@@ -76,7 +85,8 @@ func newNamespaceLimiter(limit int) *namespaceLimiter {
 // limit.
 func newBurstLimiter(limit, burst int, now func() time.Time) *namespaceLimiter {
 	return &namespaceLimiter{limit: limit, burst: max(limit, burst), now: now,
-		inUse: map[string]map[uint64]time.Time{}, slowUntil: map[string]time.Time{}}
+		inUse: map[string]map[uint64]time.Time{}, slowUntil: map[string]time.Time{},
+		parked: map[string][]client.ObjectKey{}, isParked: map[client.ObjectKey]bool{}}
 }
 
 // SlotLimit is how many passes a namespace may have calling Vault at now:
@@ -98,6 +108,19 @@ func SlotLimit(limit, burst int, starts []time.Time, slowUntil, now time.Time) i
 // function that gives the slot back (safe to call more than once), or
 // false when all of ns's slots are taken.
 func (l *namespaceLimiter) tryAcquire(ns string) (release func(), ok bool) {
+	return l.acquire(ns, nil)
+}
+
+// tryAcquireOrPark is tryAcquire for key's pass; when no slot is free it
+// parks key, and the next slot of its namespace given back wakes it (see
+// wake). A merely busy namespace then gets its deferred passes served the
+// moment a pass of its own ends, not at their requeue timer, which stays
+// as a backstop.
+func (l *namespaceLimiter) tryAcquireOrPark(key client.ObjectKey) (release func(), ok bool) {
+	return l.acquire(key.Namespace, &key)
+}
+
+func (l *namespaceLimiter) acquire(ns string, park *client.ObjectKey) (release func(), ok bool) {
 	if l == nil || l.limit <= 0 {
 		return func() {}, true
 	}
@@ -109,6 +132,10 @@ func (l *namespaceLimiter) tryAcquire(ns string) (release func(), ok bool) {
 		starts = append(starts, s)
 	}
 	if len(starts) >= SlotLimit(l.limit, l.burst, starts, l.slowUntil[ns], now) {
+		if park != nil && l.wake != nil && !l.isParked[*park] {
+			l.isParked[*park] = true
+			l.parked[ns] = append(l.parked[ns], *park)
+		}
 		return nil, false
 	}
 	if l.inUse[ns] == nil {
@@ -120,22 +147,44 @@ func (l *namespaceLimiter) tryAcquire(ns string) (release func(), ok bool) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			end := l.now()
-			if end.Sub(l.inUse[ns][id]) >= slowAfter {
-				l.slowUntil[ns] = end.Add(slowMemory)
-			}
-			delete(l.inUse[ns], id)
-			// Namespaces come and go: an idle one keeps no entry.
-			if len(l.inUse[ns]) == 0 {
-				delete(l.inUse, ns)
-			}
-			if u, ok := l.slowUntil[ns]; ok && !end.Before(u) {
-				delete(l.slowUntil, ns)
+			if k, ok := l.release(ns, id); ok {
+				// Outside the lock: wake may block on the controller's
+				// queue.
+				l.wake(k)
 			}
 		})
 	}, true
+}
+
+// release gives back ns's slot id and unparks the first pass waiting for
+// one, if any.
+func (l *namespaceLimiter) release(ns string, id uint64) (client.ObjectKey, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	end := l.now()
+	if end.Sub(l.inUse[ns][id]) >= slowAfter {
+		l.slowUntil[ns] = end.Add(slowMemory)
+	}
+	delete(l.inUse[ns], id)
+	// Namespaces come and go: an idle one keeps no entry.
+	if len(l.inUse[ns]) == 0 {
+		delete(l.inUse, ns)
+	}
+	if u, ok := l.slowUntil[ns]; ok && !end.Before(u) {
+		delete(l.slowUntil, ns)
+	}
+	q := l.parked[ns]
+	if len(q) == 0 {
+		return client.ObjectKey{}, false
+	}
+	k := q[0]
+	if len(q) == 1 {
+		delete(l.parked, ns)
+	} else {
+		l.parked[ns] = q[1:]
+	}
+	delete(l.isParked, k)
+	return k, true
 }
 
 // inFlight is how many of ns's slots are taken.

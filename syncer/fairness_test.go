@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -388,5 +389,52 @@ func TestThrottledDeletion(t *testing.T) {
 		}
 	default:
 		t.Fatal("no LeaseNotRevoked event")
+	}
+}
+
+// A pass that found no free slot is parked once, however often it comes
+// back, and the slots given back wake the parked passes in order, one
+// each; a slot given back twice wakes one pass only.
+func TestLimiterWakesParkedPasses(t *testing.T) {
+	l := newBurstLimiter(1, 1, func() time.Time { return t0 })
+	var woken []client.ObjectKey
+	l.wake = func(k client.ObjectKey) { woken = append(woken, k) }
+	first, second := client.ObjectKey{Namespace: "a", Name: "first"}, client.ObjectKey{Namespace: "a", Name: "second"}
+	other := client.ObjectKey{Namespace: "b", Name: "other"}
+
+	held, ok := l.tryAcquire("a")
+	if !ok {
+		t.Fatal("an idle namespace refused a pass")
+	}
+	for _, k := range []client.ObjectKey{first, first, second} {
+		if _, ok := l.tryAcquireOrPark(k); ok {
+			t.Fatalf("%s got a slot namespace a does not have", k)
+		}
+	}
+	releaseOther, ok := l.tryAcquireOrPark(other)
+	if !ok {
+		t.Fatal("namespace b refused for namespace a's busy slot")
+	}
+	releaseOther()
+	if len(woken) != 0 {
+		t.Fatalf("namespace b's slot woke %v: it wakes only passes of b", woken)
+	}
+	held()
+	held()
+	if want := []client.ObjectKey{first}; !slices.Equal(woken, want) {
+		t.Fatalf("woken %v after one slot given back (twice), want %v", woken, want)
+	}
+	again, ok := l.tryAcquireOrPark(first)
+	if !ok {
+		t.Fatal("the woken pass found no slot")
+	}
+	again()
+	if want := []client.ObjectKey{first, second}; !slices.Equal(woken, want) {
+		t.Fatalf("woken %v, want %v", woken, want)
+	}
+	last, _ := l.tryAcquireOrPark(second)
+	last()
+	if len(woken) != 2 || len(l.parked) != 0 || len(l.isParked) != 0 {
+		t.Fatalf("woken %v, parked %v: nothing is left parked once every pass was served", woken, l.parked)
 	}
 }

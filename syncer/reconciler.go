@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -66,8 +67,11 @@ type Reconciler struct {
 	status    *statusRecorder
 	restarts  *restarter
 	finalizer *finalizer
-	// slots bounds the passes of one namespace calling Vault at once.
-	slots *namespaceLimiter
+	// slots bounds the passes of one namespace calling Vault at once;
+	// a pass that found none is enqueued again through unparked when one
+	// frees.
+	slots    *namespaceLimiter
+	unparked chan event.GenericEvent
 	// auths logs in as VaultAuths, one cached token each.
 	auths *sharedAuths
 
@@ -88,6 +92,8 @@ type Reconciler struct {
 func (r *Reconciler) parts() {
 	r.once.Do(func() {
 		r.slots = newBurstLimiter(NamespaceSlots(r.Workers), NamespaceBurst(r.Workers), r.Clock.Now)
+		r.unparked = make(chan event.GenericEvent, unparkedBuffer)
+		r.slots.wake = r.unpark
 		r.validator = validator{ControllerNamespace: r.ControllerNamespace, ControllerServiceAccount: r.ControllerServiceAccount, Tenants: r.Tenants}
 		r.auths = newSharedAuths(r.Tenants, r.Client, r.APIReader, r.ControllerNamespace, r.ControllerServiceAccount)
 		r.vault = &vaultIO{Tenants: r.Tenants, Auths: r.auths, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
@@ -103,6 +109,19 @@ func (r *Reconciler) parts() {
 		r.finalizer = &finalizer{Client: r.Client, APIReader: r.APIReader, Vault: r.vault, Secrets: r.secrets, Status: r.status,
 			Metrics: r.Metrics, Clock: r.Clock, Timeout: r.FinalizerTimeout, Slots: r.slots, forget: r.forget}
 	})
+}
+
+// unparkedBuffer bounds the wakes waiting for the controller's queue; a
+// wake that finds it full is dropped, and its pass comes back at its
+// requeue instead.
+const unparkedBuffer = 1024
+
+// unpark enqueues a pass deferred for want of a slot.
+func (r *Reconciler) unpark(k client.ObjectKey) {
+	select {
+	case r.unparked <- event.GenericEvent{Object: &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}}:
+	default:
+	}
 }
 
 func (r *Reconciler) forget(k client.ObjectKey) {
@@ -138,6 +157,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return out
 		}))
 	}
+	b = b.WatchesRawSource(source.Channel(r.unparked, &handler.EnqueueRequestForObject{}))
 	if err := mgr.Add(r.restarts); err != nil {
 		return fmt.Errorf("add the rollout restarter: %w", err)
 	}
@@ -236,10 +256,11 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 		}
 	}
 	if p.callsVault() {
-		release, ok := r.slots.tryAcquire(vs.Namespace)
+		release, ok := r.slots.tryAcquireOrPark(client.ObjectKeyFromObject(vs))
 		if !ok {
 			// Nothing was done and nothing is recorded: the pass is only
-			// deferred, its worker left to other namespaces.
+			// deferred, its worker left to other namespaces, until a slot
+			// of its namespace frees (or its requeue comes first).
 			r.Log.V(1).Info("namespace at its limit of passes calling Vault; retrying shortly", "vaultsecret", client.ObjectKeyFromObject(vs), "why", p.Why)
 			wait := ctrl.Result{RequeueAfter: ThrottleDelay(jitterFor(string(vs.UID)))}
 			if ReadyButMissing(vs, o.Secret != nil) {

@@ -156,12 +156,13 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	synced := "vaultkms_controller_syncs_total{result=synced}"
 	before, _ := scrape(busy.MetricsURL, "vaultkms_controller_vault_request_duration_seconds", "vaultkms_controller_tenant_logins_total", synced,
 		"rest_client_requests_total{method=GET}", "rest_client_requests_total{method=POST}", "rest_client_requests_total{method=PUT}",
-		"rest_client_requests_total{method=PATCH}", "rest_client_requests_total{method=DELETE}")
+		"rest_client_requests_total{method=PATCH}", "rest_client_requests_total{method=DELETE}", "vaultkms_controller_syncs_total{result=throttled}")
 	fmt.Printf("  created in %.1fs; all Ready after %.1fs (%.0f VaultSecrets/s); %g Vault reads and %g logins for the first sync\n",
 		created.Seconds(), allReady.Seconds(), float64(n)/allReady.Seconds(), before["vaultkms_controller_vault_request_duration_seconds"], before["vaultkms_controller_tenant_logins_total"])
 	fmt.Printf("  controller's API requests since it started (reads outside its cache and writes): GET %g, POST %g, PUT %g, PATCH %g, DELETE %g\n",
 		before["rest_client_requests_total{method=GET}"], before["rest_client_requests_total{method=POST}"], before["rest_client_requests_total{method=PUT}"],
 		before["rest_client_requests_total{method=PATCH}"], before["rest_client_requests_total{method=DELETE}"])
+	fmt.Printf("  passes deferred because their namespace was at its limit of passes calling Vault: %g\n", before["vaultkms_controller_syncs_total{result=throttled}"])
 	fmt.Printf("  API server floor, no controller and no Vault: the %d VaultSecret creates, %d Secret creates and %d status writes alone took %.1fs; vaultkms took %.2fx that\n",
 		n, n, n, floor.Seconds(), allReady.Seconds()/floor.Seconds())
 	// One refresh cycle: every VaultSecret re-reads once between 2/3 and
