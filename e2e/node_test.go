@@ -113,8 +113,60 @@ spec:
 		testAppRollout(t, cp, v, app, appImage)
 	})
 
+	// A certificate, issued once: Vault's audit log counts the issues,
+	// and a new leader must trust the status the old one wrote rather
+	// than issue again.
+	audit := v.EnableFileAudit()
+	v.Enable("pki", "pki")
+	v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms node test root", "ttl": "87600h"})
+	v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "2h"})
+	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }
+path "pki/issue/web" { capabilities = ["update"] }`)
+	var certVS unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(`
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: web-tls, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {pki: {mount: pki, role: web, commonName: web.app.svc}}
+  ttl: 1h
+`), &certVS.Object); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vs.Create(ctx, &certVS, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, func() error {
+		s, err := cp.Client.CoreV1().Secrets(app).Get(ctx, "web-tls", metav1.GetOptions{})
+		if err != nil || len(s.Data["tls.crt"]) == 0 {
+			return fmt.Errorf("no certificate in Secret web-tls yet (%v)", err)
+		}
+		return nil
+	})
+
 	t.Run("leader pod deleted, then a drain past the PodDisruptionBudget", func(t *testing.T) {
+		issued := func() int { return harness.AuditCount(t, audit, "pki/issue/web") }
+		kvReads := func() int { return auditReads(t, audit, "secret/data/app/config") }
+		issuedBefore := issued()
+		if issuedBefore != 1 {
+			t.Fatalf("the certificate was issued %d times before any fault, want 1", issuedBefore)
+		}
 		testControllerFaults(t, cp, ns)
+		// The new leader serves: the kv VaultSecret (refreshInterval 5s)
+		// is read again after the drain. By then it has looked at every
+		// VaultSecret, and the certificate must not have been issued
+		// again.
+		readsAfterFaults := kvReads()
+		eventually(t, 60*time.Second, func() error {
+			if n := kvReads() - readsAfterFaults; n < 2 {
+				return fmt.Errorf("%d reads of secret/data/app/config since the drain, want 2: the new leader is not serving", n)
+			}
+			return nil
+		})
+		if n := issued(); n != issuedBefore {
+			t.Fatalf("the certificate was issued %d times across the leader's deletion and the drain, want %d: a new leader issued credentials again", n, issuedBefore)
+		}
 	})
 
 	t.Run("the plugin as a static pod", func(t *testing.T) {
