@@ -1,6 +1,10 @@
 # vaultkms — see README.md. `make demo` and `make test` are the two entry points.
 SHELL := /bin/bash
 GO    ?= go
+# Tests run at once per package. Most e2e tests wait on Vault TTLs and
+# controller intervals, leaving a core idle a third of the time at 2:
+# at 3 the e2e package took 771 s instead of about 930 on 2 cores.
+TEST_PARALLEL ?= 3
 BIN   := $(CURDIR)/bin
 # The release version is the chart's appVersion: the images `make image`
 # tags, the chart's default image tags and deploy/static-pod.yaml all name
@@ -56,7 +60,7 @@ check-generated: tools
 
 ## test: unit and integration tests against real components, with the race detector, and the alert tests
 test: tools lint check-generated test-alerts
-	$(GO) test -race -count=1 -timeout 45m ./...
+	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout 45m ./...
 
 ## test-alerts: promtool unit tests of the chart's alerting rules (rendered by helm template)
 test-alerts: tools
