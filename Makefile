@@ -104,10 +104,7 @@ cluster: tools
 
 ## lint: go vet, gofmt and golangci-lint (pinned in e2e/tools/golangci-lint, config .golangci.yml)
 lint: tools
-	@# -race: vet compiles every dependency for its export data, and with
-	@# the tests' flags that work is the tests' too (six minutes saved on a
-	@# fresh machine).
-	$(GO) vet -race ./...
+	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(BIN)/golangci-lint run ./...
 
