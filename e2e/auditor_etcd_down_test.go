@@ -19,7 +19,8 @@ import (
 // answer when it starts must stay up and say so (a failed scan in its
 // metrics and EncryptionStatus, which the ScanFailing alert reads), then
 // scan as soon as etcd answers. It used to exit after its dial timeout,
-// leaving nothing to scrape and no status to read.
+// leaving nothing to scrape and no status to read; and, with a custom
+// resource in --resources, it exited looking up its definition in etcd.
 func TestAuditorStartsWithEtcdUnreachable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e")
@@ -34,7 +35,10 @@ func TestAuditorStartsWithEtcdUnreachable(t *testing.T) {
 	etcd := startBlackHole(t, strings.TrimPrefix(cp.EtcdURL, "http://"))
 	etcd.hole()
 	a := startAuditor(t, cp, "--etcd-endpoints=http://"+etcd.ln.Addr().String(), "--kms-socket=unix://"+p.Socket,
-		"--scan-interval=5s", "--etcd-dial-timeout=1s", "--etcd-request-timeout=2s")
+		"--scan-interval=5s", "--etcd-dial-timeout=1s", "--etcd-request-timeout=2s",
+		// A custom resource among them: its definition is looked up in
+		// etcd by each scan, not at start, where it made the auditor exit.
+		"--resources=secrets,vaultsecrets.secrets.vaultkms.io")
 
 	metrics := func() string {
 		resp, err := http.Get(a.MetricsURL)

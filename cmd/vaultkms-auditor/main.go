@@ -196,7 +196,9 @@ func run() error {
 		return err
 	}
 	defer etcd.Close()
-	targets, err := scan.Resolve(ctx, etcd, o.etcdPrefix, names)
+	// Custom resources' definitions are looked up by each scan, not here:
+	// etcd may not answer yet.
+	targets, err := scan.Targets(o.etcdPrefix, names)
 	if err != nil {
 		return err
 	}

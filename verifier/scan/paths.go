@@ -132,6 +132,10 @@ type Target struct {
 	Resource string
 	// KeyPrefix ends in "/": <prefix>/secrets/.
 	KeyPrefix string
+	// CRD is, for a custom resource, the etcd key of its
+	// CustomResourceDefinition, which must exist for a scan to mean
+	// anything; empty for a built-in resource.
+	CRD string
 }
 
 // KeyPrefix is where kube-apiserver stores r under prefix, for a name
@@ -147,10 +151,12 @@ func (r Resource) KeyPrefix(prefix string) string {
 	return prefix + "/" + group + "/" + plural + "/"
 }
 
-// Resolve maps resource names to etcd paths and refuses names that are
-// neither built-in nor a CustomResourceDefinition stored in this etcd: a
-// typo or a wrong group must not scan an empty range and report success.
-func Resolve(ctx context.Context, kv KV, prefix string, names []Resource) ([]Target, error) {
+// Targets maps resource names to etcd paths without reading etcd: a name
+// that is neither built-in nor shaped <plural>.<group> is refused here, and
+// a custom resource's CustomResourceDefinition is looked up by every scan
+// (Run), so that a process started while etcd is unreachable (the auditor)
+// can still start and report the failed scans.
+func Targets(prefix string, names []Resource) ([]Target, error) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	var out []Target
 	seen := map[string]bool{}
@@ -160,23 +166,49 @@ func Resolve(ctx context.Context, kv KV, prefix string, names []Resource) ([]Tar
 			continue
 		}
 		seen[name] = true
+		t := Target{Resource: name, KeyPrefix: Resource(name).KeyPrefix(prefix)}
 		if _, ok := builtin[name]; !ok {
 			plural, group, grouped := strings.Cut(name, ".")
 			if !grouped || plural == "" || group == "" {
 				return nil, fmt.Errorf("--resources: %q is not a built-in resource this tool knows the etcd path of; built-in: %s; custom resources are named <plural>.<group>", r, strings.Join(BuiltinResources(), ", "))
 			}
-			crd := prefix + "/apiextensions.k8s.io/customresourcedefinitions/" + name
-			resp, err := kv.Get(ctx, crd, clientv3.WithCountOnly())
-			if err != nil {
-				return nil, fmt.Errorf("look up CustomResourceDefinition %s in etcd: %w", name, err)
-			}
-			if resp.Count == 0 {
-				return nil, fmt.Errorf("--resources: %q is neither a built-in resource nor a CustomResourceDefinition stored under %s (no key %s): check the name and --etcd-prefix", r, prefix, crd)
-			}
+			t.CRD = prefix + "/apiextensions.k8s.io/customresourcedefinitions/" + name
 		}
-		out = append(out, Target{Resource: name, KeyPrefix: Resource(name).KeyPrefix(prefix)})
+		out = append(out, t)
 	}
 	return out, nil
+}
+
+// CheckCRDs refuses custom resources whose CustomResourceDefinition is not
+// stored in this etcd: a typo or a wrong group must not scan an empty range
+// and report success.
+func CheckCRDs(ctx context.Context, kv KV, targets []Target) error {
+	for _, t := range targets {
+		if t.CRD == "" {
+			continue
+		}
+		resp, err := kv.Get(ctx, t.CRD, clientv3.WithCountOnly())
+		if err != nil {
+			return fmt.Errorf("look up CustomResourceDefinition %s in etcd: %w", t.Resource, err)
+		}
+		if resp.Count == 0 {
+			return fmt.Errorf("--resources: %q is neither a built-in resource nor a CustomResourceDefinition stored in this etcd (no key %s): check the name and --etcd-prefix", t.Resource, t.CRD)
+		}
+	}
+	return nil
+}
+
+// Resolve is Targets then CheckCRDs, for a one-shot command that needs
+// etcd anyway.
+func Resolve(ctx context.Context, kv KV, prefix string, names []Resource) ([]Target, error) {
+	targets, err := Targets(prefix, names)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckCRDs(ctx, kv, targets); err != nil {
+		return nil, err
+	}
+	return targets, nil
 }
 
 // reverse maps an etcd path (relative to the prefix) back to its resource;

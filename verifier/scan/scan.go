@@ -161,6 +161,9 @@ func Run(ctx context.Context, kv KV, opts Options) (Report, error) {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 4
 	}
+	if err := CheckCRDs(ctx, kv, opts.Targets); err != nil {
+		return Report{}, err
+	}
 	rep := Report{CurrentKeyID: opts.CurrentKeyID, Prefix: opts.Prefix, WholePrefix: len(opts.Targets) == 0}
 	for attempt := 0; ; attempt++ {
 		s := &scanner{opts: opts, kv: kv, counts: map[string]*Counts{}}
