@@ -24,10 +24,11 @@ import (
 // node's kubelet, as written but for the site values (the image, Vault's
 // address, the health port: a shared host network) and the two hostPath
 // directories, which stand in temporary directories (the test must not
-// write the host's /etc and /run). A kube-apiserver of the cluster with
-// deploy/encryption-config.yaml on that socket stores Secrets through it;
-// removing the manifest (the kubelet stops the plugin) leaves reads
-// working, and writes resume once the manifest is back.
+// write the host's /etc and /run). kube-apiserver runs beside it as a
+// static pod of the same kubelet, kubeadm-shaped, with
+// deploy/encryption-config.yaml as shipped, and stores Secrets through
+// it; removing the plugin's manifest (the kubelet stops the plugin) leaves
+// reads working, and writes resume once the manifest is back.
 func testPluginStaticPod(t *testing.T, cp *harness.ControlPlane, node *harness.Node, v *harness.Vault, pluginBinary string) {
 	ctx := context.Background()
 	pod := readStaticPod(t)
@@ -102,8 +103,22 @@ func testPluginStaticPod(t *testing.T, cp *harness.ControlPlane, node *harness.N
 	if !strings.Contains(string(ecfg), shipped) {
 		t.Fatalf("deploy/encryption-config.yaml does not name %s", shipped)
 	}
-	api := cp.StartAPIServer(strings.ReplaceAll(string(ecfg), shipped, "unix://"+socket))
+	// kube-apiserver as kubeadm runs it: a static pod of the same kubelet,
+	// deploy/encryption-config.yaml as shipped, mounted with the flags
+	// and volumes of docs/install-kubeadm.md; the plugin's socket reaches
+	// it through the shared hostPath, as on a control-plane node.
+	api := node.StartStaticAPIServer(harness.StaticAPIServerOptions{EncryptionConfig: string(ecfg), SocketDir: runDir})
 	client := kubernetes.NewForConfigOrDie(api.Config)
+	apiPod, err := cp.Client.CoreV1().Pods("kube-system").Get(ctx, api.MirrorPod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the static kube-apiserver's mirror pod: %v", err)
+	}
+	if apiPod.Spec.NodeName != node.Name || !apiPod.Spec.HostNetwork {
+		t.Fatalf("mirror pod %s: node %q, host network %v", api.MirrorPod, apiPod.Spec.NodeName, apiPod.Spec.HostNetwork)
+	}
+	if body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz/kms-providers").DoRaw(ctx); err != nil || string(body) != "ok" {
+		t.Fatalf("/readyz/kms-providers of the static kube-apiserver: %q, %v", body, err)
+	}
 	secrets := client.CoreV1().Secrets("default")
 	write := func(name string) error {
 		_, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"k": "v"}}, metav1.CreateOptions{})

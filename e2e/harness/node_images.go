@@ -118,3 +118,39 @@ func (n *Node) loadImage(ref string) error {
 	}
 	return nil
 }
+
+// BinaryImage builds an image FROM scratch holding one real component
+// of bin/ (make tools), such as kube-apiserver, as /<name>, run as root as
+// kubeadm runs the control plane, named
+// docker.io/vaultkms-e2e/<name>:<hash of the binary>. Docker keeps it as
+// a cache across runs, as ProgramImage's.
+func BinaryImage(env Env, name string) string {
+	env.Helper()
+	path := Binary(env, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		env.Fatalf("image of %s: %v", path, err)
+	}
+	// An image FROM scratch runs nothing but a static executable: a
+	// wrapper script would fail in the container as "no such file".
+	if !bytes.HasPrefix(b, []byte("\x7fELF")) {
+		env.Fatalf("image of %s: not an executable binary (a script?); an image FROM scratch needs the binary itself", path)
+	}
+	sum := sha256.Sum256(b)
+	ref := "docker.io/vaultkms-e2e/" + name + ":" + hex.EncodeToString(sum[:6])
+	if _, err := Docker("image", "inspect", ref); err == nil {
+		return ref
+	}
+	dir := env.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+		env.Fatalf("image of %s: %v", path, err)
+	}
+	df := fmt.Sprintf("FROM scratch\nCOPY %s /%s\nENTRYPOINT [\"/%s\"]\n", name, name, name)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		env.Fatalf("image of %s: %v", path, err)
+	}
+	if _, err := Docker("build", "-q", "--label", TestLabel, "-t", ref, dir); err != nil {
+		env.Fatalf("image of %s: %v", path, err)
+	}
+	return ref
+}
