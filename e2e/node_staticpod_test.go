@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/verifier/scan"
 )
 
 // testPluginStaticPod runs deploy/static-pod.yaml as a static pod of the
@@ -167,4 +169,55 @@ func testPluginStaticPod(t *testing.T, cp *harness.ControlPlane, node *harness.N
 	}
 	t.Logf("plugin static pod: Secrets stored k8s:enc:kms:v2:vault; reads served while it was gone; writes through it %s after its manifest came back",
 		time.Since(restored).Round(100*time.Millisecond))
+
+	testOperatorStepsOnNode(t, cp, api, socket)
+}
+
+// testOperatorStepsOnNode runs what docs/install-kubeadm.md has the
+// operator do once kube-apiserver uses the plugin, with kubectl-vaultkms
+// against this cluster: verify finds the Secrets written before (by the
+// node's first API server, which has no EncryptionConfiguration) in
+// plaintext; reencrypt rewrites them through the static kube-apiserver;
+// then verify and status prove every Secret is under the plugin's key,
+// and status finds that API server using it.
+func testOperatorStepsOnNode(t *testing.T, cp *harness.ControlPlane, api *harness.StaticAPIServer, socket string) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := api.WriteKubeconfig(cp, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--kms-socket", "unix://" + socket,
+		"--resources", "secrets", "--apiserver-metrics-url", api.URL + "/metrics"}
+	verify := func() (scan.Report, int) {
+		t.Helper()
+		out, stderr, code := cli(t, append([]string{"verify", "-o", "json"}, common...)...)
+		var rep scan.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("verify -o json: exit %d, %v\n%s%s", code, err, out, stderr)
+		}
+		return rep, code
+	}
+	before, code := verify()
+	if code != 3 || before.Plaintext() == 0 || before.ByKeyID()[before.CurrentKeyID] < 2 {
+		t.Fatalf("verify before reencrypt: exit %d (want 3), %d plaintext (want some), %d under the current key_id %s (want the 2 written through the static pod)",
+			code, before.Plaintext(), before.ByKeyID()[before.CurrentKeyID], before.CurrentKeyID)
+	}
+	if out, stderr, code := cli(t, append([]string{"reencrypt", "-o", "json"}, common...)...); code != 0 {
+		t.Fatalf("reencrypt through the static kube-apiserver: exit %d\n%s%s", code, out, stderr)
+	}
+	after, code := verify()
+	if code != 0 || after.Plaintext() != 0 || after.Stale() != 0 || after.Total() < before.Total() {
+		t.Fatalf("verify after reencrypt: exit %d, %d plaintext, %d stale, %d Secrets (before: %d): want 0, 0, 0 and all of them",
+			code, after.Plaintext(), after.Stale(), after.Total(), before.Total())
+	}
+	out, stderr, code := cli(t, append([]string{"status", "-o", "json"}, common...)...)
+	var st struct {
+		Encrypted       bool
+		APIServersAgree *bool
+		Plaintext       int
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || !st.Encrypted || st.APIServersAgree == nil || !*st.APIServersAgree {
+		t.Fatalf("status after reencrypt: exit %d, %v: want exit 0, encrypted, the API server agreeing\n%s%s", code, err, out, stderr)
+	}
+	t.Logf("kubectl vaultkms on the node's cluster: %d plaintext Secrets before reencrypt, %d Secrets under %s after; status: encrypted, the API server agrees",
+		before.Plaintext(), after.Total(), after.CurrentKeyID)
 }

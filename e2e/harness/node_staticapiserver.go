@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
@@ -197,4 +198,21 @@ func staticAPIServerPod(image string, port int, advertise net.IP, etcdURL, issue
 			Volumes: []corev1.Volume{hostPath("k8s-certs", pki), hostPath("enc", enc), hostPath("vaultkms", socketDir)},
 		},
 	}
+}
+
+// WriteKubeconfig writes an admin kubeconfig of this API server to path:
+// the control plane's, pointed at this server (it serves the same
+// certificate and trusts the same client CA).
+func (s *StaticAPIServer) WriteKubeconfig(cp *ControlPlane, path string) error {
+	if err := cp.WriteKubeconfig(path); err != nil {
+		return err
+	}
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return err
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = s.URL
+	}
+	return clientcmd.WriteToFile(*cfg, path)
 }
