@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/verifier/scan"
 )
@@ -185,8 +186,10 @@ func testOperatorStepsOnNode(t *testing.T, cp *harness.ControlPlane, api *harnes
 	if err := api.WriteKubeconfig(cp, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--kms-socket", "unix://" + socket,
-		"--resources", "secrets", "--apiserver-metrics-url", api.URL + "/metrics"}
+	// As the operator runs them: with a read-only etcd identity (etcd's
+	// auth is on), which is all verify, status and reencrypt need.
+	common := append([]string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--kms-socket", "unix://" + socket,
+		"--resources", "secrets", "--apiserver-metrics-url", api.URL + "/metrics"}, cp.EtcdReader.Args()...)
 	verify := func() (scan.Report, int) {
 		t.Helper()
 		out, stderr, code := cli(t, append([]string{"verify", "-o", "json"}, common...)...)
@@ -220,4 +223,18 @@ func testOperatorStepsOnNode(t *testing.T, cp *harness.ControlPlane, api *harnes
 	}
 	t.Logf("kubectl vaultkms on the node's cluster: %d plaintext Secrets before reencrypt, %d Secrets under %s after; status: encrypted, the API server agrees",
 		before.Plaintext(), after.Total(), after.CurrentKeyID)
+
+	// The chart's auditor, in its pod with the read-only etcd identity,
+	// reaches the same verdict on its own.
+	es := waitEncryptionStatus(t, cp, func(es *v1alpha1.EncryptionStatus) bool {
+		return cond(es, v1alpha1.ConditionEncrypted, metav1.ConditionTrue, v1alpha1.ReasonEncryptionCompleted)
+	})
+	if es.Status.CurrentKeyID != after.CurrentKeyID {
+		t.Errorf("the auditor's EncryptionStatus names key_id %q, verify %q", es.Status.CurrentKeyID, after.CurrentKeyID)
+	}
+	pods, err := cp.Client.CoreV1().Pods(nodeAuditorNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=auditor"})
+	if err != nil || len(pods.Items) != 1 || !podReady(&pods.Items[0]) || pods.Items[0].Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Fatalf("auditor pods: %v, %+v: want one, Ready, never restarted", err, pods)
+	}
+	t.Logf("the auditor's EncryptionStatus: Encrypted=True (%s), key_id %s", v1alpha1.ReasonEncryptionCompleted, es.Status.CurrentKeyID)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	neturl "net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -44,7 +47,8 @@ func TestChartOnNode(t *testing.T) {
 
 	v := harness.StartVaultWith(t, harness.VaultOptions{ReachableAt: []net.IP{node.HostIP}})
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
-	chart := harness.InstallChartOnNode(t, cp, node, v, "controller.replicas=2", "controller.podDisruptionBudget.enabled=true")
+	auditorValues := prepareNodeAuditor(t, cp, node, v)
+	chart := harness.InstallChartOnNode(t, cp, node, v, append([]string{"controller.replicas=2", "controller.podDisruptionBudget.enabled=true"}, auditorValues...)...)
 	ns := chart.Namespace
 
 	t.Run("controller pods Ready through their probes", func(t *testing.T) {
@@ -183,6 +187,49 @@ spec:
 			t.Fatalf("the node left behind:\n%s", strings.Join(left, "\n"))
 		}
 	})
+}
+
+// nodeAuditorNamespace is where InstallChartOnNode installs the chart.
+const nodeAuditorNamespace = "vaultkms-system"
+
+// prepareNodeAuditor gets the chart's auditor ready to run as on a
+// kubeadm cluster: the node labelled a control-plane node (the auditor's
+// nodeSelector), a read-only etcd identity (the control plane's etcd has
+// auth on; this user's role may only read /registry/) and a Vault token
+// that may only read the Transit key, both in Secrets
+// (auditor.credentials.source secrets: a hostPath, the default, is not
+// admitted in a namespace enforcing the restricted Pod Security Standard).
+// It returns the chart values that enable it.
+func prepareNodeAuditor(t *testing.T, cp *harness.ControlPlane, node *harness.Node, v *harness.Vault) []string {
+	ctx := context.Background()
+	if _, err := cp.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("label the node a control-plane node: %v", err)
+	}
+	harness.RestrictedNamespace(t, cp, nodeAuditorNamespace)
+	etcdFiles := map[string]string{"ca.crt": cp.EtcdReader.CA, "tls.crt": cp.EtcdReader.Cert, "tls.key": cp.EtcdReader.Key}
+	data := map[string][]byte{}
+	for k, f := range etcdFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[k] = b
+	}
+	v.Policy("auditor-read", `path "transit/keys/kubernetes" { capabilities = ["read"] }`)
+	token := v.Write("auth/token/create", map[string]any{"policies": []string{"auditor-read"}, "ttl": "2h"}).Auth.ClientToken
+	for name, d := range map[string]map[string][]byte{"auditor-etcd": data, "auditor-vault-token": {"token": []byte(token)}} {
+		if _, err := cp.Client.CoreV1().Secrets(nodeAuditorNamespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: d}, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("Secret %s: %v", name, err)
+		}
+	}
+	etcdURL, err := neturl.Parse(cp.EtcdURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"auditor.enabled=true", "auditor.transitKey=kubernetes", "auditor.scanInterval=5s",
+		"auditor.etcdEndpoints=https://" + net.JoinHostPort(node.HostIP.String(), etcdURL.Port()),
+		"auditor.credentials.source=secrets", "auditor.etcdClientSecret=auditor-etcd", "auditor.vaultTokenSecret=auditor-vault-token"}
 }
 
 func podReady(p *corev1.Pod) bool {

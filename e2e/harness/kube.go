@@ -29,6 +29,12 @@ type ControlPlane struct {
 	// ServingCAFile is the CA of the API server's serving certificate,
 	// with ControlPlaneOptions.Node only.
 	ServingCAFile string
+	// With ControlPlaneOptions.Node only, etcd runs as on a kubeadm node
+	// (TLS, client certificates, auth on; EtcdURL is its TLS listener):
+	// EtcdRoot is kube-apiserver's identity (etcd's root), EtcdReader a
+	// user that may only read /registry/ (the auditor's).
+	EtcdRoot, EtcdReader *EtcdIdentity
+	nodeEtcd             *nodeEtcd
 
 	env  Env
 	etcd *clientv3.Client
@@ -93,6 +99,7 @@ func StartControlPlane(env Env, opts ControlPlaneOptions) *ControlPlane {
 			args.Set(k, v)
 		}
 		args.Disable("disable-admission-plugins")
+		cp.nodeEtcd = configureNodeEtcd(env, cp.Env.ControlPlane.Etcd, api)
 	}
 	for k, v := range opts.Args {
 		args.Set(k, v)
@@ -110,6 +117,12 @@ func StartControlPlane(env Env, opts ControlPlaneOptions) *ControlPlane {
 		}
 	})
 	cp.EtcdURL = cp.Env.ControlPlane.Etcd.URL.String()
+	if ne := cp.nodeEtcd; ne != nil {
+		cp.EtcdURL, cp.EtcdRoot, cp.EtcdReader = ne.URL(), ne.root, ne.reader
+		if err := ne.enableAuth(cp.Etcd()); err != nil {
+			env.Fatalf("%v", err)
+		}
+	}
 	cp.setConfig(cfg)
 	return cp
 }
@@ -157,7 +170,13 @@ func (cp *ControlPlane) RestartAPIServer() {
 func (cp *ControlPlane) Etcd() *clientv3.Client {
 	cp.env.Helper()
 	if cp.etcd == nil {
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{cp.EtcdURL}, DialTimeout: 5 * time.Second})
+		var c *clientv3.Client
+		var err error
+		if cp.EtcdRoot != nil {
+			c, err = tlsClient(cp.EtcdURL, cp.EtcdRoot)
+		} else {
+			c, err = clientv3.New(clientv3.Config{Endpoints: []string{cp.EtcdURL}, DialTimeout: 5 * time.Second})
+		}
 		if err != nil {
 			cp.env.Fatalf("etcd client: %v", err)
 		}

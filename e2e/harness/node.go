@@ -84,6 +84,12 @@ func StartNode(env Env, cp *ControlPlane) *Node {
 	env.Cleanup(n.teardown)
 	n.chains = iptablesChains()
 	n.sysctls = readSysctls()
+	if cp.nodeEtcd != nil {
+		// Pods (the auditor) reach etcd at the node's bridge.
+		if err := cp.nodeEtcd.addServingIP(n.HostIP); err != nil {
+			env.Fatalf("etcd serving certificate for the node: %v", err)
+		}
+	}
 
 	n.createBridge()
 	n.startContainerd()

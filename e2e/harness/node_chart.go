@@ -19,8 +19,11 @@ type NodeChart struct {
 	// Security Standard.
 	Namespace string
 	// Binaries are the static binaries the images were built from, by
-	// program name (vaultkms-plugin, vaultkms-controller).
+	// program name (vaultkms-plugin, vaultkms-controller, ...).
 	Binaries map[string]string
+	// Images are the controller's and the auditor's images, loaded into
+	// the node, by Dockerfile target.
+	Images map[string]string
 	// VaultAddr is Vault's address as pods reach it.
 	VaultAddr string
 }
@@ -35,15 +38,18 @@ type NodeChart struct {
 func InstallChartOnNode(env Env, cp *ControlPlane, node *Node, v *Vault, values ...string) *NodeChart {
 	env.Helper()
 	ctx := context.Background()
-	nc := &NodeChart{Namespace: "vaultkms-system", Binaries: map[string]string{}}
+	nc := &NodeChart{Namespace: "vaultkms-system", Binaries: map[string]string{}, Images: map[string]string{}}
 	// The classic builder builds the stages before --target too.
-	for _, b := range []string{"vaultkms-plugin", "vaultkms-controller"} {
+	for _, b := range []string{"vaultkms-plugin", "vaultkms-controller", "kubectl-vaultkms", "vaultkms-auditor"} {
 		nc.Binaries[b] = StaticBuild(env, "github.com/vaultkms/vaultkms/cmd/"+b)
 	}
 	tag := "e2e-" + RandomSuffix()
-	const repo = "docker.io/vaultkms-e2e/vaultkms-controller"
-	BuildImage(env, "controller", repo+":"+tag, tag, nc.Binaries)
-	node.LoadImage(repo + ":" + tag)
+	for _, target := range []string{"controller", "auditor"} {
+		ref := "docker.io/vaultkms-e2e/vaultkms-" + target + ":" + tag
+		BuildImage(env, target, ref, tag, nc.Binaries)
+		node.LoadImage(ref)
+		nc.Images[target] = ref
+	}
 
 	u, err := url.Parse(v.Addr)
 	if err != nil {
@@ -63,7 +69,8 @@ func InstallChartOnNode(env Env, cp *ControlPlane, node *Node, v *Vault, values 
 	installed := time.Now()
 	nc.Release = cp.InstallChartAndWait("vaultkms", nc.Namespace, 3*time.Minute, append([]string{
 		"vault.addr=" + nc.VaultAddr, "vault.caCertSecret=vault-ca",
-		"controller.image.repository=" + repo, "controller.image.tag=" + tag, "controller.image.pullPolicy=Never",
+		"controller.image.repository=docker.io/vaultkms-e2e/vaultkms-controller", "controller.image.tag=" + tag, "controller.image.pullPolicy=Never",
+		"auditor.image.repository=docker.io/vaultkms-e2e/vaultkms-auditor", "auditor.image.tag=" + tag, "auditor.image.pullPolicy=Never",
 	}, values...)...)
 	env.Logf("helm install --wait returned after %s", time.Since(installed).Round(100*time.Millisecond))
 	return nc

@@ -73,6 +73,14 @@ func (n *Node) StartStaticAPIServer(opts StaticAPIServerOptions) *StaticAPIServe
 			n.env.Fatalf("static kube-apiserver: %v", err)
 		}
 	}
+	etcdTLS := n.cp.EtcdRoot != nil
+	if etcdTLS {
+		// kube-apiserver's etcd client certificate, as kubeadm's
+		// apiserver-etcd-client (etcd's root user here).
+		if _, err := copyIdentity(n.cp.EtcdRoot, pki, "apiserver-etcd-client"); err != nil {
+			n.env.Fatalf("static kube-apiserver: %v", err)
+		}
+	}
 	enc := n.env.TempDir()
 	if err := os.WriteFile(filepath.Join(enc, "encryption-config.yaml"), []byte(opts.EncryptionConfig), 0o600); err != nil {
 		n.env.Fatalf("static kube-apiserver: %v", err)
@@ -84,7 +92,7 @@ func (n *Node) StartStaticAPIServer(opts StaticAPIServerOptions) *StaticAPIServe
 	image := BinaryImage(n.env, "kube-apiserver")
 	n.LoadImage(image)
 
-	pod := staticAPIServerPod(image, port, n.HostIP, n.cp.EtcdURL, first.SecureServing.URL("https", "/").String(), pki, enc, opts.SocketDir)
+	pod := staticAPIServerPod(image, port, n.HostIP, n.cp.EtcdURL, etcdTLS, first.SecureServing.URL("https", "/").String(), pki, enc, opts.SocketDir)
 	b, err := yaml.Marshal(pod)
 	if err != nil {
 		n.env.Fatalf("static kube-apiserver: %v", err)
@@ -139,7 +147,7 @@ func (n *Node) staticPodLog(namespace, pod, container string) string {
 // reduced to what a single test node needs, with the additions
 // docs/install-kubeadm.md gives for the plugin. Host paths are the
 // test's stand-ins, mounted where kubeadm mounts them.
-func staticAPIServerPod(image string, port int, advertise net.IP, etcdURL, issuer, pki, enc, socketDir string) *corev1.Pod {
+func staticAPIServerPod(image string, port int, advertise net.IP, etcdURL string, etcdTLS bool, issuer, pki, enc, socketDir string) *corev1.Pod {
 	probe := func(path string, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -151,6 +159,35 @@ func staticAPIServerPod(image string, port int, advertise net.IP, etcdURL, issue
 		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 			Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}
 	}
+	command := []string{"/kube-apiserver",
+		// The node's address, as kubeadm advertises it (the API server
+		// refuses a loopback one).
+		"--advertise-address=" + advertise.String(),
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		// The control plane's first API server owns the kubernetes
+		// Service's endpoints, on its own port; a second one on another
+		// port would rewrite them.
+		"--endpoint-reconciler-type=none",
+		"--allow-privileged=true",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--client-ca-file=/etc/kubernetes/pki/ca.crt",
+		"--tls-cert-file=/etc/kubernetes/pki/apiserver.crt",
+		"--tls-private-key-file=/etc/kubernetes/pki/apiserver.key",
+		"--etcd-servers=" + etcdURL,
+		"--service-account-issuer=" + issuer,
+		"--service-account-key-file=/etc/kubernetes/pki/sa.pub",
+		"--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
+		"--service-cluster-ip-range=10.0.0.0/24",
+		// docs/install-kubeadm.md, step 4.
+		"--encryption-provider-config=/etc/kubernetes/enc/encryption-config.yaml",
+		"--encryption-provider-config-automatic-reload=true",
+	}
+	if etcdTLS {
+		command = append(command, "--etcd-cafile=/etc/kubernetes/pki/etcd-ca.crt",
+			"--etcd-certfile=/etc/kubernetes/pki/apiserver-etcd-client.crt", "--etcd-keyfile=/etc/kubernetes/pki/apiserver-etcd-client.key")
+	}
 	return &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: "kube-apiserver", Namespace: "kube-system",
@@ -161,31 +198,7 @@ func staticAPIServerPod(image string, port int, advertise net.IP, etcdURL, issue
 			SecurityContext:   &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Containers: []corev1.Container{{
 				Name: "kube-apiserver", Image: image, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"/kube-apiserver",
-					// The node's address, as kubeadm advertises it (the
-					// API server refuses a loopback one).
-					"--advertise-address=" + advertise.String(),
-					"--bind-address=127.0.0.1",
-					"--secure-port=" + strconv.Itoa(port),
-					// The control plane's first API server owns the
-					// kubernetes Service's endpoints, on its own port; a
-					// second one on another port would rewrite them.
-					"--endpoint-reconciler-type=none",
-					"--allow-privileged=true",
-					"--authorization-mode=Node,RBAC",
-					"--enable-admission-plugins=NodeRestriction",
-					"--client-ca-file=/etc/kubernetes/pki/ca.crt",
-					"--tls-cert-file=/etc/kubernetes/pki/apiserver.crt",
-					"--tls-private-key-file=/etc/kubernetes/pki/apiserver.key",
-					"--etcd-servers=" + etcdURL,
-					"--service-account-issuer=" + issuer,
-					"--service-account-key-file=/etc/kubernetes/pki/sa.pub",
-					"--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
-					"--service-cluster-ip-range=10.0.0.0/24",
-					// docs/install-kubeadm.md, step 4.
-					"--encryption-provider-config=/etc/kubernetes/enc/encryption-config.yaml",
-					"--encryption-provider-config-automatic-reload=true",
-				},
+				Command:        command,
 				StartupProbe:   probe("/livez", 60),
 				LivenessProbe:  probe("/livez", 8),
 				ReadinessProbe: probe("/readyz", 3),
