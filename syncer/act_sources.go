@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,17 +90,20 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 			}
 		}
 	}
-	for i := range specs {
-		if !read[i] {
-			continue
-		}
+	fetchedNow, err := fetchConcurrently(read, func(i int) (fetched, error) {
 		src := &specs[i]
 		f, err := r.vault.fetch(ctx, vs, src, kindOfSource(src), tok)
 		if err != nil {
-			unused()
-			return r.failedVault(ctx, vs, orig, now, fmt.Errorf("%s: %w", sourceLabel(i, src), err))
+			return f, fmt.Errorf("%s: %w", sourceLabel(i, src), err)
 		}
+		return f, nil
+	})
+	for i, f := range fetchedNow {
 		got[i], fresh[i] = f, f.data
+	}
+	if err != nil {
+		unused()
+		return r.failedVault(ctx, vs, orig, now, err)
 	}
 	var current map[string][]byte
 	if o.secret != nil {
@@ -263,4 +267,59 @@ func renewedNote(renewed []string) string {
 		return ""
 	}
 	return "; renewed: " + strings.Join(renewed, ", ")
+}
+
+// fetchConcurrently calls fetch for every source marked in read, all at
+// once: a pass waits for its slowest source, not for the sum of them. It
+// returns what succeeded, also when another failed (leases issued by the
+// successes are the caller's to use or release), and the error of the
+// lowest-numbered source that failed, so the reason reported does not
+// depend on which answer came first.
+func fetchConcurrently(read []bool, fetch func(i int) (fetched, error)) (map[int]fetched, error) {
+	got := make(map[int]fetched, len(read))
+	n := 0
+	for _, r := range read {
+		if r {
+			n++
+		}
+	}
+	if n == 1 {
+		for i, r := range read {
+			if r {
+				f, err := fetch(i)
+				if err != nil {
+					return got, err
+				}
+				got[i] = f
+			}
+		}
+		return got, nil
+	}
+	fs := make([]fetched, len(read))
+	errs := make([]error, len(read))
+	var wg sync.WaitGroup
+	for i, r := range read {
+		if !r {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fs[i], errs[i] = fetch(i)
+		}()
+	}
+	wg.Wait()
+	var first error
+	for i, r := range read {
+		switch {
+		case !r:
+		case errs[i] != nil:
+			if first == nil {
+				first = errs[i]
+			}
+		default:
+			got[i] = fs[i]
+		}
+	}
+	return got, first
 }
