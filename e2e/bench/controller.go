@@ -113,7 +113,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	floor := measureFloor(env, c, n)
 	busyArgs := args
 	pprofURL := ""
-	if controllerProfile != "" {
+	if controllerProfile != "" || controllerHeapProfile != "" {
 		port, err := harness.FreePort()
 		if err != nil {
 			env.Fatalf("%v", err)
@@ -144,7 +144,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 		}
 		go profile(env, hc, strings.TrimSuffix(cp.Config.Host, "/")+"/debug/pprof/profile", apiserverProfile, 10*time.Second)
 	}
-	if pprofURL != "" {
+	if controllerProfile != "" {
 		go profile(env, http.DefaultClient, pprofURL, controllerProfile, 10*time.Second)
 	}
 	start := time.Now()
@@ -184,6 +184,21 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 		waitAllReady(env, cp.Config, managed, start)
 		fmt.Printf("\n%d managed VaultSecrets (%d more created, all Ready after %.1fs)\n", managed, managed-n, time.Since(start).Seconds())
 		fmt.Printf("  controller RSS with %d managed VaultSecrets and Secrets: %.1f MiB\n", managed, rss(busy))
+		if controllerHeapProfile != "" {
+			heap := strings.TrimSuffix(pprofURL, "/profile") + "/heap"
+			resp, err := http.Get(heap + "?gc=1")
+			if err != nil {
+				env.Fatalf("heap profile: %v", err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				env.Fatalf("heap profile %s: %d %v", heap, resp.StatusCode, err)
+			}
+			if err := os.WriteFile(controllerHeapProfile, b, 0o600); err != nil {
+				env.Fatalf("%v", err)
+			}
+		}
 	}
 	if len(measure) == 0 {
 		return
@@ -292,6 +307,10 @@ func waitMetrics(env *harness.Main, url string) {
 // profiles of kube-apiserver and of vaultkms's controller during the first
 // 10 s of the 1,000-VaultSecret sync are written.
 var apiserverProfile, controllerProfile string
+
+// controllerHeapProfile, when set, is where the controller's heap profile
+// is written once the managed VaultSecrets are all Ready.
+var controllerHeapProfile string
 
 func profile(env *harness.Main, hc *http.Client, url, path string, d time.Duration) {
 	resp, err := hc.Get(fmt.Sprintf("%s?seconds=%d", url, int(d.Seconds())))

@@ -96,6 +96,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process plugin and the callers) to this file")
 	othersFlag := flag.String("others", "vso,eso,eso-cache", "controllers measured beside vaultkms's (built by `make bench-tools`): vso, eso, eso-cache, comma separated; empty for none")
 	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write kube-apiserver's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
+	flag.StringVar(&controllerHeapProfile, "controller-heapprofile", "", "write vaultkms-controller's heap profile to this file once the -managed VaultSecrets are all Ready")
 	flag.StringVar(&controllerProfile, "controller-cpuprofile", "", "write vaultkms-controller's CPU profile of the first 10 s of the 1,000-VaultSecret sync to this file")
 	flag.IntVar(&benchSources, "sources", benchSources, "kv sources of each VaultSecret in the controller part: 1 is one path with an inline login; more share one VaultAuth (spec.sources, spec.authRef)")
 	flag.IntVar(&reconcilers, "reconcilers", reconcilers, "concurrent reconciles of every controller in the controller part")
