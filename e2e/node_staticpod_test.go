@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -188,6 +189,12 @@ func testOperatorStepsOnNode(t *testing.T, cp *harness.ControlPlane, api *harnes
 	}
 	// As the operator runs them: with a read-only etcd identity (etcd's
 	// auth is on), which is all verify, status and reencrypt need.
+	// The node's first API server has no EncryptionConfiguration (it
+	// starts before any plugin exists), so what is written through it is
+	// stored in plaintext, and the chart's controller writes through it.
+	// The controller is scaled to zero first, so that what verify proves
+	// afterwards is what reencrypt did, not a race with its next write.
+	stopChartController(t, cp)
 	common := append([]string{"--kubeconfig", kubeconfig, "--etcd-endpoints", cp.EtcdURL, "--kms-socket", "unix://" + socket,
 		"--resources", "secrets", "--apiserver-metrics-url", api.URL + "/metrics"}, cp.EtcdReader.Args()...)
 	verify := func() (scan.Report, int) {
@@ -237,4 +244,30 @@ func testOperatorStepsOnNode(t *testing.T, cp *harness.ControlPlane, api *harnes
 		t.Fatalf("auditor pods: %v, %+v: want one, Ready, never restarted", err, pods)
 	}
 	t.Logf("the auditor's EncryptionStatus: Encrypted=True (%s), key_id %s", v1alpha1.ReasonEncryptionCompleted, es.Status.CurrentKeyID)
+}
+
+// stopChartController scales the chart's controller Deployment to zero
+// and waits until none of its pods is left.
+func stopChartController(t *testing.T, cp *harness.ControlPlane) {
+	t.Helper()
+	ctx := context.Background()
+	const selector = "app.kubernetes.io/component=controller"
+	deps, err := cp.Client.AppsV1().Deployments(nodeAuditorNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil || len(deps.Items) != 1 {
+		t.Fatalf("the chart's controller Deployment: %v (%d found)", err, len(deps.Items))
+	}
+	if _, err := cp.Client.AppsV1().Deployments(nodeAuditorNamespace).Patch(ctx, deps.Items[0].Name, types.MergePatchType,
+		[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("scale the controller to zero: %v", err)
+	}
+	eventually(t, 60*time.Second, func() error {
+		pods, err := cp.Client.CoreV1().Pods(nodeAuditorNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d controller pods still there", len(pods.Items))
+		}
+		return nil
+	})
 }
