@@ -276,25 +276,6 @@ func renewedNote(renewed []string) string {
 // lowest-numbered source that failed, so the reason reported does not
 // depend on which answer came first.
 func fetchConcurrently(read []bool, fetch func(i int) (fetched, error)) (map[int]fetched, error) {
-	got := make(map[int]fetched, len(read))
-	n := 0
-	for _, r := range read {
-		if r {
-			n++
-		}
-	}
-	if n == 1 {
-		for i, r := range read {
-			if r {
-				f, err := fetch(i)
-				if err != nil {
-					return got, err
-				}
-				got[i] = f
-			}
-		}
-		return got, nil
-	}
 	fs := make([]fetched, len(read))
 	errs := make([]error, len(read))
 	var wg sync.WaitGroup
@@ -309,6 +290,7 @@ func fetchConcurrently(read []bool, fetch func(i int) (fetched, error)) (map[int
 		}()
 	}
 	wg.Wait()
+	got := make(map[int]fetched, len(read))
 	var first error
 	for i, r := range read {
 		switch {

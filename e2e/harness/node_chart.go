@@ -21,9 +21,6 @@ type NodeChart struct {
 	// Binaries are the static binaries the images were built from, by
 	// program name (vaultkms-plugin, vaultkms-controller, ...).
 	Binaries map[string]string
-	// Images are the controller's and the auditor's images, loaded into
-	// the node, by Dockerfile target.
-	Images map[string]string
 	// VaultAddr is Vault's address as pods reach it.
 	VaultAddr string
 }
@@ -38,7 +35,7 @@ type NodeChart struct {
 func InstallChartOnNode(env Env, cp *ControlPlane, node *Node, v *Vault, values ...string) *NodeChart {
 	env.Helper()
 	ctx := context.Background()
-	nc := &NodeChart{Namespace: "vaultkms-system", Binaries: map[string]string{}, Images: map[string]string{}}
+	nc := &NodeChart{Namespace: "vaultkms-system", Binaries: map[string]string{}}
 	// The classic builder builds the stages before --target too.
 	for _, b := range []string{"vaultkms-plugin", "vaultkms-controller", "kubectl-vaultkms", "vaultkms-auditor"} {
 		nc.Binaries[b] = StaticBuild(env, "github.com/vaultkms/vaultkms/cmd/"+b)
@@ -48,7 +45,6 @@ func InstallChartOnNode(env Env, cp *ControlPlane, node *Node, v *Vault, values 
 		ref := "docker.io/vaultkms-e2e/vaultkms-" + target + ":" + tag
 		BuildImage(env, target, ref, tag, nc.Binaries)
 		node.LoadImage(ref)
-		nc.Images[target] = ref
 	}
 
 	u, err := url.Parse(v.Addr)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -146,18 +145,16 @@ func tlsClient(endpoint string, id *EtcdIdentity) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second})
 }
 
-// copyIdentity copies id's files into dir under the names prefix.crt and
-// prefix.key (and ca.crt), for a pod's hostPath or a Secret.
-func copyIdentity(id *EtcdIdentity, dir, prefix string) (*EtcdIdentity, error) {
-	out := &EtcdIdentity{CA: filepath.Join(dir, "etcd-ca.crt"), Cert: filepath.Join(dir, prefix+".crt"), Key: filepath.Join(dir, prefix+".key")}
-	for from, to := range map[string]string{id.CA: out.CA, id.Cert: out.Cert, id.Key: out.Key} {
+// copyFiles copies each file (keys) to its destination (values), 0600.
+func copyFiles(files map[string]string) error {
+	for from, to := range files {
 		b, err := os.ReadFile(from)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := os.WriteFile(to, b, 0o600); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }

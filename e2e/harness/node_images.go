@@ -66,15 +66,38 @@ func buildProgramImage(pkg, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	// Fully qualified: containerd names an image imported from a docker
-	// archive docker.io/<name>, and sandbox_image and pods must name it
-	// exactly so.
+	return scratchImage(name, b, "65535:65535")
+}
+
+// scratchImage builds an image FROM scratch holding binary as /<name>,
+// run as user (root when empty), named docker.io/vaultkms-e2e/<name>:<the
+// binary's hash>, unless docker has it already. Fully qualified:
+// containerd names an image imported from a docker archive
+// docker.io/<name>, and sandbox_image and pods must name it exactly so.
+func scratchImage(name string, binary []byte, user string) (string, error) {
+	// An image FROM scratch runs nothing but a static executable: a
+	// wrapper script would fail in the container as "no such file".
+	if !bytes.HasPrefix(binary, []byte("\x7fELF")) {
+		return "", fmt.Errorf("%s is not an executable binary (a script?); an image FROM scratch needs the binary itself", name)
+	}
+	sum := sha256.Sum256(binary)
 	ref := "docker.io/vaultkms-e2e/" + name + ":" + hex.EncodeToString(sum[:6])
 	if _, err := Docker("image", "inspect", ref); err == nil {
 		return ref, nil
 	}
-	df := fmt.Sprintf("FROM scratch\nCOPY %s /%s\nUSER 65535:65535\nENTRYPOINT [\"/%s\"]\n", name, name, name)
+	dir, err := os.MkdirTemp("", "vk-image")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, name), binary, 0o755); err != nil {
+		return "", err
+	}
+	df := fmt.Sprintf("FROM scratch\nCOPY %s /%s\n", name, name)
+	if user != "" {
+		df += "USER " + user + "\n"
+	}
+	df += fmt.Sprintf("ENTRYPOINT [\"/%s\"]\n", name)
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		return "", err
 	}
@@ -120,10 +143,8 @@ func (n *Node) loadImage(ref string) error {
 }
 
 // BinaryImage builds an image FROM scratch holding one real component
-// of bin/ (make tools), such as kube-apiserver, as /<name>, run as root as
-// kubeadm runs the control plane, named
-// docker.io/vaultkms-e2e/<name>:<hash of the binary>. Docker keeps it as
-// a cache across runs, as ProgramImage's.
+// of bin/ (make tools), such as kube-apiserver, run as root as kubeadm
+// runs the control plane (see scratchImage).
 func BinaryImage(env Env, name string) string {
 	env.Helper()
 	path := Binary(env, name)
@@ -131,25 +152,8 @@ func BinaryImage(env Env, name string) string {
 	if err != nil {
 		env.Fatalf("image of %s: %v", path, err)
 	}
-	// An image FROM scratch runs nothing but a static executable: a
-	// wrapper script would fail in the container as "no such file".
-	if !bytes.HasPrefix(b, []byte("\x7fELF")) {
-		env.Fatalf("image of %s: not an executable binary (a script?); an image FROM scratch needs the binary itself", path)
-	}
-	sum := sha256.Sum256(b)
-	ref := "docker.io/vaultkms-e2e/" + name + ":" + hex.EncodeToString(sum[:6])
-	if _, err := Docker("image", "inspect", ref); err == nil {
-		return ref
-	}
-	dir := env.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
-		env.Fatalf("image of %s: %v", path, err)
-	}
-	df := fmt.Sprintf("FROM scratch\nCOPY %s /%s\nENTRYPOINT [\"/%s\"]\n", name, name, name)
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		env.Fatalf("image of %s: %v", path, err)
-	}
-	if _, err := Docker("build", "-q", "--label", TestLabel, "-t", ref, dir); err != nil {
+	ref, err := scratchImage(name, b, "")
+	if err != nil {
 		env.Fatalf("image of %s: %v", path, err)
 	}
 	return ref

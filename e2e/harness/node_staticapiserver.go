@@ -59,27 +59,23 @@ func (n *Node) StartStaticAPIServer(opts StaticAPIServerOptions) *StaticAPIServe
 	n.env.Helper()
 	first := n.cp.Env.ControlPlane.GetAPIServer()
 	pki := n.env.TempDir()
-	for from, to := range map[string]string{
-		"apiserver.crt": "apiserver.crt", "apiserver.key": "apiserver.key",
-		"sa-signer.crt": "sa.pub", "sa-signer.key": "sa.key",
+	in := func(dir, name string) string { return filepath.Join(dir, name) }
+	files := map[string]string{
+		in(first.CertDir, "apiserver.crt"): in(pki, "apiserver.crt"), in(first.CertDir, "apiserver.key"): in(pki, "apiserver.key"),
+		in(first.CertDir, "sa-signer.crt"): in(pki, "sa.pub"), in(first.CertDir, "sa-signer.key"): in(pki, "sa.key"),
 		// envtest's client certificate CA: what kubeadm calls ca.crt.
-		"client-cert-auth-ca.crt": "ca.crt",
-	} {
-		b, err := os.ReadFile(filepath.Join(first.CertDir, from))
-		if err != nil {
-			n.env.Fatalf("static kube-apiserver: copy %s of the first API server: %v", from, err)
-		}
-		if err := os.WriteFile(filepath.Join(pki, to), b, 0o600); err != nil {
-			n.env.Fatalf("static kube-apiserver: %v", err)
-		}
+		in(first.CertDir, "client-cert-auth-ca.crt"): in(pki, "ca.crt"),
 	}
 	etcdTLS := n.cp.EtcdRoot != nil
 	if etcdTLS {
 		// kube-apiserver's etcd client certificate, as kubeadm's
 		// apiserver-etcd-client (etcd's root user here).
-		if _, err := copyIdentity(n.cp.EtcdRoot, pki, "apiserver-etcd-client"); err != nil {
-			n.env.Fatalf("static kube-apiserver: %v", err)
-		}
+		files[n.cp.EtcdRoot.CA] = in(pki, "etcd-ca.crt")
+		files[n.cp.EtcdRoot.Cert] = in(pki, "apiserver-etcd-client.crt")
+		files[n.cp.EtcdRoot.Key] = in(pki, "apiserver-etcd-client.key")
+	}
+	if err := copyFiles(files); err != nil {
+		n.env.Fatalf("static kube-apiserver: copy the PKI: %v", err)
 	}
 	enc := n.env.TempDir()
 	if err := os.WriteFile(filepath.Join(enc, "encryption-config.yaml"), []byte(opts.EncryptionConfig), 0o600); err != nil {
