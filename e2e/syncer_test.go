@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -340,6 +342,71 @@ spec:
 		}
 		if strings.Contains(s.log.String(), secretID) {
 			t.Fatal("the AppRole secret ID appeared in the controller's log")
+		}
+	})
+
+	t.Run("what a VaultSecret stops setting leaves the Secret it created", func(t *testing.T) {
+		// The controller creates a new kv VaultSecret's Secret (owning its
+		// fields through the create) and applies it after that; a field it
+		// stops setting must go all the same, and another tool's stay.
+		s.v.Write("secret/data/app/shrink", map[string]any{"data": map[string]any{"a": "1", "b": "2"}})
+		for _, name := range []string{"shrink-meta", "shrink-data"} {
+			if _, err := s.apply(t, fmt.Sprintf(`
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: %s, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/shrink}}
+  ttl: 1h
+  target: {labels: {team: a, tier: web}, annotations: {note: x}}
+`, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, name := range []string{"shrink-meta", "shrink-data"} {
+			sec := s.waitSecret(t, "app", name, 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["b"]) == "2" })
+			if !createdBy(sec, "vaultkms") {
+				t.Fatalf("%s: managed fields %+v: the Secret was not created by the controller, so this test proves nothing about taking its fields over", name, managers(sec))
+			}
+			patch := []byte(`{"metadata":{"labels":{"argocd.argoproj.io/instance":"shop"}}}`)
+			if err := s.c.Patch(ctx, sec, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("argocd-controller")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edit := func(name string, f func(*v1alpha1.VaultSecret)) {
+			t.Helper()
+			eventually(t, 10*time.Second, func() error {
+				var vs v1alpha1.VaultSecret
+				if err := s.c.Get(ctx, client.ObjectKey{Namespace: "app", Name: name}, &vs); err != nil {
+					return err
+				}
+				f(&vs)
+				return s.c.Update(ctx, &vs)
+			})
+		}
+		// Metadata only: no Vault read, and the label and annotation go.
+		edit("shrink-meta", func(vs *v1alpha1.VaultSecret) {
+			vs.Spec.Target.Labels, vs.Spec.Target.Annotations = map[string]string{"team": "a"}, nil
+		})
+		sec := s.waitSecret(t, "app", "shrink-meta", 30*time.Second, func(sec *corev1.Secret) bool {
+			_, tier := sec.Labels["tier"]
+			_, note := sec.Annotations["note"]
+			return !tier && !note
+		})
+		// Data: a key Vault no longer holds goes.
+		s.v.Write("secret/data/app/shrink", map[string]any{"data": map[string]any{"a": "1"}})
+		edit("shrink-data", func(vs *v1alpha1.VaultSecret) {
+			metav1.SetMetaDataAnnotation(&vs.ObjectMeta, "secrets.vaultkms.io/force-sync", "1")
+		})
+		data := s.waitSecret(t, "app", "shrink-data", 30*time.Second, func(sec *corev1.Secret) bool { _, b := sec.Data["b"]; return !b })
+		for _, got := range []*corev1.Secret{sec, data} {
+			if got.Labels["argocd.argoproj.io/instance"] != "shop" || got.Labels["team"] != "a" || string(got.Data["a"]) != "1" {
+				t.Fatalf("%s: labels %v, data keys %v: another tool's label or the kept fields are gone", got.Name, got.Labels, keys(got.Data))
+			}
+			if createdBy(got, "vaultkms") {
+				t.Fatalf("%s: managed fields %+v still hold the create's entry", got.Name, managers(got))
+			}
 		}
 	})
 
@@ -746,4 +813,24 @@ spec:
 			t.Fatal("a database password appeared in the controller's log")
 		}
 	}
+}
+
+// createdBy tells whether manager owns fields of sec through an update
+// operation (a create, or an update) rather than server-side apply.
+func createdBy(sec *corev1.Secret, manager string) bool {
+	for _, f := range sec.ManagedFields {
+		if f.Manager == manager && f.Operation == metav1.ManagedFieldsOperationUpdate && f.Subresource == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// managers lists sec's managed-fields entries as manager/operation.
+func managers(sec *corev1.Secret) []string {
+	var out []string
+	for _, f := range sec.ManagedFields {
+		out = append(out, f.Manager+"/"+string(f.Operation))
+	}
+	return out
 }

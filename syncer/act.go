@@ -194,11 +194,22 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 func (r *Reconciler) writeMetadata(ctx context.Context, o *observation) error {
 	vs := o.vs
 	held := currentLeases(vs)
-	w, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), joinLeases(held), o.secret)
+	w, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), joinLeases(held), o.secret, false)
 	if err == nil && !holdsAll(w.LeaseID, held) {
 		return errors.New("the Secret read back does not name the current leases")
 	}
 	return err
+}
+
+// secretWriteFailed reports a failed Secret write, except a create that
+// found a Secret of the target's name: nothing is reported then, and the
+// pass comes back at once to read that Secret and decide on it.
+func (r *Reconciler) secretWriteFailed(ctx context.Context, vs *v1alpha1.VaultSecret, orig *v1alpha1.VaultSecretStatus, now time.Time, err error) (ctrl.Result, string, error) {
+	if errors.Is(err, errTargetExists) {
+		r.recheck.Store(client.ObjectKeyFromObject(vs), struct{}{})
+		return ctrl.Result{Requeue: true}, "recheck", nil
+	}
+	return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
 }
 
 // failedVault reports a Vault failure with the reason it maps to.

@@ -157,12 +157,12 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 			held = append(held, ss.Lease.ID)
 		}
 	}
-	w, err := r.secrets.apply(ctx, vs, data, expiresAt, joinLeases(held), o.secret)
+	w, err := r.secrets.apply(ctx, vs, data, expiresAt, joinLeases(held), o.secret, o.unread)
 	if err != nil {
 		// The pending leases stay in their journals: a later pass that
 		// reads the Secret holding them promotes them, else revokes them;
 		// the current ones, which the Secret still holds, stay current.
-		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
+		return r.secretWriteFailed(ctx, vs, orig, now, err)
 	}
 	if !holdsAll(w.LeaseID, held) {
 		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, errors.New("the Secret read back does not hold the new leases"))

@@ -64,11 +64,11 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		}
 	}
 	refreshAt, expiresAt := o.kind.plan(now, vs, f, tok.Expires)
-	w, err := r.secrets.apply(ctx, vs, data, expiresAt, f.leaseID, o.secret)
+	w, err := r.secrets.apply(ctx, vs, data, expiresAt, f.leaseID, o.secret, o.unread)
 	if err != nil {
 		// The pending lease stays in the journal: a later pass that reads
 		// the Secret holding it promotes it, else revokes it.
-		return r.failed(ctx, vs, orig, now, ReasonSecretWrite, err)
+		return r.secretWriteFailed(ctx, vs, orig, now, err)
 	}
 	if o.kind.leased() {
 		if w.LeaseID != f.leaseID {

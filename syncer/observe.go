@@ -19,6 +19,9 @@ type observation struct {
 	vs     *v1alpha1.VaultSecret
 	kind   sourceKind
 	secret *corev1.Secret
+	// unread tells that the Secret's absence was presumed, not read
+	// (see presumeAbsent).
+	unread bool
 }
 
 // restoreRecord remembers recent restores of a hand-edited Secret, in
@@ -41,11 +44,14 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 	if err := r.observeAuth(ctx, o); err != nil {
 		return nil, err
 	}
-	sec, confirmed, err := r.secrets.get(ctx, vs, anyPending(&vs.Status))
+	_, recheck := r.recheck.LoadAndDelete(client.ObjectKeyFromObject(vs))
+	presume := !recheck && presumeAbsent(vs)
+	sec, confirmed, err := r.secrets.get(ctx, vs, anyPending(&vs.Status), presume)
 	if err != nil {
 		return nil, err
 	}
 	o.Confirmed = confirmed
+	o.unread = sec == nil && !confirmed
 	if sec != nil {
 		o.secret = sec
 		owned := metav1.IsControlledBy(sec, vs)
@@ -61,6 +67,28 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 		o.Restores, o.LastRestore = rec.count, rec.last
 	}
 	return o, nil
+}
+
+// presumeAbsent tells whether a Secret missing from the cache may be
+// taken as missing from the API server, saving a read on the path where
+// most Secrets are written: that of a VaultSecret never reported on (no
+// condition, no Secret written) whose sources only read, so that should
+// a Secret of that name exist after all (not managed, or not yet in the
+// cache) nothing was issued for it: the create fails, and the next pass
+// reads the Secret and decides on it.
+func presumeAbsent(vs *v1alpha1.VaultSecret) bool {
+	if vs.Status.SecretName != "" || len(vs.Status.Conditions) > 0 || anyPending(&vs.Status) {
+		return false
+	}
+	if len(vs.Spec.Sources) == 0 {
+		return vs.Spec.Source.KV != nil
+	}
+	for _, src := range vs.Spec.Sources {
+		if src.KV == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // anyPending tells whether a journal holds a pending lease: the Secret is

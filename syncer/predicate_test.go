@@ -3,7 +3,9 @@ package syncer
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -34,5 +36,31 @@ func TestStatusOnlyUpdate(t *testing.T) {
 				t.Errorf("StatusOnlyUpdate = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestOwnSecretWrite(t *testing.T) {
+	r := &Reconciler{}
+	secret := func(rv string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", ResourceVersion: rv}}
+	}
+	r.secretWrites.Store(client.ObjectKey{Namespace: "app", Name: "db"}, "7")
+	steps := []struct {
+		name string
+		rv   string
+		own  bool
+	}{
+		{"an older version (the write's not yet seen)", "6", false},
+		{"the version written", "7", true},
+		{"the same version again (a resync)", "7", false},
+		{"a later edit by someone else", "9", false},
+	}
+	for _, st := range steps {
+		if got := r.ownSecretWrite(secret(st.rv)); got != st.own {
+			t.Fatalf("%s: ownSecretWrite = %v, want %v", st.name, got, st.own)
+		}
+	}
+	if r.ownSecretWrite(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "other", ResourceVersion: "7"}}) {
+		t.Fatal("another Secret at the written version counted as the write")
 	}
 }

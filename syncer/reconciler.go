@@ -86,6 +86,13 @@ type Reconciler struct {
 	// completed pass: a hash that moved without the generation is a nudge
 	// (see Observed.Nudge).
 	seen sync.Map // types.NamespacedName -> string
+	// secretWrites holds, per Secret, the resourceVersion of this
+	// process's last write of it, until the watch brings that version
+	// back: a pass for it would find exactly what the write left.
+	secretWrites sync.Map // types.NamespacedName -> string
+	// recheck holds the VaultSecrets whose presumed-absent Secret was
+	// found to exist: their next pass reads it from the API server.
+	recheck sync.Map // types.NamespacedName -> struct{}
 }
 
 // parts builds the reconciler's parts from its fields, once.
@@ -97,7 +104,8 @@ func (r *Reconciler) parts() {
 		r.validator = validator{ControllerNamespace: r.ControllerNamespace, ControllerServiceAccount: r.ControllerServiceAccount, Tenants: r.Tenants}
 		r.auths = newSharedAuths(r.Tenants, r.Client, r.APIReader, r.ControllerNamespace, r.ControllerServiceAccount)
 		r.vault = &vaultIO{Tenants: r.Tenants, Auths: r.auths, APIReader: r.APIReader, Timeout: r.VaultTimeout, Metrics: r.Metrics, Log: r.Log}
-		r.secrets = &secretWriter{Client: r.Client, APIReader: r.APIReader}
+		r.secrets = &secretWriter{Client: r.Client, APIReader: r.APIReader,
+			wrote: func(k client.ObjectKey, rv string) { r.secretWrites.Store(k, rv) }}
 		r.status = &statusRecorder{Client: r.Client, APIReader: r.APIReader, Clock: r.Clock, Recorder: r.Recorder,
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
 		tick, ok := r.Clock.(clock.WithTicker)
@@ -128,6 +136,7 @@ func (r *Reconciler) forget(k client.ObjectKey) {
 	r.written.Delete(k)
 	r.restores.Delete(k)
 	r.seen.Delete(k)
+	r.recheck.Delete(k)
 }
 
 // SetupWithManager watches VaultSecrets and the Secrets they own.
@@ -140,7 +149,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.VaultSecret{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool { return !StatusOnlyUpdate(e.ObjectOld, e.ObjectNew) },
 		})).
-		Owns(&corev1.Secret{}).
+		// A Secret's own write coming back through the watch needs no
+		// pass; any other change of it (an edit, a deletion) does.
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return !r.ownSecretWrite(e.Object) },
+			UpdateFunc: func(e event.UpdateEvent) bool { return !r.ownSecretWrite(e.ObjectNew) },
+		})).
 		Named("vaultsecret").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Workers)})
 	if r.NamespaceSelector != nil {
@@ -166,6 +180,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return b.Complete(r)
+}
+
+// ownSecretWrite tells whether o is the very version of a Secret this
+// process last wrote, and forgets that write once its event is seen.
+func (r *Reconciler) ownSecretWrite(o client.Object) bool {
+	k := client.ObjectKeyFromObject(o)
+	rv := o.GetResourceVersion()
+	return rv != "" && r.secretWrites.CompareAndDelete(k, rv)
 }
 
 // StatusOnlyUpdate tells whether an update of a VaultSecret changed nothing

@@ -6,6 +6,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/syncer"
 )
 
 // stripManagedFields is the transform every cached object gets.
@@ -17,13 +18,26 @@ var stripManagedFields = cache.TransformStripManagedFields()
 // Secret can set: without this, a tenant labelling large Secrets would
 // grow the controller's memory by their data. The controller never reads
 // the data of a Secret it does not control (it reports SecretConflict).
+//
+// Of the managed fields only one fact stays: whether the controller owns
+// fields through its create (see syncer.OwnsByUpdate), which decides
+// whether an apply that drops a field must first take them over.
 func secretCacheTransform(obj any) (any, error) {
+	created := false
+	if s, ok := obj.(*corev1.Secret); ok {
+		created = syncer.OwnsByUpdate(s.ManagedFields)
+	}
 	obj, err := stripManagedFields(obj)
 	if err != nil {
 		return obj, err
 	}
-	if s, ok := obj.(*corev1.Secret); ok && !controlledByVaultSecret(s) {
-		s.Data, s.StringData = nil, nil
+	if s, ok := obj.(*corev1.Secret); ok {
+		if !controlledByVaultSecret(s) {
+			s.Data, s.StringData = nil, nil
+		}
+		if created {
+			s.ManagedFields = syncer.UpdateOwnershipMarker()
+		}
 	}
 	return obj, nil
 }

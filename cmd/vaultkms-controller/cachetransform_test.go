@@ -43,3 +43,38 @@ func TestSecretCacheTransformKeepsOnlyControlledData(t *testing.T) {
 		})
 	}
 }
+
+func TestSecretCacheTransformKeepsOnlyTheCreateMarker(t *testing.T) {
+	fields := &metav1.FieldsV1{Raw: []byte(`{"f:data":{"f:password":{}}}`)}
+	cases := []struct {
+		name    string
+		entries []metav1.ManagedFieldsEntry
+		marker  bool
+	}{
+		{"created by the controller", []metav1.ManagedFieldsEntry{{Manager: "vaultkms", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: fields}}, true},
+		{"created, then another tool's label", []metav1.ManagedFieldsEntry{
+			{Manager: "vaultkms", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: fields},
+			{Manager: "argocd", Operation: metav1.ManagedFieldsOperationApply, FieldsV1: fields}}, true},
+		{"applied only", []metav1.ManagedFieldsEntry{{Manager: "vaultkms", Operation: metav1.ManagedFieldsOperationApply, FieldsV1: fields}}, false},
+		{"another manager's update", []metav1.ManagedFieldsEntry{{Manager: "kubectl-create", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: fields}}, false},
+		{"the controller's status-subresource update", []metav1.ManagedFieldsEntry{{Manager: "vaultkms", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", FieldsV1: fields}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := secretCacheTransform(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", ManagedFields: tc.entries}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.(*corev1.Secret).ManagedFields
+			if tc.marker {
+				if len(got) != 1 || got[0].Manager != "vaultkms" || got[0].Operation != metav1.ManagedFieldsOperationUpdate || got[0].FieldsV1 != nil {
+					t.Fatalf("cached managed fields %+v, want only the field-less marker", got)
+				}
+				return
+			}
+			if got != nil {
+				t.Fatalf("cached managed fields %+v, want none", got)
+			}
+		})
+	}
+}
