@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -138,6 +139,12 @@ func (l *namespaceLimiter) acquire(ns string, park *client.ObjectKey) (release f
 		}
 		return nil, false
 	}
+	if park != nil {
+		// Served now, however it came back (its wake, its requeue, an
+		// event): it leaves the line, so the next slot given back wakes
+		// a pass still waiting, not this one again.
+		l.lockedForget(*park)
+	}
 	if l.inUse[ns] == nil {
 		l.inUse[ns] = map[uint64]time.Time{}
 	}
@@ -185,6 +192,30 @@ func (l *namespaceLimiter) release(ns string, id uint64) (client.ObjectKey, bool
 	}
 	delete(l.isParked, k)
 	return k, true
+}
+
+// forget takes key out of the line of parked passes: its pass ran and
+// needs no slot (nothing was due by then).
+func (l *namespaceLimiter) forget(key client.ObjectKey) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lockedForget(key)
+}
+
+func (l *namespaceLimiter) lockedForget(key client.ObjectKey) {
+	if !l.isParked[key] {
+		return
+	}
+	delete(l.isParked, key)
+	q := slices.DeleteFunc(l.parked[key.Namespace], func(k client.ObjectKey) bool { return k == key })
+	if len(q) == 0 {
+		delete(l.parked, key.Namespace)
+		return
+	}
+	l.parked[key.Namespace] = q
 }
 
 // inFlight is how many of ns's slots are taken.

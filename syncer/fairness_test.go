@@ -438,3 +438,50 @@ func TestLimiterWakesParkedPasses(t *testing.T) {
 		t.Fatalf("woken %v, parked %v: nothing is left parked once every pass was served", woken, l.parked)
 	}
 }
+
+// TestParkedPassServedElsewhereTakesNoWake: a parked pass that gets a
+// slot, or needs none, by another way than its wake (its requeue, an
+// event) leaves the line, so the next slot given back wakes a pass still
+// waiting. Before, the stale entry took that wake, and the pass still
+// waiting sat until its requeue, seconds later, while a slot was free.
+func TestParkedPassServedElsewhereTakesNoWake(t *testing.T) {
+	a, b := client.ObjectKey{Namespace: "ns", Name: "a"}, client.ObjectKey{Namespace: "ns", Name: "b"}
+	setup := func(t *testing.T) (*namespaceLimiter, *[]client.ObjectKey, func()) {
+		l := newNamespaceLimiter(1)
+		woken := &[]client.ObjectKey{}
+		l.wake = func(k client.ObjectKey) { *woken = append(*woken, k) }
+		hold, ok := l.tryAcquire("ns")
+		if !ok {
+			t.Fatal("the first pass got no slot")
+		}
+		for _, k := range []client.ObjectKey{a, b} {
+			if _, ok := l.tryAcquireOrPark(k); ok {
+				t.Fatalf("%s got a slot the namespace does not have", k.Name)
+			}
+		}
+		return l, woken, hold
+	}
+	t.Run("served by its requeue", func(t *testing.T) {
+		l, woken, hold := setup(t)
+		hold() // wakes a; before a's pass runs, b's requeue takes the slot
+		bRelease, ok := l.tryAcquireOrPark(b)
+		if !ok {
+			t.Fatal("b found no free slot")
+		}
+		if _, ok := l.tryAcquireOrPark(a); ok {
+			t.Fatal("a got the slot b holds")
+		}
+		bRelease() // must wake a, parked again, not b
+		if want := []client.ObjectKey{a, a}; !slices.Equal(*woken, want) {
+			t.Fatalf("woken %v, want %v", *woken, want)
+		}
+	})
+	t.Run("needing no slot by its turn", func(t *testing.T) {
+		l, woken, hold := setup(t)
+		l.forget(a) // a's pass ran on an event and found nothing due
+		hold()
+		if want := []client.ObjectKey{b}; !slices.Equal(*woken, want) {
+			t.Fatalf("woken %v, want %v", *woken, want)
+		}
+	})
+}

@@ -302,6 +302,8 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 			return wait, "throttled", nil
 		}
 		defer release()
+	} else {
+		r.slots.forget(client.ObjectKeyFromObject(vs))
 	}
 	res, outcome, err := r.act(ctx, o, p, now)
 	if err == nil {
