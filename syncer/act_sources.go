@@ -101,6 +101,10 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 	for i, f := range fetchedNow {
 		got[i], fresh[i] = f, f.data
 	}
+	if !o.kind.leased() {
+		// No dynamic source: nothing issued, no revocation can follow.
+		o.vaultDone()
+	}
 	if err != nil {
 		unused()
 		return r.failedVault(ctx, vs, orig, now, err)

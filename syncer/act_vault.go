@@ -45,6 +45,10 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 	if err != nil {
 		return r.failedVault(ctx, vs, orig, now, err)
 	}
+	if !o.kind.leased() {
+		// Nothing issued: no revocation can follow.
+		o.vaultDone()
+	}
 	data, err := shape(vs, f.data, r.Clock)
 	if err != nil {
 		if f.leaseID != "" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/internal/vault"
@@ -260,6 +262,13 @@ func (v *countingVault) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 // over a fake API server holding objs, and a Vault that counts requests.
 func fairnessReconciler(t *testing.T, now time.Time, objs ...client.Object) (*Reconciler, *countingVault, *clocktesting.FakeClock, *events.FakeRecorder) {
 	t.Helper()
+	return fairnessReconcilerWith(t, now, interceptor.Funcs{}, objs...)
+}
+
+// fairnessReconcilerWith is fairnessReconciler whose API client calls
+// funcs.
+func fairnessReconcilerWith(t *testing.T, now time.Time, funcs interceptor.Funcs, objs ...client.Object) (*Reconciler, *countingVault, *clocktesting.FakeClock, *events.FakeRecorder) {
+	t.Helper()
 	cv := &countingVault{}
 	srv := httptest.NewServer(cv)
 	t.Cleanup(srv.Close)
@@ -274,7 +283,7 @@ func fairnessReconciler(t *testing.T, now time.Time, objs ...client.Object) (*Re
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.VaultSecret{}).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.VaultSecret{}).WithInterceptorFuncs(funcs).Build()
 	clk := clocktesting.NewFakeClock(now)
 	rec := events.NewFakeRecorder(10)
 	r := &Reconciler{Client: c, APIReader: c, Clock: clk, Recorder: rec, HMACKey: []byte("k"), Workers: 4,
@@ -484,4 +493,62 @@ func TestParkedPassServedElsewhereTakesNoWake(t *testing.T) {
 			t.Fatalf("woken %v, want %v", *woken, want)
 		}
 	})
+}
+
+// TestSlotGivenBackBeforeTheWrites: a pass that issues nothing (kv) gives
+// its namespace's slot back once it has read Vault, so the slots bound
+// the passes calling Vault and not those waiting for the API server's
+// answers to the Secret and status writes.
+func TestSlotGivenBackBeforeTheWrites(t *testing.T) {
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
+	var r *Reconciler
+	held := map[string]int{}
+	funcs := interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*corev1.Secret); ok {
+				held["Secret create"] = r.slots.inFlight("app")
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			held["status write"] = r.slots.inFlight("app")
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	}
+	r, _, _, _ = fairnessReconcilerWith(t, time.Now(), funcs, appRoleVaultSecret("kv"), creds)
+	// A Vault that answers the AppRole login and the KV read.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(req.URL.Path, "/login") {
+			_, _ = w.Write([]byte(`{"auth":{"client_token":"t","accessor":"a","lease_duration":3600,"renewable":true}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"data":{"data":{"password":"p"},"metadata":{"version":1}}}`))
+	}))
+	t.Cleanup(srv.Close)
+	base, err := vault.NewClient(vault.Config{Address: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Tenants.Base = base
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}}); err != nil {
+		t.Fatal(err)
+	}
+	var vs v1alpha1.VaultSecret
+	if err := r.Client.Get(context.Background(), client.ObjectKey{Namespace: "app", Name: "kv"}, &vs); err != nil {
+		t.Fatal(err)
+	}
+	if !meta.IsStatusConditionTrue(vs.Status.Conditions, "Ready") {
+		t.Fatalf("the pass did not sync: %+v", vs.Status.Conditions)
+	}
+	for _, what := range []string{"Secret create", "status write"} {
+		n, ok := held[what]
+		if !ok {
+			t.Fatalf("no %s seen", what)
+		}
+		if n != 0 {
+			t.Fatalf("%d of the namespace's slots held during the %s", n, what)
+		}
+	}
 }

@@ -22,6 +22,18 @@ type observation struct {
 	// unread tells that the Secret's absence was presumed, not read
 	// (see presumeAbsent).
 	unread bool
+	// doneWithVault gives back the namespace's slot once the pass will
+	// call Vault no more (nil: it holds none).
+	doneWithVault func()
+}
+
+// vaultDone is called where a pass has made its last Vault call: the
+// writes that follow do not hold one of the namespace's slots, which
+// bound passes calling Vault, not passes waiting for the API server.
+func (o *observation) vaultDone() {
+	if o.doneWithVault != nil {
+		o.doneWithVault()
+	}
 }
 
 // restoreRecord remembers recent restores of a hand-edited Secret, in

@@ -302,6 +302,7 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 			return wait, "throttled", nil
 		}
 		defer release()
+		o.doneWithVault = release
 	} else {
 		r.slots.forget(client.ObjectKeyFromObject(vs))
 	}

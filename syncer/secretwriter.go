@@ -160,10 +160,14 @@ func OwnsByUpdate(fields []metav1.ManagedFieldsEntry) bool {
 // UpdateOwnershipMarker is what the cache keeps, in place of a Secret's
 // managed fields, of one for which OwnsByUpdate holds: the entry's manager
 // and operation, without the fields, which are read from the API server
-// the one time they are needed.
+// the one time they are needed. Every cached Secret shares the one slice
+// (the cache's objects are never written to; readers get copies), so the
+// marker costs no memory per Secret.
 func UpdateOwnershipMarker() []metav1.ManagedFieldsEntry {
-	return []metav1.ManagedFieldsEntry{{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationUpdate}}
+	return updateOwnershipMarker
 }
+
+var updateOwnershipMarker = []metav1.ManagedFieldsEntry{{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationUpdate}}
 
 // fullManagedFields tells whether managed fields are the API server's,
 // rather than the cache's marker.
