@@ -1,7 +1,9 @@
 package syncer
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,5 +64,27 @@ func TestOwnSecretWrite(t *testing.T) {
 	}
 	if r.ownSecretWrite(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "other", ResourceVersion: "7"}}) {
 		t.Fatal("another Secret at the written version counted as the write")
+	}
+}
+
+// TestObserveForgetsASecretWriteItsEventOutran: when the watch event of a
+// write comes before the write's answer is recorded, ownSecretWrite never
+// matches it; the next pass, reading the Secret at that version, forgets
+// the record, so none outlives its event.
+func TestObserveForgetsASecretWriteItsEventOutran(t *testing.T) {
+	vs := appRoleVaultSecret("kv")
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "kv"}}
+	r, _, _, _ := fairnessReconciler(t, time.Now(), vs, sec)
+	var cached corev1.Secret
+	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sec), &cached); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(sec)
+	r.secretWrites.Store(key, cached.ResourceVersion)
+	if _, err := r.observe(context.Background(), vs); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.secretWrites.Load(key); ok {
+		t.Fatal("the record of a write the Secret read already holds was kept")
 	}
 }
