@@ -132,10 +132,10 @@ func (w *secretWriter) takeOverUpdates(ctx context.Context, existing *corev1.Sec
 		}
 	}
 	patch, err := csaupgrade.UpgradeManagedFieldsPatch(live, sets.New(FieldManager), FieldManager)
-	if err != nil || patch == nil {
-		if err != nil {
-			return fmt.Errorf("take over the fields Secret %s/%s was created with: %w", existing.Namespace, existing.Name, err)
-		}
+	if err != nil {
+		return fmt.Errorf("take over the fields Secret %s/%s was created with: %w", existing.Namespace, existing.Name, err)
+	}
+	if patch == nil {
 		return nil
 	}
 	if err := w.Client.Patch(ctx, live.DeepCopy(), client.RawPatch(types.JSONPatchType, patch)); err != nil {
