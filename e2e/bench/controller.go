@@ -87,7 +87,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	scheme := runtime.NewScheme()
 	_ = v1alpha1.AddToScheme(scheme)
 	_ = corev1.AddToScheme(scheme)
-	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	c, err := client.New(unthrottled(cp.Config), client.Options{Scheme: scheme})
 	if err != nil {
 		env.Fatalf("client: %v", err)
 	}
@@ -213,7 +213,7 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 		env.Fatalf("admin kubeconfig: %v", err)
 	}
 	b := &sideBySide{env: env, v: v, cp: cp, kubeconfig: admin, audit: aud, n: n, interval: ttl.Duration}
-	b.c, err = client.New(cp.Config, client.Options{Scheme: scheme})
+	b.c, err = client.New(unthrottled(cp.Config), client.Options{Scheme: scheme})
 	if err != nil {
 		env.Fatalf("client: %v", err)
 	}

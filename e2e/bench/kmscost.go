@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
@@ -82,11 +83,15 @@ func kmsCostRun(env *harness.Main, config string, n, seeds int) kmsCost {
 		}
 	}()
 	ctx := context.Background()
+	kube, err := kubernetes.NewForConfig(unthrottled(cp.Config))
+	if err != nil {
+		env.Fatalf("client: %v", err)
+	}
 	var r kmsCost
 	data := map[string][]byte{"v": []byte(strings.Repeat("x", 64))}
 	start := time.Now()
 	if err := inParallel(0, n, func(i int) error {
-		_, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+		_, err := kube.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s-%06d", i)}, Data: data}, metav1.CreateOptions{})
 		return err
 	}); err != nil {
@@ -94,7 +99,7 @@ func kmsCostRun(env *harness.Main, config string, n, seeds int) kmsCost {
 	}
 	r.create = time.Since(start)
 	start = time.Now()
-	list, err := cp.Client.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
+	list, err := kube.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
 	r.list = time.Since(start)
 	if err != nil || len(list.Items) < n {
 		env.Fatalf("list secrets: %d of %d, %v", len(list.Items), n, err)
@@ -103,7 +108,7 @@ func kmsCostRun(env *harness.Main, config string, n, seeds int) kmsCost {
 	// the Secret written right after it.
 	for i := 1; i < seeds; i++ {
 		cp.RestartAPIServer()
-		if _, err := cp.Client.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+		if _, err := kube.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("seed-%03d", i)}, Data: data}, metav1.CreateOptions{}); err != nil {
 			env.Fatalf("create a Secret after start %d: %v", i+1, err)
 		}
@@ -112,7 +117,7 @@ func kmsCostRun(env *harness.Main, config string, n, seeds int) kmsCost {
 	want := n + seeds - 1
 	start = time.Now()
 	cp.RestartAPIServer()
-	list, err = cp.Client.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
+	list, err = kube.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
 	r.restart = time.Since(start)
 	if err != nil || len(list.Items) < want {
 		env.Fatalf("list secrets after the cold restart: %d of %d, %v", len(list.Items), want, err)

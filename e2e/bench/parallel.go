@@ -1,6 +1,10 @@
 package main
 
-import "sync"
+import (
+	"sync"
+
+	"k8s.io/client-go/rest"
+)
 
 // writers is how many clients create the bench's objects (or read Vault)
 // at once.
@@ -28,4 +32,13 @@ func inParallel(from, to int, f func(i int) error) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// unthrottled is cfg without a client-side rate limit. envtest's config
+// allows 1,000 requests a second (burst 2,000): a bench whose writers go
+// faster than that would time the client's limiter, not the API server.
+func unthrottled(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.QPS, c.Burst, c.RateLimiter = -1, 0, nil
+	return c
 }
