@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -498,10 +499,23 @@ func TestParkedPassServedElsewhereTakesNoWake(t *testing.T) {
 // TestSlotGivenBackBeforeTheWrites: a pass that issues nothing (kv) gives
 // its namespace's slot back once it has read Vault, so the slots bound
 // the passes calling Vault and not those waiting for the API server's
-// answers to the Secret and status writes.
+// answers to the Secret and status writes. The pass reads a real Vault
+// (AppRole login, KV read); only the API server is the fake client, whose
+// interceptors look at the slots at the moment of each write.
 func TestSlotGivenBackBeforeTheWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	v.EnableAuth("approle", "approle")
+	v.Policy("app-read", `path "secret/data/app" { capabilities = ["read"] }`)
+	v.Write("auth/approle/role/app", map[string]any{"token_policies": "app-read"})
+	v.Write("secret/data/app", map[string]any{"data": map[string]any{"password": "p"}})
+	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
 	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
+		Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
+
 	var r *Reconciler
 	held := map[string]int{}
 	funcs := interceptor.Funcs{
@@ -517,17 +531,7 @@ func TestSlotGivenBackBeforeTheWrites(t *testing.T) {
 		},
 	}
 	r, _, _, _ = fairnessReconcilerWith(t, time.Now(), funcs, appRoleVaultSecret("kv"), creds)
-	// A Vault that answers the AppRole login and the KV read.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if strings.HasSuffix(req.URL.Path, "/login") {
-			_, _ = w.Write([]byte(`{"auth":{"client_token":"t","accessor":"a","lease_duration":3600,"renewable":true}}`))
-			return
-		}
-		_, _ = w.Write([]byte(`{"data":{"data":{"password":"p"},"metadata":{"version":1}}}`))
-	}))
-	t.Cleanup(srv.Close)
-	base, err := vault.NewClient(vault.Config{Address: srv.URL, Timeout: 5 * time.Second})
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
