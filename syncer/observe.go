@@ -69,8 +69,6 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 		// was recorded is never matched by ownSecretWrite: forget it here,
 		// where the Secret read holds it, so no entry outlives its event.
 		r.secretWrites.CompareAndDelete(client.ObjectKeyFromObject(sec), sec.ResourceVersion)
-	}
-	if sec != nil {
 		o.secret = sec
 		owned := metav1.IsControlledBy(sec, vs)
 		o.Secret = &corev1Secret{Owned: owned, Adoptable: !owned && vs.Spec.Target.Adopt && !controlledByVaultSecret(sec),
