@@ -2,12 +2,15 @@ package syncer
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -165,16 +168,33 @@ func TestAuthRefChanges(t *testing.T) {
 		return vs
 	}
 	h := authRefChanges()
-	queued := func(f func(q workqueue.TypedRateLimitingInterface[reconcile.Request])) []string {
-		q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	// queued is what the queue holds once countSettle has passed (and
+	// nothing before it): want keys are waited for, then a moment more
+	// for any key too many.
+	queued := func(t *testing.T, f func(q workqueue.TypedRateLimitingInterface[reconcile.Request]), want int) []string {
+		clk := testingclock.NewFakeClock(t0)
+		q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),
+			workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Clock: clk})
 		defer q.ShutDown()
 		f(q)
+		// The delaying queue moves what is due from its own goroutine.
+		clk.Step(countSettle - time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+		if q.Len() != 0 {
+			t.Fatalf("%d queued before the count settled", q.Len())
+		}
+		clk.Step(time.Millisecond)
+		for deadline := time.Now().Add(5 * time.Second); q.Len() < want && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
 		var out []string
 		for q.Len() > 0 {
 			r, _ := q.Get()
 			out = append(out, r.String())
 			q.Done(r)
 		}
+		slices.Sort(out)
 		return out
 	}
 	ctx := context.Background()
@@ -200,10 +220,17 @@ func TestAuthRefChanges(t *testing.T) {
 		{"delete", func(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			h.Delete(ctx, event.DeleteEvent{Object: withRef("a")}, q)
 		}, []string{"app/a"}},
+		{"a thousand creates, one count", func(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			for i := 0; i < 1000; i++ {
+				vs := withRef("a")
+				vs.Name = fmt.Sprintf("vs-%d", i)
+				h.Create(ctx, event.CreateEvent{Object: vs}, q)
+			}
+		}, []string{"app/a"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := queued(c.f)
+			got := queued(t, c.f, len(c.want))
 			if strings.Join(got, ",") != strings.Join(c.want, ",") {
 				t.Fatalf("queued %v, want %v", got, c.want)
 			}
