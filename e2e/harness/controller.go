@@ -44,11 +44,19 @@ func goBuild(env Env, pkg string, race bool) string {
 			return
 		}
 		b.path = filepath.Join(dir, path.Base(pkg))
-		args := []string{"build", "-o", b.path}
+		// Built as the Makefile builds what the images ship (static,
+		// no symbol table or DWARF), so what the tests and benchmarks
+		// measure, memory included, is what users run; the race detector
+		// needs cgo.
+		args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", b.path}
+		cgo := "CGO_ENABLED=0"
 		if race {
 			args = append(args, "-race")
+			cgo = "CGO_ENABLED=1"
 		}
-		if out, err := exec.Command("go", append(args, pkg)...).CombinedOutput(); err != nil {
+		cmd := exec.Command("go", append(args, pkg)...)
+		cmd.Env = append(os.Environ(), cgo)
+		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("%v: %s", err, out)
 		}
 	})
