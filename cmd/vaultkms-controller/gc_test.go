@@ -1,0 +1,26 @@
+package main
+
+import (
+	"runtime/debug"
+	"testing"
+)
+
+func TestSetGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return v
+			}
+			return ""
+		}
+	}
+	if got := setGCPercent(env("")); got != gcPercent || debug.SetGCPercent(100) != gcPercent {
+		t.Fatalf("without GOGC: %d, want %d", got, gcPercent)
+	}
+	// GOGC set: what the runtime runs with stays (here the 100 just set,
+	// as the runtime would have set it from GOGC=100).
+	if got := setGCPercent(env("100")); got != 100 || debug.SetGCPercent(100) != 100 {
+		t.Fatalf("with GOGC=100: %d", got)
+	}
+}
