@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,11 +27,18 @@ const floorNamespace = "floor"
 // VaultSecrets Ready faster than kube-apiserver takes these writes. The
 // objects are deleted afterwards, so no controller started later sees
 // them.
+//
+// One pass on two shared cores varied from 3.9 s to 6.8 s between runs of
+// the same day, so the floor is the median of three, and all three are
+// printed.
 func measureFloor(env *harness.Main, c client.Client, n int) time.Duration {
 	// A first pass warms the API server (its first writes of a resource
 	// are slower), as the runs measured later find it warm.
 	floorPass(env, c, n)
-	return floorPass(env, c, n)
+	passes := []time.Duration{floorPass(env, c, n), floorPass(env, c, n), floorPass(env, c, n)}
+	fmt.Printf("  API server floor passes: %.1fs, %.1fs, %.1fs (the median is the floor)\n", passes[0].Seconds(), passes[1].Seconds(), passes[2].Seconds())
+	slices.Sort(passes)
+	return passes[1]
 }
 
 func floorPass(env *harness.Main, c client.Client, n int) time.Duration {
