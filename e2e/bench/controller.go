@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"io"
 	"net/http"
 	"os"
@@ -28,14 +29,7 @@ import (
 // scrape sums the samples of each named metric at url. A name may carry
 // one label filter: `metric{label=value}`.
 func scrape(url string, names ...string) (map[string]float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
+	fams, err := families(url)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +62,37 @@ func scrape(url string, names ...string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// families reads a Prometheus text endpoint.
+func families(url string) (map[string]*dto.MetricFamily, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+// over counts the observations of a histogram above the first bucket
+// bound of at least limit seconds, summed over its series.
+func over(url, name string, limit float64) (float64, error) {
+	fams, err := families(url)
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+	for _, m := range fams[name].GetMetric() {
+		h := m.GetHistogram()
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() >= limit {
+				total += float64(h.GetSampleCount() - b.GetCumulativeCount())
+				break
+			}
+		}
+	}
+	return total, nil
 }
 
 // benchController measures n kv VaultSecrets created at once, the Vault
@@ -169,10 +194,12 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	if controllerProfile != "" {
 		go profile(env, http.DefaultClient, pprofURL, controllerProfile, 10*time.Second)
 	}
+	cpuBefore := sampleCPU()
 	start := time.Now()
 	created := createVaultSecrets(env, c, 0, n, ttl)
 	waitAllReady(env, cp.Config, n, start)
 	allReady := time.Since(start)
+	cpuUsed := sampleCPU().since(cpuBefore)
 	mine := syncResult{name: "vaultkms-controller", config: fmt.Sprintf("--max-concurrent-reconciles=%d; no client-side rate limit (controller-runtime's default); the chart's RBAC", reconcilers),
 		n: n, interval: ttl.Duration, created: created, synced: allReady, first: aud.count()}
 	synced := "vaultkms_controller_syncs_total{result=synced}"
@@ -185,6 +212,13 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 		before["rest_client_requests_total{method=GET}"], before["rest_client_requests_total{method=POST}"], before["rest_client_requests_total{method=PUT}"],
 		before["rest_client_requests_total{method=PATCH}"], before["rest_client_requests_total{method=DELETE}"])
 	fmt.Printf("  passes deferred because their namespace was at its limit of passes calling Vault: %g\n", before["vaultkms_controller_syncs_total{result=throttled}"])
+	// A pass holding its slot for a second makes its namespace slow (a
+	// quarter of the workers) for a minute: these say whether that
+	// happened.
+	slowPasses, _ := over(busy.MetricsURL, "vaultkms_controller_sync_duration_seconds", 1)
+	slowReads, _ := over(busy.MetricsURL, "vaultkms_controller_vault_request_duration_seconds", 1)
+	fmt.Printf("  passes over 1 s: %g; Vault requests over 1 s: %g\n", slowPasses, slowReads)
+	fmt.Printf("  CPU from the first create to all Ready: %s\n", cpuUsed)
 	fmt.Printf("  API server floor, no controller and no Vault: the %d VaultSecret creates, %d Secret creates and %d status writes alone took %.1fs; vaultkms took %.2fx that\n",
 		n, n, n, floor.Seconds(), allReady.Seconds()/floor.Seconds())
 	// One refresh cycle: every VaultSecret re-reads once between 2/3 and

@@ -48,7 +48,7 @@ func goBuild(env Env, pkg string, race bool) string {
 		// no symbol table or DWARF), so what the tests and benchmarks
 		// measure, memory included, is what users run; the race detector
 		// needs cgo.
-		args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", b.path}
+		args := append(shippedBuild(), "-o", b.path)
 		cgo := "CGO_ENABLED=0"
 		if race {
 			args = append(args, "-race")

@@ -66,12 +66,18 @@ func BuildImage(env Env, target, ref, version string, binaries map[string]string
 	env.Cleanup(func() { _, _ = Docker("rmi", "-f", ref) })
 }
 
+// shippedBuild is the `go build` of the Makefile's images: no paths of
+// this machine, no symbol table or DWARF (CGO_ENABLED=0 is the caller's).
+func shippedBuild() []string {
+	return []string{"build", "-trimpath", "-ldflags=-s -w"}
+}
+
 // StaticBuild builds a command of this module as a static binary (as
 // `make build` does) and returns its path.
 func StaticBuild(env Env, pkg string) string {
 	env.Helper()
 	out := filepath.Join(env.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd := exec.Command("go", append(shippedBuild(), "-o", out, pkg)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		env.Fatalf("build %s: %v\n%s", pkg, err, b)
