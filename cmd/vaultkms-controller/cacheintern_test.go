@@ -90,40 +90,40 @@ func TestCacheTransformsShareAndKeep(t *testing.T) {
 			Target: v1alpha1.Target{Labels: map[string]string{"team": "a"}}},
 		Status: v1alpha1.VaultSecretStatus{Conditions: []metav1.Condition{{Type: "Ready", Status: "True", Reason: "Synced", Message: "m"}},
 			Sources: []v1alpha1.SourceStatus{{Hash: "h", Keys: []string{"password"}}}}}
-	decode := func(in, out any) {
-		b, err := json.Marshal(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatal(err)
-		}
-	}
 	var s1, s2 corev1.Secret
-	decode(sec, &s1)
-	decode(sec, &s2)
-	o1, _ := secretCacheTransform(&s1)
-	o2, _ := secretCacheTransform(&s2)
-	g1, g2 := o1.(*corev1.Secret), o2.(*corev1.Secret)
-	if !equality.Semantic.DeepEqual(g1, sec) {
-		t.Fatalf("the Secret changed:\n%+v\nwant\n%+v", g1, sec)
-	}
-	if !sameBacking(g1.Namespace, g2.Namespace) || !sameBacking(g1.OwnerReferences[0].APIVersion, g2.OwnerReferences[0].APIVersion) ||
-		reflect.ValueOf(g1.Labels).UnsafePointer() != reflect.ValueOf(g2.Labels).UnsafePointer() {
+	twoThrough(t, sec, &s1, &s2, secretCacheTransform)
+	if !sameBacking(s1.Namespace, s2.Namespace) || !sameBacking(s1.OwnerReferences[0].APIVersion, s2.OwnerReferences[0].APIVersion) ||
+		reflect.ValueOf(s1.Labels).UnsafePointer() != reflect.ValueOf(s2.Labels).UnsafePointer() {
 		t.Fatal("two Secrets do not share namespace, owner group and labels")
 	}
 	var v1, v2 v1alpha1.VaultSecret
-	decode(vs, &v1)
-	decode(vs, &v2)
-	p1, _ := vaultSecretCacheTransform(&v1)
-	p2, _ := vaultSecretCacheTransform(&v2)
-	h1, h2 := p1.(*v1alpha1.VaultSecret), p2.(*v1alpha1.VaultSecret)
-	if !equality.Semantic.DeepEqual(h1, vs) {
-		t.Fatalf("the VaultSecret changed:\n%+v\nwant\n%+v", h1, vs)
-	}
-	if !sameBacking(h1.Finalizers[0], h2.Finalizers[0]) || !sameBacking(h1.Spec.Sources[0].KV.Mount, h2.Spec.Sources[0].KV.Mount) ||
-		!sameBacking(h1.Status.Conditions[0].Reason, h2.Status.Conditions[0].Reason) ||
-		reflect.ValueOf(h1.Spec.Target.Labels).UnsafePointer() != reflect.ValueOf(h2.Spec.Target.Labels).UnsafePointer() {
+	twoThrough(t, vs, &v1, &v2, vaultSecretCacheTransform)
+	if !sameBacking(v1.Finalizers[0], v2.Finalizers[0]) || !sameBacking(v1.Spec.Sources[0].KV.Mount, v2.Spec.Sources[0].KV.Mount) ||
+		!sameBacking(v1.Status.Conditions[0].Reason, v2.Status.Conditions[0].Reason) ||
+		reflect.ValueOf(v1.Spec.Target.Labels).UnsafePointer() != reflect.ValueOf(v2.Spec.Target.Labels).UnsafePointer() {
 		t.Fatal("two VaultSecrets do not share finalizer, mount, reason and target labels")
+	}
+}
+
+// twoThrough decodes in's JSON into a and into b, as the cache's informer
+// decodes each object on its own, puts each through transform in place,
+// and fails unless each is still equal to in.
+func twoThrough[T any](t *testing.T, in, a, b *T, transform func(any) (any, error)) {
+	t.Helper()
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []*T{a, b} {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatal(err)
+		}
+		got, err := transform(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.(*T) != out || !equality.Semantic.DeepEqual(out, in) {
+			t.Fatalf("transform changed the object:\n%+v\nwant\n%+v", out, in)
+		}
 	}
 }
