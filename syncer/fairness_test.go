@@ -2,8 +2,6 @@ package syncer
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -248,35 +247,61 @@ func TestPlanCallsVault(t *testing.T) {
 	}
 }
 
-// countingVault answers every request 503 and counts them: a pass that
-// reaches Vault at all shows up here.
-type countingVault struct{ n atomic.Int32 }
+// approleVault is a real Vault (built by make tools) whose AppRole role
+// "app" may read secret/data/app, with a file audit log: the tests count
+// Vault's own record of the requests a pass made.
+type approleVault struct {
+	base             *api.Client
+	audit            string
+	roleID, secretID string
+}
 
-func (v *countingVault) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	v.n.Add(1)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write([]byte(`{"errors":["unavailable"]}`))
+func startApproleVault(t *testing.T) *approleVault {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	v.EnableAuth("approle", "approle")
+	v.Policy("app-read", `path "secret/data/app" { capabilities = ["read"] }`)
+	v.Write("auth/approle/role/app", map[string]any{"token_policies": "app-read"})
+	v.Write("secret/data/app", map[string]any{"data": map[string]any{"password": "p"}})
+	a := &approleVault{audit: v.EnableFileAudit()}
+	a.roleID = v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+	a.secretID = v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.base = base
+	return a
+}
+
+// creds is the AppRole Secret that appRoleVaultSecret names, in ns.
+func (a *approleVault) creds(ns string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte(a.roleID), "secret-id": []byte(a.secretID)}}
+}
+
+// requests counts the logins and KV reads Vault answered: a pass that
+// reaches Vault at all logs in first (no token is cached in these tests).
+func (a *approleVault) requests(t *testing.T) int {
+	t.Helper()
+	return harness.AuditCount(t, a.audit, "auth/approle/login") + harness.AuditCount(t, a.audit, "secret/data/app")
 }
 
 // fairnessReconciler is a Reconciler of 4 workers (one slot per namespace)
-// over a fake API server holding objs, and a Vault that counts requests.
-func fairnessReconciler(t *testing.T, now time.Time, objs ...client.Object) (*Reconciler, *countingVault, *clocktesting.FakeClock, *events.FakeRecorder) {
+// over a fake API server holding objs, reading Vault through base (nil
+// for a test that calls no Vault).
+func fairnessReconciler(t *testing.T, now time.Time, base *api.Client, objs ...client.Object) (*Reconciler, *clocktesting.FakeClock, *events.FakeRecorder) {
 	t.Helper()
-	return fairnessReconcilerWith(t, now, interceptor.Funcs{}, objs...)
+	return fairnessReconcilerWith(t, now, interceptor.Funcs{}, base, objs...)
 }
 
 // fairnessReconcilerWith is fairnessReconciler whose API client calls
 // funcs.
-func fairnessReconcilerWith(t *testing.T, now time.Time, funcs interceptor.Funcs, objs ...client.Object) (*Reconciler, *countingVault, *clocktesting.FakeClock, *events.FakeRecorder) {
+func fairnessReconcilerWith(t *testing.T, now time.Time, funcs interceptor.Funcs, base *api.Client, objs ...client.Object) (*Reconciler, *clocktesting.FakeClock, *events.FakeRecorder) {
 	t.Helper()
-	cv := &countingVault{}
-	srv := httptest.NewServer(cv)
-	t.Cleanup(srv.Close)
-	base, err := vault.NewClient(vault.Config{Address: srv.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	scheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -290,7 +315,7 @@ func fairnessReconcilerWith(t *testing.T, now time.Time, funcs interceptor.Funcs
 	r := &Reconciler{Client: c, APIReader: c, Clock: clk, Recorder: rec, HMACKey: []byte("k"), Workers: 4,
 		Tenants: &Tenants{Base: base, Clock: clk}, VaultTimeout: 5 * time.Second, FinalizerTimeout: time.Minute}
 	r.parts()
-	return r, cv, clk, rec
+	return r, clk, rec
 }
 
 func appRoleVaultSecret(name string) *v1alpha1.VaultSecret {
@@ -304,13 +329,10 @@ func appRoleVaultSecret(name string) *v1alpha1.VaultSecret {
 // after ThrottleDelay without a Vault request, and another namespace is
 // not held up; once the slot is free the pass reaches Vault.
 func TestThrottledPassCallsNoVault(t *testing.T) {
-	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
+	v := startApproleVault(t)
 	other := appRoleVaultSecret("kv")
 	other.Namespace = "other"
-	otherCreds := creds.DeepCopy()
-	otherCreds.Namespace = "other"
-	r, cv, clk, _ := fairnessReconciler(t, time.Now(), appRoleVaultSecret("kv"), creds, other, otherCreds)
+	r, clk, _ := fairnessReconciler(t, time.Now(), v.base, appRoleVaultSecret("kv"), v.creds("app"), other, v.creds("other"))
 	ctx := context.Background()
 
 	hanging, ok := r.slots.tryAcquire("app")
@@ -322,8 +344,8 @@ func TestThrottledPassCallsNoVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RequeueAfter < throttleRetry || res.RequeueAfter >= 2*throttleRetry || cv.n.Load() != 0 {
-		t.Fatalf("throttled pass: %+v and %d Vault requests; want a requeue in [2s, 4s) and none", res, cv.n.Load())
+	if n := v.requests(t); res.RequeueAfter < throttleRetry || res.RequeueAfter >= 2*throttleRetry || n != 0 {
+		t.Fatalf("throttled pass: %+v and %d Vault requests; want a requeue in [2s, 4s) and none", res, n)
 	}
 	var vs v1alpha1.VaultSecret
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: "app", Name: "kv"}, &vs); err != nil {
@@ -336,16 +358,16 @@ func TestThrottledPassCallsNoVault(t *testing.T) {
 	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "other", Name: "kv"}}); err != nil {
 		t.Fatal(err)
 	}
-	if cv.n.Load() == 0 {
+	if v.requests(t) == 0 {
 		t.Fatal("another namespace's pass did not reach Vault while app's slot was taken")
 	}
 
-	before := cv.n.Load()
+	before := v.requests(t)
 	hanging()
 	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}}); err != nil {
 		t.Fatal(err)
 	}
-	if cv.n.Load() == before {
+	if v.requests(t) == before {
 		t.Fatal("with its slot free, the pass did not reach Vault")
 	}
 	if r.slots.inFlight("app") != 0 {
@@ -363,9 +385,8 @@ func TestThrottledDeletion(t *testing.T) {
 	vs.Finalizers = []string{Finalizer}
 	vs.DeletionTimestamp = &metav1.Time{Time: now}
 	vs.Status.Lease = &v1alpha1.Lease{ID: "database/creds/app/L1", IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(time.Hour))}
-	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-		Data: map[string][]byte{"role-id": []byte("r"), "secret-id": []byte("s")}}
-	r, cv, clk, rec := fairnessReconciler(t, now, vs, creds)
+	v := startApproleVault(t)
+	r, clk, rec := fairnessReconciler(t, now, v.base, vs, v.creds("app"))
 	ctx := context.Background()
 	key := client.ObjectKey{Namespace: "app", Name: "db"}
 	if _, ok := r.slots.tryAcquire("app"); !ok {
@@ -389,8 +410,8 @@ func TestThrottledDeletion(t *testing.T) {
 	if err := r.Client.Get(ctx, key, &got); err == nil && len(got.Finalizers) > 0 {
 		t.Fatalf("past the timeout the finalizer stays: %v", got.Finalizers)
 	}
-	if cv.n.Load() != 0 {
-		t.Fatalf("%d Vault requests without a slot", cv.n.Load())
+	if n := v.requests(t); n != 0 {
+		t.Fatalf("%d Vault requests without a slot", n)
 	}
 	select {
 	case e := <-rec.Events:
@@ -503,19 +524,7 @@ func TestParkedPassServedElsewhereTakesNoWake(t *testing.T) {
 // (AppRole login, KV read); only the API server is the fake client, whose
 // interceptors look at the slots at the moment of each write.
 func TestSlotGivenBackBeforeTheWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the Vault server of make tools")
-	}
-	v := harness.StartVault(t)
-	v.EnableAuth("approle", "approle")
-	v.Policy("app-read", `path "secret/data/app" { capabilities = ["read"] }`)
-	v.Write("auth/approle/role/app", map[string]any{"token_policies": "app-read"})
-	v.Write("secret/data/app", map[string]any{"data": map[string]any{"password": "p"}})
-	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
-	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
-	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-		Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
-
+	v := startApproleVault(t)
 	var r *Reconciler
 	held := map[string]int{}
 	funcs := interceptor.Funcs{
@@ -530,12 +539,7 @@ func TestSlotGivenBackBeforeTheWrites(t *testing.T) {
 			return c.SubResource(sub).Update(ctx, obj, opts...)
 		},
 	}
-	r, _, _, _ = fairnessReconcilerWith(t, time.Now(), funcs, appRoleVaultSecret("kv"), creds)
-	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Tenants.Base = base
+	r, _, _ = fairnessReconcilerWith(t, time.Now(), funcs, v.base, appRoleVaultSecret("kv"), v.creds("app"))
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "app", Name: "kv"}}); err != nil {
 		t.Fatal(err)
 	}

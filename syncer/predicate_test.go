@@ -74,7 +74,7 @@ func TestOwnSecretWrite(t *testing.T) {
 func TestObserveForgetsASecretWriteItsEventOutran(t *testing.T) {
 	vs := appRoleVaultSecret("kv")
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "kv"}}
-	r, _, _, _ := fairnessReconciler(t, time.Now(), vs, sec)
+	r, _, _ := fairnessReconciler(t, time.Now(), nil, vs, sec)
 	var cached corev1.Secret
 	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sec), &cached); err != nil {
 		t.Fatal(err)
