@@ -2,8 +2,6 @@ package syncer
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,49 +15,34 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
-// refusingVault is a deliberately partial Vault: it refuses one data path
-// to every token, and accepts lookup-self while the token is not revoked.
-type refusingVault struct {
-	revoked atomic.Bool
-	lookups atomic.Int32
-}
-
-func (v *refusingVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	switch {
-	case r.URL.Path == "/v1/auth/token/lookup-self":
-		v.lookups.Add(1)
-		if v.revoked.Load() || r.Header.Get("X-Vault-Token") != "tenant-token" {
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = w.Write([]byte(`{"errors":["permission denied"]}`))
-			return
-		}
-		_, _ = w.Write([]byte(`{"data":{"ttl":3600}}`))
-	case strings.HasPrefix(r.URL.Path, "/v1/secret/data/denied"):
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = w.Write([]byte(`{"errors":["1 error occurred:\n\t* permission denied\n\n"]}`))
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = w.Write([]byte(`{"errors":[]}`))
-	}
-}
-
 func TestTenantTokenSurvivesARefusedPath(t *testing.T) {
-	rv := &refusingVault{}
-	srv := httptest.NewServer(rv)
-	t.Cleanup(srv.Close)
-	base, err := vault.NewClient(vault.Config{Address: srv.URL, Timeout: 5 * time.Second})
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	// A real Vault: the tenant's token may read secret/data/app only, so
+	// secret/data/denied is refused to it as any path outside a policy is.
+	v := harness.StartVault(t)
+	v.Policy("app-read", `path "secret/data/app" { capabilities = ["read"] }`)
+	audit := v.EnableFileAudit()
+	lookups := func() int32 { return int32(harness.AuditCountAll(t, audit, "auth/token/lookup-self")) }
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tenants := &Tenants{Base: base, Clock: clocktesting.NewFakeClock(time.Now())}
 	var logins atomic.Int32
+	// The login stands for the Kubernetes login: Vault makes the token.
 	login := func(context.Context, *api.Client) (*api.SecretAuth, error) {
 		logins.Add(1)
-		return &api.SecretAuth{ClientToken: "tenant-token", Accessor: "acc", LeaseDuration: 3600, Renewable: true}, nil
+		sec, err := v.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"app-read"}, TTL: "1h"})
+		if err != nil {
+			return nil, err
+		}
+		return sec.Auth, nil
 	}
 	k := tenantKey{Namespace: "app", ServiceAccount: "app", Role: "app", Mount: "kubernetes"}
 	ctx := context.Background()
@@ -78,7 +61,11 @@ func TestTenantTokenSurvivesARefusedPath(t *testing.T) {
 		{"a 403 on lookup-self drops it", true, 2, 2},
 	}
 	for _, st := range steps {
-		rv.revoked.Store(st.revoke)
+		if st.revoke {
+			if err := v.Client().Auth().Token().RevokeTree(tok.Client.Token()); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := tok.Client.Logical().ReadWithContext(ctx, "secret/data/denied/x"); vault.Classify(err) != vault.KindDenied {
 			t.Fatalf("%s: the refused read returned %v", st.name, err)
 		}
@@ -87,15 +74,14 @@ func TestTenantTokenSurvivesARefusedPath(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
-		if logins.Load() != st.wantLogins || rv.lookups.Load() != st.wantLookups {
-			t.Fatalf("%s: %d logins and %d token checks, want %d and %d", st.name, logins.Load(), rv.lookups.Load(), st.wantLogins, st.wantLookups)
+		if logins.Load() != st.wantLogins || lookups() != st.wantLookups {
+			t.Fatalf("%s: %d logins and %d token checks, want %d and %d", st.name, logins.Load(), lookups(), st.wantLogins, st.wantLookups)
 		}
 		tok = got
-		rv.revoked.Store(false)
 	}
 	// A token not refused is reused without any check.
-	if _, err := tenants.ClientFor(ctx, k, login); err != nil || logins.Load() != 2 || rv.lookups.Load() != 2 {
-		t.Fatalf("a trusted token was checked or replaced: err %v, %d logins, %d checks", err, logins.Load(), rv.lookups.Load())
+	if _, err := tenants.ClientFor(ctx, k, login); err != nil || logins.Load() != 2 || lookups() != 2 {
+		t.Fatalf("a trusted token was checked or replaced: err %v, %d logins, %d checks", err, logins.Load(), lookups())
 	}
 }
 

@@ -267,6 +267,18 @@ func (v *Vault) EnableFileAudit() string {
 // for path (such as "auth/approle/login").
 func AuditCount(env Env, p, path string) int {
 	env.Helper()
+	return auditCount(env, p, path, false)
+}
+
+// AuditCountAll counts every response in audit log p to requests for
+// path, refused ones included.
+func AuditCountAll(env Env, p, path string) int {
+	env.Helper()
+	return auditCount(env, p, path, true)
+}
+
+func auditCount(env Env, p, path string, refused bool) int {
+	env.Helper()
 	f, err := os.Open(p)
 	if err != nil {
 		env.Fatalf("open audit log: %v", err)
@@ -276,7 +288,7 @@ func AuditCount(env Env, p, path string) int {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
-		if e, ok := ParseAuditResponse(sc.Bytes()); ok && e.Path == path && e.Error == "" {
+		if e, ok := ParseAuditResponse(sc.Bytes()); ok && e.Path == path && (refused || e.Error == "") {
 			n++
 		}
 	}
