@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // The cache holds every managed VaultSecret and Secret, decoded from JSON
@@ -58,17 +59,25 @@ func (t *interner) each(ss []string) {
 	}
 }
 
-// keys returns m with its keys shared and its values as they were: the
-// keys of annotations repeat, their values (times, hashes) mostly not.
+// keys shares m's keys and leaves its values as they were: the keys of
+// annotations repeat, their values (times, hashes) mostly not. It works in
+// place (an assignment keeps a map's old key, so each is deleted and put
+// back), since the transform runs on every watch event and a new map per
+// event would cost more than the keys save.
 func (t *interner) keys(m map[string]string) map[string]string {
-	if len(m) == 0 {
-		return m
+	var buf [8]string
+	ks := buf[:0]
+	for k := range m {
+		ks = append(ks, k)
 	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[t.str(k)] = v
+	for _, k := range ks {
+		if c := t.str(k); unsafe.StringData(c) != unsafe.StringData(k) {
+			v := m[k]
+			delete(m, k)
+			m[c] = v
+		}
 	}
-	return out
+	return m
 }
 
 // labels returns one shared map for all maps of the same entries (a

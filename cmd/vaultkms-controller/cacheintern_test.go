@@ -127,3 +127,31 @@ func twoThrough[T any](t *testing.T, in, a, b *T, transform func(any) (any, erro
 		}
 	}
 }
+
+// TestInternerSharesAnnotationKeysInPlace: the annotations keep their map
+// (the transform runs on every watch event) and get shared keys.
+func TestInternerSharesAnnotationKeysInPlace(t *testing.T) {
+	var tb interner
+	a := map[string]string{fresh("secrets.vaultkms.io/expires-at"): "t1", fresh("team"): "x"}
+	b := map[string]string{fresh("secrets.vaultkms.io/expires-at"): "t2"}
+	ga, gb := tb.keys(a), tb.keys(b)
+	if reflect.ValueOf(ga).UnsafePointer() != reflect.ValueOf(a).UnsafePointer() {
+		t.Fatal("keys made a new map")
+	}
+	if !reflect.DeepEqual(ga, map[string]string{"secrets.vaultkms.io/expires-at": "t1", "team": "x"}) ||
+		!reflect.DeepEqual(gb, map[string]string{"secrets.vaultkms.io/expires-at": "t2"}) {
+		t.Fatalf("entries changed: %v %v", ga, gb)
+	}
+	var ka, kb string
+	for k := range ga {
+		if k != "team" {
+			ka = k
+		}
+	}
+	for k := range gb {
+		kb = k
+	}
+	if !sameBacking(ka, kb) {
+		t.Fatal("equal annotation keys not shared")
+	}
+}
