@@ -65,17 +65,12 @@ type options struct {
 // costs a few percent of one core during a mass sync (docs/benchmark.md).
 const gcPercent = 50
 
-// setGCPercent applies gcPercent unless GOGC is set, and says which
-// applies.
-func setGCPercent(getenv func(string) string) int {
-	if v := getenv("GOGC"); v != "" {
-		// The runtime read it at start; reading it back changes nothing.
-		p := debug.SetGCPercent(-1)
-		debug.SetGCPercent(p)
-		return p
+// setGCPercent applies gcPercent unless GOGC is set (the runtime has
+// applied that one already).
+func setGCPercent(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
 	}
-	debug.SetGCPercent(gcPercent)
-	return gcPercent
 }
 
 func main() {
