@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -20,10 +22,25 @@ const hmacPrefix = "hmac-sha256:"
 // hmacKeyID names an HMAC key without revealing it: a keyed hash of a
 // fixed label, short enough to sit in status.
 func hmacKeyID(key []byte) string {
+	// A process has one key, and every pass asks for its id (twice when
+	// it writes): it is worked out once.
+	if last := lastKeyID.Load(); last != nil && bytes.Equal(last.key, key) {
+		return last.id
+	}
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("vaultkms data hmac key id"))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:6])
+	id := base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:6])
+	lastKeyID.Store(&keyID{key: bytes.Clone(key), id: id})
+	return id
 }
+
+// keyID is a key and its id.
+type keyID struct {
+	key []byte
+	id  string
+}
+
+var lastKeyID atomic.Pointer[keyID]
 
 // dataHMAC is a keyed HMAC-SHA256 over the data in key order, with the
 // key's id: it tells a change apart without revealing anything of the

@@ -59,6 +59,9 @@ type Reconciler struct {
 	RestartMinInterval time.Duration
 	// NamespaceSelector, when set, limits the namespaces served.
 	NamespaceSelector labels.Selector
+	// Writes, when set, makes the Secret creates and status writes, with
+	// answers of metadata only; else Client does.
+	Writes *MetadataAnswers
 
 	once      sync.Once
 	validator validator
@@ -108,6 +111,9 @@ func (r *Reconciler) parts() {
 			wrote: func(k client.ObjectKey, rv string) { r.secretWrites.Store(k, rv) }}
 		r.status = &statusRecorder{Client: r.Client, APIReader: r.APIReader, Clock: r.Clock, Recorder: r.Recorder,
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
+		if r.Writes != nil {
+			r.secrets.createAs, r.status.update = r.Writes.CreateSecret, r.Writes.UpdateStatus
+		}
 		tick, ok := r.Clock.(clock.WithTicker)
 		if !ok {
 			tick = clock.RealClock{}

@@ -30,6 +30,9 @@ type secretWriter struct {
 	// wrote, when set, is told the resourceVersion of each Secret this
 	// writer created or applied.
 	wrote func(client.ObjectKey, string)
+	// createAs creates a Secret (nil: Client.Create): see
+	// MetadataAnswers.
+	createAs func(ctx context.Context, s *corev1.Secret, fieldManager string) error
 }
 
 func (w *secretWriter) note(s *corev1.Secret) {
@@ -100,15 +103,14 @@ func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data
 // The fields it sets are owned by the create (an Update entry of
 // FieldManager) until an apply needs them (see takeOverUpdates).
 func (w *secretWriter) create(ctx context.Context, vs *v1alpha1.VaultSecret, want *corev1ac.SecretApplyConfiguration) (written, error) {
-	body, err := json.Marshal(want)
+	s := secretOf(want)
+	var err error
+	if w.createAs != nil {
+		err = w.createAs(ctx, s, FieldManager)
+	} else {
+		err = w.Client.Create(ctx, s, client.FieldOwner(FieldManager))
+	}
 	if err != nil {
-		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
-	}
-	s := &corev1.Secret{}
-	if err := json.Unmarshal(body, s); err != nil {
-		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
-	}
-	if err := w.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return written{}, fmt.Errorf("create Secret %s/%s: %w", vs.Namespace, *want.Name, errTargetExists)
 		}
@@ -116,6 +118,21 @@ func (w *secretWriter) create(ctx context.Context, vs *v1alpha1.VaultSecret, wan
 	}
 	w.note(s)
 	return written{LeaseID: s.Annotations[LeaseAnnotation], ExpiresAt: s.Annotations[ExpiresAtAnnotation]}, nil
+}
+
+// secretOf is the Secret an apply configuration of desiredSecret describes,
+// for a create.
+func secretOf(want *corev1ac.SecretApplyConfiguration) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: *want.Name, Namespace: *want.Namespace,
+		Labels: want.Labels, Annotations: want.Annotations}, Data: want.Data}
+	if want.Type != nil {
+		s.Type = *want.Type
+	}
+	for _, ref := range want.OwnerReferences {
+		s.OwnerReferences = append(s.OwnerReferences, metav1.OwnerReference{APIVersion: *ref.APIVersion, Kind: *ref.Kind,
+			Name: *ref.Name, UID: *ref.UID, Controller: ref.Controller, BlockOwnerDeletion: ref.BlockOwnerDeletion})
+	}
+	return s
 }
 
 // takeOverUpdates moves the fields FieldManager owns through update

@@ -51,6 +51,9 @@ type statusRecorder struct {
 	Recorder  events.EventRecorder
 	// wrote is told the resourceVersion of every status write.
 	wrote func(key client.ObjectKey, resourceVersion string)
+	// update writes status (nil: Client's status writer): see
+	// MetadataAnswers.
+	update func(context.Context, *v1alpha1.VaultSecret) error
 }
 
 // setReady sets the Ready condition of the generation seen.
@@ -97,6 +100,9 @@ func (s *statusRecorder) write(ctx context.Context, vs *v1alpha1.VaultSecret, or
 			vs.Status = *st
 		}
 		first = false
+		if s.update != nil {
+			return s.update(ctx, vs)
+		}
 		return s.Client.Status().Update(ctx, vs)
 	})
 	if err == nil && s.wrote != nil {

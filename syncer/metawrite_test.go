@@ -1,0 +1,162 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
+)
+
+// secretOf must describe the very Secret the apply configuration does,
+// as a JSON round trip of it (the way creates were built before) would.
+func TestSecretOf(t *testing.T) {
+	exp := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	data := map[string][]byte{"password": []byte("p"), "user": []byte("u")}
+	for _, tc := range []struct {
+		name  string
+		vs    func(*v1alpha1.VaultSecret)
+		lease string
+	}{
+		{name: "kv, defaults", vs: func(*v1alpha1.VaultSecret) {}},
+		{name: "target name, labels, annotations", vs: func(vs *v1alpha1.VaultSecret) {
+			vs.Spec.Target = v1alpha1.Target{Name: "other", Labels: map[string]string{"team": "a"}, Annotations: map[string]string{"note": "n"}}
+		}},
+		{name: "a lease and a type", lease: "database/creds/app/abc", vs: func(vs *v1alpha1.VaultSecret) {
+			vs.Spec.Target.Type = string(corev1.SecretTypeBasicAuth)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", UID: "u-1"}}
+			tc.vs(vs)
+			want := desiredSecret(vs, data, exp, tc.lease)
+			body, err := json.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var viaJSON corev1.Secret
+			if err := json.Unmarshal(body, &viaJSON); err != nil {
+				t.Fatal(err)
+			}
+			viaJSON.TypeMeta = metav1.TypeMeta{}
+			if got := secretOf(want); !equality.Semantic.DeepEqual(&viaJSON, got) {
+				t.Errorf("secretOf differs from the apply configuration's JSON:\n json     %+v\n secretOf %+v", &viaJSON, got)
+			}
+		})
+	}
+}
+
+func TestAnsweredMetadataRefusesAWholeObject(t *testing.T) {
+	whole, err := json.Marshal(&corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: "s", ResourceVersion: "7"}, Data: map[string][]byte{"k": []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m metav1.ObjectMeta
+	if err := answeredMetadata(whole, &m); err == nil {
+		t.Fatal("a whole Secret was taken as a metadata-only answer")
+	}
+	part, err := json.Marshal(&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PartialObjectMetadata"},
+		ObjectMeta: metav1.ObjectMeta{Name: "s", ResourceVersion: "8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := answeredMetadata(part, &m); err != nil || m.ResourceVersion != "8" {
+		t.Fatalf("metadata-only answer: %v, resourceVersion %q", err, m.ResourceVersion)
+	}
+}
+
+// The writes of MetadataAnswers against the real API server: the answers
+// are metadata only (answeredMetadata refuses anything else), and what was
+// written is what a client reads back.
+func TestMetadataAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the kube-apiserver of make tools")
+	}
+	cp := harness.StartControlPlane(t, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
+	cp.Namespace("app")
+	scheme := runtime.NewScheme()
+	_ = v1alpha1.AddToScheme(scheme)
+	_ = corev1.AddToScheme(scheme)
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := rest.HTTPClientFor(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMetadataAnswers(cp.Config, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ttl := metav1.Duration{Duration: time.Minute}
+	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db"},
+		Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
+	if err := c.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	stale := vs.DeepCopy()
+
+	// The Secret's create.
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	s := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("p")}, exp, ""))
+	if err := m.CreateSecret(ctx, s, FieldManager); err != nil {
+		t.Fatalf("create Secret: %v", err)
+	}
+	if s.ResourceVersion == "" || s.UID == "" || s.Annotations[ExpiresAtAnnotation] != formatTime(exp) {
+		t.Fatalf("the create's answer lacks the Secret's metadata: %+v", s.ObjectMeta)
+	}
+	var got corev1.Secret
+	if err := c.Get(ctx, client.ObjectKeyFromObject(s), &got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Data["password"]) != "p" || !metav1.IsControlledBy(&got, vs) || got.ResourceVersion != s.ResourceVersion {
+		t.Fatalf("the Secret read back is not the one created: data keys %d, controlled %v, resourceVersion %s (answered %s)",
+			len(got.Data), metav1.IsControlledBy(&got, vs), got.ResourceVersion, s.ResourceVersion)
+	}
+	if !OwnsByUpdate(got.ManagedFields) {
+		t.Fatalf("the create is not recorded as %s's: %+v", FieldManager, got.ManagedFields)
+	}
+	again := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, exp, ""))
+	if err := m.CreateSecret(ctx, again, FieldManager); !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("a second create: %v, want AlreadyExists", err)
+	}
+
+	// The status write.
+	vs.Status.SecretName = s.Name
+	vs.Status.ObservedGeneration = vs.Generation
+	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: ReasonSynced,
+		Message: "synced", ObservedGeneration: vs.Generation})
+	before := vs.ResourceVersion
+	if err := m.UpdateStatus(ctx, vs); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if vs.ResourceVersion == before || vs.Status.SecretName != s.Name {
+		t.Fatalf("after the status write: resourceVersion %s (was %s), secretName %q", vs.ResourceVersion, before, vs.Status.SecretName)
+	}
+	var read v1alpha1.VaultSecret
+	if err := c.Get(ctx, client.ObjectKeyFromObject(vs), &read); err != nil {
+		t.Fatal(err)
+	}
+	if read.ResourceVersion != vs.ResourceVersion || read.Status.SecretName != s.Name || !meta.IsStatusConditionTrue(read.Status.Conditions, "Ready") {
+		t.Fatalf("status read back: resourceVersion %s (answered %s), %+v", read.ResourceVersion, vs.ResourceVersion, read.Status)
+	}
+	stale.Status.SecretName = "stale"
+	if err := m.UpdateStatus(ctx, stale); !apierrors.IsConflict(err) {
+		t.Fatalf("a status write from a stale copy: %v, want a conflict", err)
+	}
+}
