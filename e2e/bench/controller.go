@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -105,8 +104,8 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	cp := harness.StartControlPlane(env, harness.ControlPlaneOptions{CRDDirs: []string{harness.RepoPath(env, "charts/vaultkms/crds")}})
 	harness.ConfigureKubernetesAuth(v, cp, "kubernetes")
 	cp.Namespace("app", "app")
-	v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
-	v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
+	v.Policy("app-read", tenantPolicy)
+	v.Write("auth/kubernetes/role/app", tenantRole(map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app", "token_policies": "app-read", "token_ttl": "1h", "audience": "vault"}))
 	v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "p"}})
 	kubeconfig := cp.ApplyChartRBAC("vaultkms-system")
 	writeSourcePaths(v)
@@ -157,7 +156,11 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	// The floor is measured here, with no controller running, on the same
 	// API server (already holding the unmanaged Secrets) as the runs below.
 	cp.Namespace(floorNamespace)
-	floor := measureFloor(env, c, n)
+	var profileFloor func()
+	if apiserverProfile != "" {
+		profileFloor = func() { go profileAPIServer(env, cp, apiserverProfile+".floor", 5*time.Second) }
+	}
+	floor := measureFloor(env, c, n, profileFloor)
 	busyArgs := args
 	pprofURL := ""
 	if controllerProfile != "" || controllerHeapProfile != "" {
@@ -185,19 +188,19 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 	ttl := metav1.Duration{Duration: time.Minute}
 	aud.mark()
 	if apiserverProfile != "" {
-		hc, err := rest.HTTPClientFor(cp.Config)
-		if err != nil {
-			env.Fatalf("api server client: %v", err)
-		}
-		go profile(env, hc, strings.TrimSuffix(cp.Config.Host, "/")+"/debug/pprof/profile", apiserverProfile, 10*time.Second)
+		go profileAPIServer(env, cp, apiserverProfile, 10*time.Second)
 	}
 	if controllerProfile != "" {
 		go profile(env, http.DefaultClient, pprofURL, controllerProfile, 10*time.Second)
 	}
+	if vaultProfile != "" {
+		go profile(env, vaultPprofClient(env, v), v.Addr+"/v1/sys/pprof/profile", vaultProfile, 10*time.Second)
+	}
+	allReadyWait := startAllReady(env, cp.Config, n, time.Now())
 	cpuBefore := sampleCPU()
 	start := time.Now()
 	created := createVaultSecrets(env, c, 0, n, ttl)
-	waitAllReady(env, cp.Config, n, start)
+	allReadyWait()
 	allReady := time.Since(start)
 	cpuUsed := sampleCPU().since(cpuBefore)
 	mine := syncResult{name: "vaultkms-controller", config: fmt.Sprintf("--max-concurrent-reconciles=%d; no client-side rate limit (controller-runtime's default); the chart's RBAC", reconcilers),
@@ -235,9 +238,10 @@ func benchController(env *harness.Main, n, unmanaged, managed int, measure []oth
 
 	if managed > n {
 		long := metav1.Duration{Duration: time.Hour}
+		allReadyWait := startAllReady(env, cp.Config, managed, time.Now())
 		start := time.Now()
 		createVaultSecrets(env, c, n, managed, long)
-		waitAllReady(env, cp.Config, managed, start)
+		allReadyWait()
 		fmt.Printf("\n%d managed VaultSecrets (%d more created, all Ready after %.1fs)\n", managed, managed-n, time.Since(start).Seconds())
 		fmt.Printf("  controller RSS with %d managed VaultSecrets and Secrets: %.1f MiB\n", managed, rss(busy))
 		if controllerHeapProfile != "" {
@@ -302,6 +306,28 @@ func createVaultSecrets(env *harness.Main, c client.Client, from, to int, ttl me
 	return time.Since(start)
 }
 
+// tenantPolicy is the tenants' policy as docs/install-chart.md gives it:
+// their kv paths and the three token paths the controllers call (to tell a
+// refused path from a dead token, to renew, to revoke), which Vault's
+// default policy would otherwise grant.
+const tenantPolicy = `path "secret/data/app/*" { capabilities = ["read"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
+path "auth/token/renew-self" { capabilities = ["update"] }
+path "auth/token/revoke-self" { capabilities = ["update"] }`
+
+// vaultDefaultPolicy (-vault-default-policy) gives the tenants' tokens
+// Vault's default policy too, as a role does unless it sets
+// token_no_default_policy. Its templated paths make Vault parse that
+// policy again on every request.
+var vaultDefaultPolicy bool
+
+// tenantRole is a tenant role's fields, with or without the default
+// policy.
+func tenantRole(fields map[string]any) map[string]any {
+	fields["token_no_default_policy"] = !vaultDefaultPolicy
+	return fields
+}
+
 // benchSources is the number of kv sources of each VaultSecret (-sources):
 // 1 is the one-path form with an inline login; more share the VaultAuth
 // "app" and merge secret/app/config with secret/app/extra-<i>.
@@ -330,10 +356,11 @@ func kvVaultSecret(namespace, name string, ttl metav1.Duration) *v1alpha1.VaultS
 			Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app/config"}}, TTL: &ttl}}
 }
 
-// waitAllReady waits until n VaultSecrets in namespace app are Ready.
-func waitAllReady(env *harness.Main, cfg *rest.Config, n int, start time.Time) {
-	waitCount(env, cfg, v1alpha1.GroupVersion.WithResource("vaultsecrets"), "app", n, func(u *unstructured.Unstructured) bool {
-		return conditionTrue(u, "Ready")
+// startAllReady starts following the VaultSecrets of namespace app and
+// returns what waits until n are Ready.
+func startAllReady(env *harness.Main, cfg *rest.Config, n int, start time.Time) (wait func()) {
+	return startCount(env, cfg, v1alpha1.GroupVersion.WithResource("vaultsecrets"), "app", n, func(w *watched) bool {
+		return w.conditionTrue("Ready")
 	}, start.Add(10*time.Minute))
 }
 
@@ -364,9 +391,41 @@ func waitMetrics(env *harness.Main, url string) {
 // 10 s of the 1,000-VaultSecret sync are written.
 var apiserverProfile, controllerProfile string
 
+// vaultProfile, when set, is where Vault's CPU profile of the first 10 s
+// of the 1,000-VaultSecret sync is written.
+var vaultProfile string
+
+// vaultPprofClient reaches Vault's pprof endpoint with the root token,
+// trusting Vault's CA.
+func vaultPprofClient(env *harness.Main, v *harness.Vault) *http.Client {
+	vc := v.Client()
+	hc := *vc.CloneConfig().HttpClient
+	rt := hc.Transport
+	hc.Transport = roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.Header.Set("X-Vault-Token", v.RootToken)
+		return rt.RoundTrip(r)
+	})
+	hc.Timeout = 0
+	return &hc
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // controllerHeapProfile, when set, is where the controller's heap profile
 // is written once the managed VaultSecrets are all Ready.
 var controllerHeapProfile string
+
+// profileAPIServer writes kube-apiserver's CPU profile of the next d to path.
+func profileAPIServer(env *harness.Main, cp *harness.ControlPlane, path string, d time.Duration) {
+	hc, err := rest.HTTPClientFor(cp.Config)
+	if err != nil {
+		env.Fatalf("api server client: %v", err)
+	}
+	profile(env, hc, strings.TrimSuffix(cp.Config.Host, "/")+"/debug/pprof/profile", path, d)
+}
 
 func profile(env *harness.Main, hc *http.Client, url, path string, d time.Duration) {
 	resp, err := hc.Get(fmt.Sprintf("%s?seconds=%d", url, int(d.Seconds())))

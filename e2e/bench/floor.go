@@ -31,13 +31,19 @@ const floorNamespace = "floor"
 // One pass on two shared cores varied from 3.9 s to 6.8 s between runs of
 // the same day, so the floor is the median of three, and all three are
 // printed.
-func measureFloor(env *harness.Main, c client.Client, n int) time.Duration {
+//
+// profile, when set, is called as the last pass starts: the API server's
+// profile of a floor pass, to set beside that of the controller's run.
+func measureFloor(env *harness.Main, c client.Client, n int, profile func()) time.Duration {
 	// A first pass warms the API server (its first writes of a resource
 	// are slower), as the runs measured later find it warm.
 	floorPass(env, c, n)
 	passes := make([]time.Duration, 3)
 	cpu := make([]string, 3)
 	for i := range passes {
+		if i == len(passes)-1 && profile != nil {
+			profile()
+		}
 		passes[i], cpu[i] = floorPass(env, c, n)
 	}
 	fmt.Printf("  API server floor passes: %.1fs, %.1fs, %.1fs (the median is the floor)\n", passes[0].Seconds(), passes[1].Seconds(), passes[2].Seconds())

@@ -142,7 +142,7 @@ type other struct {
 	setup func(b *sideBySide, namespace, role string)
 	// object is the i-th object of namespace, synced into Secret target.
 	object func(namespace, name, target string) *unstructured.Unstructured
-	ready  func(u *unstructured.Unstructured) bool
+	ready  func(*watched) bool
 }
 
 // sideBySide holds what all controllers share.
@@ -172,7 +172,7 @@ func others() []other {
 			"dataFrom":        []any{map[string]any{"extract": map[string]any{"key": "app/config"}}},
 		})
 	}
-	esoReady := func(u *unstructured.Unstructured) bool { return conditionTrue(u, "Ready") }
+	esoReady := func(w *watched) bool { return w.conditionTrue("Ready") }
 	eso := other{
 		name: "External Secrets Operator", binary: "external-secrets", module: "github.com/external-secrets/external-secrets", tools: "eso",
 		crdDir: "config/crds/bases", gvk: schema.GroupVersionKind{Group: "external-secrets.io", Version: "v1", Kind: "ExternalSecret"},
@@ -200,10 +200,8 @@ func others() []other {
 				"destination": map[string]any{"name": target, "create": true},
 			})
 		},
-		ready: func(u *unstructured.Unstructured) bool {
-			mac, _, _ := unstructured.NestedString(u.Object, "status", "secretMAC")
-			gen, _, _ := unstructured.NestedInt64(u.Object, "status", "lastGeneration")
-			return mac != "" && gen == u.GetGeneration()
+		ready: func(w *watched) bool {
+			return w.Status.SecretMAC != "" && w.Status.LastGeneration == w.Metadata.Generation
 		},
 	}
 	esoDefault.key, esoCached.key, vso.key = "eso", "eso-cache", "vso"
@@ -326,8 +324,8 @@ func (b *sideBySide) run(o other) syncResult {
 
 	ns := strings.ToLower(strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(o.name))
 	b.cp.Namespace(ns, "app")
-	b.v.Write("auth/kubernetes/role/"+ns, map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": ns,
-		"token_policies": "app-read", "token_ttl": "1h", "audience": "vault"})
+	b.v.Write("auth/kubernetes/role/"+ns, tenantRole(map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": ns,
+		"token_policies": "app-read", "token_ttl": "1h", "audience": "vault"}))
 	if o.env != nil {
 		for _, e := range o.env {
 			if v, ok := strings.CutPrefix(e, "OPERATOR_NAMESPACE="); ok {
@@ -351,6 +349,7 @@ func (b *sideBySide) run(o other) syncResult {
 	waitMetrics(b.env, metricsURL)
 	o.setup(b, ns, ns)
 
+	synced := b.startSynced(o, ns, time.Now())
 	b.audit.mark()
 	start := time.Now()
 	if err := inParallel(0, b.n, func(i int) error {
@@ -359,7 +358,7 @@ func (b *sideBySide) run(o other) syncResult {
 		b.env.Fatalf("create %s: %v", o.gvk.Kind, err)
 	}
 	res.created = time.Since(start)
-	b.waitSynced(o, ns, start)
+	synced()
 	res.synced = time.Since(start)
 	res.first = b.audit.count()
 	time.Sleep(b.interval)
@@ -369,16 +368,17 @@ func (b *sideBySide) run(o other) syncResult {
 	return res
 }
 
-// waitSynced waits until n objects of o in ns are synced and n Secrets
-// with their names hold data, following watches as for vaultkms.
-func (b *sideBySide) waitSynced(o other, ns string, start time.Time) {
+// startSynced starts following the objects of o in ns and their Secrets,
+// as for vaultkms, and returns what waits until n objects are synced and n
+// Secrets with their names hold data.
+func (b *sideBySide) startSynced(o other, ns string, start time.Time) (wait func()) {
 	deadline := start.Add(10 * time.Minute)
 	gvr := o.gvk.GroupVersion().WithResource(strings.ToLower(o.gvk.Kind) + "s")
-	waitCount(b.env, b.cp.Config, gvr, ns, b.n, o.ready, deadline)
-	waitCount(b.env, b.cp.Config, corev1.SchemeGroupVersion.WithResource("secrets"), ns, b.n, func(u *unstructured.Unstructured) bool {
-		data, _, _ := unstructured.NestedMap(u.Object, "data")
-		return strings.HasPrefix(u.GetName(), "s-") && len(data) > 0
+	objects := startCount(b.env, b.cp.Config, gvr, ns, b.n, o.ready, deadline)
+	secrets := startCount(b.env, b.cp.Config, corev1.SchemeGroupVersion.WithResource("secrets"), ns, b.n, func(w *watched) bool {
+		return strings.HasPrefix(w.Metadata.Name, "s-") && len(w.Data) > 0
 	}, deadline)
+	return func() { objects(); secrets() }
 }
 
 // start runs bin with the admin kubeconfig and returns its stop.
