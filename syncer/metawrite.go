@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
@@ -21,8 +22,8 @@ import (
 // of kube-apiserver honours.
 const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
-// MetadataAnswers makes the two writes of every first sync, the Secret's
-// create and the VaultSecret's status, and asks the API server to answer
+// MetadataAnswers makes the writes of every sync, the Secret's create or
+// apply and the VaultSecret's status, and asks the API server to answer
 // each with the object's metadata only. After a write the controller needs
 // nothing of the answer but metadata (the new resourceVersion, the
 // Secret's annotations), yet a whole answer costs the API server an
@@ -88,6 +89,18 @@ func (m *MetadataAnswers) CreateSecret(ctx context.Context, s *corev1.Secret, fi
 	out.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
 	raw, err := m.secrets.Post().AbsPath("/api/v1/namespaces", s.Namespace, "secrets").
 		Param("fieldManager", fieldManager).Body(runtime.Object(&out)).Do(ctx).Raw()
+	if err != nil {
+		return err
+	}
+	return answeredMetadata(raw, &s.ObjectMeta)
+}
+
+// ApplySecret server-side applies body (an apply configuration of s's
+// name and namespace) as fieldManager, taking over conflicting fields. On
+// success s's metadata is the API server's.
+func (m *MetadataAnswers) ApplySecret(ctx context.Context, s *corev1.Secret, body []byte, fieldManager string) error {
+	raw, err := m.secrets.Patch(types.ApplyPatchType).AbsPath("/api/v1/namespaces", s.Namespace, "secrets", s.Name).
+		Param("fieldManager", fieldManager).Param("force", "true").Body(body).Do(ctx).Raw()
 	if err != nil {
 		return err
 	}

@@ -136,6 +136,31 @@ func TestMetadataAnswers(t *testing.T) {
 		t.Fatalf("a second create: %v, want AlreadyExists", err)
 	}
 
+	// An apply: new data and expiry; a label someone else set stays.
+	got.Labels["team"] = "a"
+	if err := c.Update(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	later := exp.Add(time.Hour)
+	body, err := json.Marshal(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, later, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}}
+	if err := m.ApplySecret(ctx, applied, body, FieldManager); err != nil {
+		t.Fatalf("apply Secret: %v", err)
+	}
+	if applied.ResourceVersion == "" || applied.ResourceVersion == got.ResourceVersion || applied.Annotations[ExpiresAtAnnotation] != formatTime(later) {
+		t.Fatalf("the apply's answer lacks the Secret's new metadata: %+v", applied.ObjectMeta)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(s), &got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Data["password"]) != "q" || got.Labels["team"] != "a" || got.ResourceVersion != applied.ResourceVersion {
+		t.Fatalf("the Secret read back after the apply: password changed %v, label kept %v, resourceVersion %s (answered %s)",
+			string(got.Data["password"]) == "q", got.Labels["team"] == "a", got.ResourceVersion, applied.ResourceVersion)
+	}
+
 	// The status write.
 	vs.Status.SecretName = s.Name
 	vs.Status.ObservedGeneration = vs.Generation

@@ -59,8 +59,8 @@ type Reconciler struct {
 	RestartMinInterval time.Duration
 	// NamespaceSelector, when set, limits the namespaces served.
 	NamespaceSelector labels.Selector
-	// Writes, when set, makes the Secret creates and status writes, with
-	// answers of metadata only; else Client does.
+	// Writes, when set, makes the Secret creates and applies and the
+	// status writes, with answers of metadata only; else Client does.
 	Writes *MetadataAnswers
 
 	once      sync.Once
@@ -112,7 +112,7 @@ func (r *Reconciler) parts() {
 		r.status = &statusRecorder{Client: r.Client, APIReader: r.APIReader, Clock: r.Clock, Recorder: r.Recorder,
 			wrote: func(k client.ObjectKey, rv string) { r.written.Store(k, rv) }}
 		if r.Writes != nil {
-			r.secrets.createAs, r.status.update = r.Writes.CreateSecret, r.Writes.UpdateStatus
+			r.secrets.createAs, r.secrets.applyAs, r.status.update = r.Writes.CreateSecret, r.Writes.ApplySecret, r.Writes.UpdateStatus
 		}
 		tick, ok := r.Clock.(clock.WithTicker)
 		if !ok {

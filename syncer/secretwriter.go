@@ -33,6 +33,9 @@ type secretWriter struct {
 	// createAs creates a Secret (nil: Client.Create): see
 	// MetadataAnswers.
 	createAs func(ctx context.Context, s *corev1.Secret, fieldManager string) error
+	// applyAs server-side applies a Secret, forcing (nil: Client.Patch):
+	// see MetadataAnswers.
+	applyAs func(ctx context.Context, s *corev1.Secret, body []byte, fieldManager string) error
 }
 
 func (w *secretWriter) note(s *corev1.Secret) {
@@ -91,7 +94,12 @@ func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data
 	// The answer is decoded into a fresh object: what the API server
 	// stored, not what was sent.
 	got := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: vs.Namespace, Name: *want.Name}}
-	if err := w.Client.Patch(ctx, got, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+	if w.applyAs != nil {
+		err = w.applyAs(ctx, got, body, FieldManager)
+	} else {
+		err = w.Client.Patch(ctx, got, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(FieldManager), client.ForceOwnership)
+	}
+	if err != nil {
 		return written{}, fmt.Errorf("write Secret %s/%s: %w", vs.Namespace, *want.Name, err)
 	}
 	w.note(got)
