@@ -22,8 +22,9 @@ const floorNamespace = "floor"
 
 // measureFloor times, with no controller and no Vault, the writes one kv
 // VaultSecret costs however well a controller does its part: its create,
-// the create of its Secret and one status write saying Ready, for n
-// VaultSecrets from the same 16 writers. No controller can make n
+// the create of its Secret and one status write saying Ready (with one
+// schedule per source under -sources), for n VaultSecrets from the same 16
+// writers. No controller can make n
 // VaultSecrets Ready faster than kube-apiserver takes these writes. The
 // objects are deleted afterwards, so no controller started later sees
 // them.
@@ -86,6 +87,17 @@ func floorPass(env *harness.Main, c client.Client, n int) (time.Duration, string
 		vs.Status.DataHMAC = "hmac-sha256:" + strings.Repeat("K", 8) + ":" + strings.Repeat("A", 43)
 		vs.Status.SourceHash, vs.Status.MetadataHash = strings.Repeat("0", 16), strings.Repeat("0", 16)
 		vs.Status.AppliedGeneration = vs.Generation
+		// With -sources, each source's schedule as the controller keeps it
+		// (syncer/act_sources.go): its spec's hash, the keys it gave and
+		// its times.
+		for i := range vs.Spec.Sources {
+			key := "password"
+			if i > 0 {
+				key = fmt.Sprintf("key%d", i)
+			}
+			vs.Status.Sources = append(vs.Status.Sources, v1alpha1.SourceStatus{Hash: strings.Repeat("0", 16), Keys: []string{key},
+				LastSyncTime: &now, RefreshAt: &expires, ExpiresAt: &expires})
+		}
 		meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Synced",
 			Message: fmt.Sprintf("Secret %q synced; expires at %s", s.Name, expires.UTC().Format(time.RFC3339)), ObservedGeneration: vs.Generation})
 		return c.Status().Update(ctx, vs)
