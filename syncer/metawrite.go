@@ -74,8 +74,8 @@ func (m *MetadataAnswers) UpdateStatus(ctx context.Context, vs *v1alpha1.VaultSe
 		return err
 	}
 	gv := v1alpha1.GroupVersion
-	raw, err := m.status.Put().AbsPath("/apis", gv.Group, gv.Version, "namespaces", vs.Namespace, "vaultsecrets", vs.Name, "status").
-		Body(body).Do(ctx).Raw()
+	raw, err := answer(m.status.Put().AbsPath("/apis", gv.Group, gv.Version, "namespaces", vs.Namespace, "vaultsecrets", vs.Name, "status").
+		Body(body).Do(ctx))
 	if err != nil {
 		return err
 	}
@@ -87,8 +87,8 @@ func (m *MetadataAnswers) UpdateStatus(ctx context.Context, vs *v1alpha1.VaultSe
 func (m *MetadataAnswers) CreateSecret(ctx context.Context, s *corev1.Secret, fieldManager string) error {
 	out := *s
 	out.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
-	raw, err := m.secrets.Post().AbsPath("/api/v1/namespaces", s.Namespace, "secrets").
-		Param("fieldManager", fieldManager).Body(runtime.Object(&out)).Do(ctx).Raw()
+	raw, err := answer(m.secrets.Post().AbsPath("/api/v1/namespaces", s.Namespace, "secrets").
+		Param("fieldManager", fieldManager).Body(runtime.Object(&out)).Do(ctx))
 	if err != nil {
 		return err
 	}
@@ -99,12 +99,25 @@ func (m *MetadataAnswers) CreateSecret(ctx context.Context, s *corev1.Secret, fi
 // name and namespace) as fieldManager, taking over conflicting fields. On
 // success s's metadata is the API server's.
 func (m *MetadataAnswers) ApplySecret(ctx context.Context, s *corev1.Secret, body []byte, fieldManager string) error {
-	raw, err := m.secrets.Patch(types.ApplyPatchType).AbsPath("/api/v1/namespaces", s.Namespace, "secrets", s.Name).
-		Param("fieldManager", fieldManager).Param("force", "true").Body(body).Do(ctx).Raw()
+	raw, err := answer(m.secrets.Patch(types.ApplyPatchType).AbsPath("/api/v1/namespaces", s.Namespace, "secrets", s.Name).
+		Param("fieldManager", fieldManager).Param("force", "true").Body(body).Do(ctx))
 	if err != nil {
 		return err
 	}
 	return answeredMetadata(raw, &s.ObjectMeta)
+}
+
+// answer is a write's body, or its error as the API server gave it:
+// Result.Raw alone returns only an error made from the HTTP status ("the
+// server rejected our request due to an error in our request"), dropping
+// the Status in the body that says what refused the write (an admission
+// policy's message, a quota, the conflicting field), which is what a
+// VaultSecret's Ready condition must show.
+func answer(res rest.Result) ([]byte, error) {
+	if err := res.Error(); err != nil {
+		return nil, err
+	}
+	return res.Raw()
 }
 
 // answeredMetadata reads a PartialObjectMetadata answer into meta.

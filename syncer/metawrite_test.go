@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,8 +133,9 @@ func TestMetadataAnswers(t *testing.T) {
 		t.Fatalf("the create is not recorded as %s's: %+v", FieldManager, got.ManagedFields)
 	}
 	again := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, exp, ""))
-	if err := m.CreateSecret(ctx, again, FieldManager); !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("a second create: %v, want AlreadyExists", err)
+	// A refusal says what refused, as the API server wrote it.
+	if err := m.CreateSecret(ctx, again, FieldManager); !apierrors.IsAlreadyExists(err) || !strings.Contains(err.Error(), `secrets "db" already exists`) {
+		t.Fatalf("a second create: %v, want the API server's AlreadyExists naming the Secret", err)
 	}
 
 	// An apply: new data and expiry; a label someone else set stays.
@@ -181,7 +183,12 @@ func TestMetadataAnswers(t *testing.T) {
 		t.Fatalf("status read back: resourceVersion %s (answered %s), %+v", read.ResourceVersion, vs.ResourceVersion, read.Status)
 	}
 	stale.Status.SecretName = "stale"
-	if err := m.UpdateStatus(ctx, stale); !apierrors.IsConflict(err) {
-		t.Fatalf("a status write from a stale copy: %v, want a conflict", err)
+	if err := m.UpdateStatus(ctx, stale); !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "the object has been modified") {
+		t.Fatalf("a status write from a stale copy: %v, want the API server's conflict", err)
+	}
+	// An apply refused by validation names the field.
+	bad := []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"app","labels":{"-bad-":"x"}}}`)
+	if err := m.ApplySecret(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db"}}, bad, FieldManager); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "metadata.labels") {
+		t.Fatalf("an apply with an invalid label: %v, want the API server's Invalid naming metadata.labels", err)
 	}
 }
