@@ -75,57 +75,64 @@ func main() {
 	}
 }
 
+// bindFlags defines the auditor's flags on fs; docs/rotation.md's table
+// under "### The auditor's flags" documents each (TestFlagsDocumented).
+func bindFlags(fs *flag.FlagSet, o *options, getenv func(string) string) (printVersion *bool, zopts *zap.Options) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica scans")
+	fs.StringVar(&o.namespace, "leader-election-namespace", getenv("POD_NAMESPACE"), "namespace of the leader election Lease")
+	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "etcd client URLs, comma separated (required)")
+	fs.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
+	fs.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate of a read-only etcd user (not the API server's)")
+	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key of --etcd-cert")
+	fs.StringVar(&o.etcd.Username, "etcd-user", "", "read-only etcd user, when etcd authenticates by password")
+	fs.StringVar(&o.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
+	fs.DurationVar(&o.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
+	fs.DurationVar(&o.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
+	fs.StringVar(&o.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	fs.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
+	fs.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
+	fs.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
+	fs.DurationVar(&o.testOnlySettle, "test-only-settle-time", 0, "for the project's tests only: replaces every RotationPolicy's settle time, below its minimum")
+	fs.DurationVar(&o.scanInterval, "scan-interval", 10*time.Minute, fmt.Sprintf("time between scans (at least %s; up to a tenth more is added at random)", publisher.MinInterval))
+	fs.StringVar(&o.kmsSocket, "kms-socket", "", "the plugin's socket (path or unix:///path), for the current key_id")
+	fs.StringVar(&o.currentKeyID, "current-key-id", "", "a fixed current key_id (instead of --kms-socket or Vault)")
+	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, for the current key_id from Vault; VAULT_* variables are ignored")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "CA of Vault's serving certificate")
+	fs.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault namespace")
+	fs.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
+	fs.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
+	fs.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
+	fs.BoolVar(&o.rotation, "rotation", false, "run the RotationPolicy autopilot: rotate, re-encrypt, verify and trim the Transit key a RotationPolicy names (opt-in; needs a rotation identity)")
+	fs.StringVar(&o.rotationVaultAddr, "rotation-vault-addr", "", "Vault address for rotation (default: --vault-addr)")
+	fs.StringVar(&o.rotationVaultCACert, "rotation-vault-ca-cert", "", "CA of Vault's serving certificate for rotation (default: --vault-ca-cert)")
+	o.rotationAuth.FlagPrefix = "rotation-"
+	fs.StringVar(&o.rotationAuth.Method, "rotation-auth-method", "token", "auth method of the rotation identity: token, approle, cert, jwt or kubernetes")
+	fs.StringVar(&o.rotationAuth.Mount, "rotation-auth-mount", "", "mount path of the rotation identity's auth method (default: the method's name)")
+	fs.StringVar(&o.rotationAuth.Role, "rotation-auth-role", "", "role of the rotation identity (jwt, kubernetes: required; cert: optional)")
+	fs.StringVar(&o.rotationAuth.TokenFile, "rotation-token-file", "", "file holding the rotation identity's token (auth-method token); not --vault-token-file")
+	fs.StringVar(&o.rotationAuth.RoleIDFile, "rotation-approle-role-id-file", "", "file holding the rotation identity's AppRole role ID")
+	fs.StringVar(&o.rotationAuth.SecretIDFile, "rotation-approle-secret-id-file", "", "file holding the rotation identity's AppRole secret ID")
+	fs.StringVar(&o.rotationAuth.ClientCert, "rotation-client-cert", "", "client certificate of the rotation identity (auth-method cert)")
+	fs.StringVar(&o.rotationAuth.ClientKey, "rotation-client-key", "", "key of --rotation-client-cert")
+	fs.StringVar(&o.rotationAuth.JWTFile, "rotation-jwt-file", "", "file holding the rotation identity's JWT (jwt; kubernetes defaults to the pod's token)")
+	fs.IntVar(&o.rotationWorkers, "rotation-workers", 4, "objects re-encrypted at once (the policy's qps paces them)")
+	zopts = &zap.Options{}
+	zopts.BindFlags(fs)
+	printVersion = fs.Bool("version", false, "print the version and exit")
+	return printVersion, zopts
+}
+
 func run() error {
 	var o options
-	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint")
-	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	flag.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica scans")
-	flag.StringVar(&o.namespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease")
-	flag.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "etcd client URLs, comma separated (required)")
-	flag.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
-	flag.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate of a read-only etcd user (not the API server's)")
-	flag.StringVar(&o.etcd.Key, "etcd-key", "", "key of --etcd-cert")
-	flag.StringVar(&o.etcd.Username, "etcd-user", "", "read-only etcd user, when etcd authenticates by password")
-	flag.StringVar(&o.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
-	flag.DurationVar(&o.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
-	flag.DurationVar(&o.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
-	flag.StringVar(&o.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
-	flag.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
-	flag.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
-	flag.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
-	flag.DurationVar(&o.testOnlySettle, "test-only-settle-time", 0, "for the project's tests only: replaces every RotationPolicy's settle time, below its minimum")
-	flag.DurationVar(&o.scanInterval, "scan-interval", 10*time.Minute, fmt.Sprintf("time between scans (at least %s; up to a tenth more is added at random)", publisher.MinInterval))
-	flag.StringVar(&o.kmsSocket, "kms-socket", "", "the plugin's socket (path or unix:///path), for the current key_id")
-	flag.StringVar(&o.currentKeyID, "current-key-id", "", "a fixed current key_id (instead of --kms-socket or Vault)")
-	flag.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, for the current key_id from Vault; VAULT_* variables are ignored")
-	flag.StringVar(&o.vaultCACert, "vault-ca-cert", "", "CA of Vault's serving certificate")
-	flag.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault namespace")
-	flag.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
-	flag.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
-	flag.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
-	flag.BoolVar(&o.rotation, "rotation", false, "run the RotationPolicy autopilot: rotate, re-encrypt, verify and trim the Transit key a RotationPolicy names (opt-in; needs a rotation identity)")
-	flag.StringVar(&o.rotationVaultAddr, "rotation-vault-addr", "", "Vault address for rotation (default: --vault-addr)")
-	flag.StringVar(&o.rotationVaultCACert, "rotation-vault-ca-cert", "", "CA of Vault's serving certificate for rotation (default: --vault-ca-cert)")
-	o.rotationAuth.FlagPrefix = "rotation-"
-	flag.StringVar(&o.rotationAuth.Method, "rotation-auth-method", "token", "auth method of the rotation identity: token, approle, cert, jwt or kubernetes")
-	flag.StringVar(&o.rotationAuth.Mount, "rotation-auth-mount", "", "mount path of the rotation identity's auth method (default: the method's name)")
-	flag.StringVar(&o.rotationAuth.Role, "rotation-auth-role", "", "role of the rotation identity (jwt, kubernetes: required; cert: optional)")
-	flag.StringVar(&o.rotationAuth.TokenFile, "rotation-token-file", "", "file holding the rotation identity's token (auth-method token); not --vault-token-file")
-	flag.StringVar(&o.rotationAuth.RoleIDFile, "rotation-approle-role-id-file", "", "file holding the rotation identity's AppRole role ID")
-	flag.StringVar(&o.rotationAuth.SecretIDFile, "rotation-approle-secret-id-file", "", "file holding the rotation identity's AppRole secret ID")
-	flag.StringVar(&o.rotationAuth.ClientCert, "rotation-client-cert", "", "client certificate of the rotation identity (auth-method cert)")
-	flag.StringVar(&o.rotationAuth.ClientKey, "rotation-client-key", "", "key of --rotation-client-cert")
-	flag.StringVar(&o.rotationAuth.JWTFile, "rotation-jwt-file", "", "file holding the rotation identity's JWT (jwt; kubernetes defaults to the pod's token)")
-	flag.IntVar(&o.rotationWorkers, "rotation-workers", 4, "objects re-encrypted at once (the policy's qps paces them)")
-	zopts := zap.Options{}
-	zopts.BindFlags(flag.CommandLine)
-	printVersion := flag.Bool("version", false, "print the version and exit")
+	printVersion, zopts := bindFlags(flag.CommandLine, &o, os.Getenv)
 	flag.Parse()
 	if *printVersion {
 		fmt.Println(version.String("vaultkms-auditor"))
 		return nil
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zopts)))
 
 	if err := publisher.CheckInterval(o.scanInterval); err != nil {
 		return err

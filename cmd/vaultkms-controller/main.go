@@ -82,41 +82,48 @@ func main() {
 	}
 }
 
+// bindFlags defines the controller's flags on fs; docs/controller.md's
+// table under "## Flags" documents each (TestFlagsDocumented).
+func bindFlags(fs *flag.FlagSet, o *options, getenv func(string) string) (printVersion *bool, zopts *zap.Options) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica works at a time")
+	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, https:// (plain http:// only to a loopback address); VAULT_* variables are ignored")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "CA of Vault's serving certificate")
+	fs.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault namespace")
+	fs.StringVar(&o.namespace, "namespace", envOr(getenv, "POD_NAMESPACE", "vaultkms-system"), "the controller's own namespace (holds its HMAC key)")
+	fs.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
+	fs.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
+	printVersion = fs.Bool("version", false, "print the version and exit")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "serve Go's pprof profiles on this address (off when empty); for profiling, never exposed by the chart")
+	fs.BoolVar(&o.kubeCompression, "kube-api-compression", false, "ask the API server to gzip its answers and watch streams; off by default, since in the cluster the bytes cost less than the API server's CPU to compress them")
+	fs.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
+	fs.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
+	fs.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
+	fs.DurationVar(&o.restartMinInterval, "restart-min-interval", syncer.DefaultRestartMinInterval, "least time between two rollout restarts of one workload, however many of its VaultSecrets get new data (a restart asked for within it happens at its end; 0 turns debouncing off)")
+	fs.DurationVar(&o.finalizerTimeout, "finalizer-timeout", syncer.DefaultFinalizerTimeout, "how long deleting a VaultSecret waits for an unreachable Vault to revoke its leases before leaving them to end on their own (event and metric LeaseNotRevoked)")
+	fs.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
+	fs.StringVar(&o.allowedAudiences, "allowed-audiences", "", "comma-separated audiences a VaultSecret may name in spec.auth.kubernetes.audiences (default: only --token-audience); no token is minted for any other")
+	fs.StringVar(&o.serviceAccount, "service-account-name", envOr(getenv, "POD_SERVICE_ACCOUNT", "vaultkms-controller"), "the controller's own service account, which no VaultSecret may use")
+	fs.StringVar(&o.namespaceSelector, "namespace-selector", "", "label selector of the namespaces whose VaultSecrets are served (default all); needs list/watch on namespaces")
+	zopts = &zap.Options{}
+	zopts.BindFlags(fs)
+	return printVersion, zopts
+}
+
 func run() error {
 	// net/http logs the first bytes of an answer nobody asked for through
 	// the standard logger; from Vault those may be a tenant's secret.
 	// Routed first, so no path of the process logs them.
 	stdlog.SetOutput(vault.StdLogFilter(os.Stderr))
 	var o options
-	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint")
-	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	flag.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica works at a time")
-	flag.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, https:// (plain http:// only to a loopback address); VAULT_* variables are ignored")
-	flag.StringVar(&o.vaultCACert, "vault-ca-cert", "", "CA of Vault's serving certificate")
-	flag.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault namespace")
-	flag.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "vaultkms-system"), "the controller's own namespace (holds its HMAC key)")
-	flag.StringVar(&o.hmacSecret, "hmac-key-secret", "vaultkms-hmac-key", "Secret in --namespace holding the key for status data HMACs; created if missing")
-	flag.BoolVar(&o.syncer, "enable-vaultsecrets", true, "run the VaultSecret syncer")
-	printVersion := flag.Bool("version", false, "print the version and exit")
-	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "serve Go's pprof profiles on this address (off when empty); for profiling, never exposed by the chart")
-	flag.BoolVar(&o.kubeCompression, "kube-api-compression", false, "ask the API server to gzip its answers and watch streams; off by default, since in the cluster the bytes cost less than the API server's CPU to compress them")
-	flag.IntVar(&o.workers, "max-concurrent-reconciles", 8, "VaultSecrets reconciled at once (at least 1)")
-	flag.IntVar(&o.expiryWorkers, "expiry-workers", 4, "expired Secrets deleted at once; this path never calls Vault")
-	flag.DurationVar(&o.vaultTimeout, "vault-request-timeout", 10*time.Second, "deadline of every Vault request made for a VaultSecret")
-	flag.DurationVar(&o.restartMinInterval, "restart-min-interval", syncer.DefaultRestartMinInterval, "least time between two rollout restarts of one workload, however many of its VaultSecrets get new data (a restart asked for within it happens at its end; 0 turns debouncing off)")
-	flag.DurationVar(&o.finalizerTimeout, "finalizer-timeout", syncer.DefaultFinalizerTimeout, "how long deleting a VaultSecret waits for an unreachable Vault to revoke its leases before leaving them to end on their own (event and metric LeaseNotRevoked)")
-	flag.StringVar(&o.tokenAudience, "token-audience", "vault", "audience of the service account tokens used to log in to Vault when a VaultSecret names none; set the Vault role's audience to match")
-	flag.StringVar(&o.allowedAudiences, "allowed-audiences", "", "comma-separated audiences a VaultSecret may name in spec.auth.kubernetes.audiences (default: only --token-audience); no token is minted for any other")
-	flag.StringVar(&o.serviceAccount, "service-account-name", envOr("POD_SERVICE_ACCOUNT", "vaultkms-controller"), "the controller's own service account, which no VaultSecret may use")
-	flag.StringVar(&o.namespaceSelector, "namespace-selector", "", "label selector of the namespaces whose VaultSecrets are served (default all); needs list/watch on namespaces")
-	zopts := zap.Options{}
-	zopts.BindFlags(flag.CommandLine)
+	printVersion, zopts := bindFlags(flag.CommandLine, &o, os.Getenv)
 	flag.Parse()
 	if *printVersion {
 		fmt.Println(version.String("vaultkms-controller"))
 		return nil
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zopts)))
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -306,8 +313,8 @@ func audienceAllowlist(tokenAudience, flagValue string) ([]string, error) {
 	return out, nil
 }
 
-func envOr(k, d string) string {
-	if v := os.Getenv(k); v != "" {
+func envOr(getenv func(string) string, k, d string) string {
+	if v := getenv(k); v != "" {
 		return v
 	}
 	return d

@@ -46,8 +46,9 @@ type options struct {
 	version                            bool
 }
 
-func parseFlags(args []string, getenv func(string) string) (*options, error) {
-	o := &options{}
+// newFlagSet defines the plugin's flags, bound to o; docs/plugin.md's
+// table under "#### Flags" documents each (TestFlagsDocumented).
+func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("vaultkms-plugin", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", "unix:///run/vaultkms/kms.sock", "unix socket the KMS v2 API is served on")
 	fs.StringVar(&o.socketMode, "socket-mode", "0600", "permissions of the socket file (octal)")
@@ -75,6 +76,12 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+func parseFlags(args []string, getenv func(string) string) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
