@@ -2,8 +2,6 @@ package main
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -16,15 +14,7 @@ import (
 // on one side only.
 func TestFlagsDocumented(t *testing.T) {
 	fs := flag.NewFlagSet("vaultkms-controller", flag.ContinueOnError)
-	var o options
-	bindFlags(fs, &o, func(string) string { return "" })
-	// controller-runtime registers --kubeconfig on the command line's set.
-	config.RegisterFlags(fs)
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "controller.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range flagdoc.Problems(fs, doc, "## Flags") {
-		t.Error(p)
-	}
+	bindFlags(fs, &options{}, func(string) string { return "" })
+	config.RegisterFlags(fs) // --kubeconfig, which controller-runtime registers on the command line's set
+	flagdoc.Check(t, fs, "../../docs/controller.md", "## Flags")
 }

@@ -8,9 +8,11 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
+	"testing"
 )
 
 // testOnly starts the usage of a flag that exists for the project's own
@@ -21,6 +23,19 @@ var (
 	flagName = regexp.MustCompile("`--([a-z0-9-]+)`")
 	literal  = regexp.MustCompile("`([^`]*)`")
 )
+
+// Check fails t with each of Problems for the table under heading in the
+// markdown file at path.
+func Check(t testing.TB, fs *flag.FlagSet, path, heading string) {
+	t.Helper()
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range Problems(fs, doc, heading) {
+		t.Errorf("%s: %s", path, p)
+	}
+}
 
 // Problems lists what differs between the flags of fs and the table under
 // heading in markdown (a line equal to heading, up to the next heading of
