@@ -239,12 +239,11 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig 
 	expiresAt := timeOf(st.ExpiresAt)
 	reason, msg := FailureReason(now, expiresAt, retained(vs), reason, explain(err))
 	if prev := meta.FindStatusCondition(st.Conditions, "Ready"); reason == ReasonExpired && (prev == nil || prev.Reason != ReasonExpired) {
-		policy := v1alpha1.ExpiryDelete
-		if retained(vs) {
-			policy = v1alpha1.ExpiryRetain
-		}
-		if r.Metrics != nil {
-			r.Metrics.expired.WithLabelValues(policy).Inc()
+		// A retained Secret is counted here, where it is kept: only this
+		// pass marks it Expired. A deleted one is counted by the Expirer,
+		// which deletes it and may mark it first.
+		if r.Metrics != nil && retained(vs) {
+			r.Metrics.expired.WithLabelValues(v1alpha1.ExpiryRetain).Inc()
 		}
 		r.status.event(vs, corev1.EventTypeWarning, ReasonExpired, "Expire", "%s", msg)
 	}

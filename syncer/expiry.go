@@ -30,6 +30,8 @@ type Expirer struct {
 	Clock    clock.PassiveClock
 	Recorder events.EventRecorder
 	Log      logr.Logger
+	// Metrics, when set, counts the Secrets deleted at their expiry.
+	Metrics *Metrics
 	// Workers is the number of concurrent expiry checks.
 	Workers int
 	// NamespaceSelector, when set, is the controller's
@@ -128,6 +130,13 @@ func (e *Expirer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, fmt.Errorf("delete expired Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	e.Log.Info("deleted expired Secret", "secret", req.NamespacedName, "expiredAt", at)
+	// Counted here, where the deletion happens and only once (the delete
+	// is conditional on this very version): the VaultSecret's Ready turns
+	// Expired through two writers, this one and its own pass, so a count
+	// tied to that transition missed the expiries whose mark won the race.
+	if e.Metrics != nil {
+		e.Metrics.expired.WithLabelValues(v1alpha1.ExpiryDelete).Inc()
+	}
 	if found && e.serves(ctx, s.Namespace) {
 		e.markExpired(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}, vs.UID, s.Name, at)
 	}

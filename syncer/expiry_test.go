@@ -2,10 +2,13 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -69,6 +72,71 @@ func TestReadyButMissing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ReadyButMissing(tc.vs, tc.exists); got != tc.want {
 				t.Fatalf("ReadyButMissing = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestExpiryCountedOnce: a Secret that reaches its expiry without a
+// refresh is counted once by expiryPolicy, whichever of the Expirer (which
+// deletes it and marks Ready Expired) and the VaultSecret's own failing
+// pass (which marks it too) gets there first. The count was tied to the
+// Ready transition, so an expiry whose Expirer mark came first was never
+// counted.
+func TestExpiryCountedOnce(t *testing.T) {
+	expiresAt := t0.Add(time.Minute)
+	now := expiresAt.Add(time.Minute)
+	for _, tc := range []struct {
+		name   string
+		policy string
+		order  []string // "expirer", "pass"
+		want   map[string]float64
+	}{
+		{name: "Delete, the Expirer first", policy: v1alpha1.ExpiryDelete, order: []string{"expirer", "pass", "pass"},
+			want: map[string]float64{"Delete": 1, "Retain": 0}},
+		{name: "Delete, the pass first", policy: v1alpha1.ExpiryDelete, order: []string{"pass", "expirer", "pass", "expirer"},
+			want: map[string]float64{"Delete": 1, "Retain": 0}},
+		{name: "Retain", policy: v1alpha1.ExpiryRetain, order: []string{"expirer", "pass", "expirer", "pass"},
+			want: map[string]float64{"Delete": 0, "Retain": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ttl := metav1.Duration{Duration: time.Minute}
+			vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", UID: "u1", Generation: 1},
+				Spec: v1alpha1.VaultSecretSpec{Auth: v1alpha1.Auth{Kubernetes: &v1alpha1.KubernetesAuth{Role: "app", ServiceAccountName: "app"}},
+					Source: v1alpha1.Source{KV: &v1alpha1.KVSource{Mount: "secret", Path: "app"}}, TTL: &ttl, ExpiryPolicy: tc.policy},
+				Status: v1alpha1.VaultSecretStatus{SecretName: "db", ExpiresAt: ptrTime(expiresAt),
+					Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: ReasonSynced, ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(t0)}}}}
+			yes := true
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db",
+				Annotations:     map[string]string{ExpiresAtAnnotation: formatTime(expiresAt)},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VaultSecret", Name: "db", UID: "u1", Controller: &yes}}}}
+			r, _, _ := fairnessReconciler(t, now, nil, vs, sec)
+			m := NewMetrics(prometheus.NewRegistry())
+			r.Metrics = m
+			e := &Expirer{Client: r.Client, Clock: clocktesting.NewFakeClock(now), Log: logr.Discard(), Metrics: m}
+			ctx := context.Background()
+			for _, step := range tc.order {
+				switch step {
+				case "expirer":
+					if _, err := e.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(sec)}); err != nil {
+						t.Fatal(err)
+					}
+				case "pass":
+					// A pass whose Vault read failed, past the expiry.
+					var cur v1alpha1.VaultSecret
+					if err := r.Client.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+						t.Fatal(err)
+					}
+					orig := cur.Status.DeepCopy()
+					if _, _, err := r.failed(ctx, &cur, orig, now, ReasonVaultUnavailable, errors.New("connection refused")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for policy, want := range tc.want {
+				if got := testutil.ToFloat64(m.expired.WithLabelValues(policy)); got != want {
+					t.Errorf("vaultkms_controller_secrets_expired_total{policy=%q} = %v after %v, want %v", policy, got, tc.order, want)
+				}
 			}
 		})
 	}

@@ -48,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_controller_leases_not_revoked_total",
 			Help: "Leases left to end on their own because Vault could not revoke them before --finalizer-timeout at deletion."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_secrets_expired_total",
-			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: deleted, Retain: kept with their last data)."}, []string{"policy"}),
+			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: counted when deleted; Retain: counted when kept with their last data)."}, []string{"policy"}),
 	}
 	reg.MustRegister(m.syncs, m.latency, m.leases, m.vault, m.logins, m.restarts, m.notRevoked, m.expired,
 		version.BuildInfo("controller", version.Version))

@@ -253,7 +253,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 		return err
 	}
 	e := &syncer.Expirer{Client: mgr.GetClient(), Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("vaultkms-controller"),
-		Log: mgr.GetLogger().WithName("expiry"), Workers: o.expiryWorkers, NamespaceSelector: nsSel}
+		Log: mgr.GetLogger().WithName("expiry"), Metrics: m, Workers: o.expiryWorkers, NamespaceSelector: nsSel}
 	return e.SetupWithManager(mgr)
 }
 
