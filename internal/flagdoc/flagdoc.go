@@ -81,6 +81,7 @@ type row struct {
 }
 
 func compareDefault(f *flag.Flag, r row, i int) string {
+	var want string
 	switch {
 	case r.italic:
 		return ""
@@ -90,20 +91,18 @@ func compareDefault(f *flag.Flag, r row, i int) string {
 		}
 		return fmt.Sprintf("--%s: the table (line %d) gives no default; the program's is %q", f.Name, r.line, f.DefValue)
 	case len(r.defaults) == len(r.flags):
-		if r.defaults[i] == f.DefValue {
-			return ""
-		}
-		return fmt.Sprintf("--%s: the table (line %d) says the default is %q; the program's is %q", f.Name, r.line, r.defaults[i], f.DefValue)
+		want = r.defaults[i]
 	case len(r.flags) == 1:
 		// Several literals for one flag: the first is the default, the
 		// rest name its values or a note.
-		if r.defaults[0] == f.DefValue {
-			return ""
-		}
-		return fmt.Sprintf("--%s: the table (line %d) says the default is %q; the program's is %q", f.Name, r.line, r.defaults[0], f.DefValue)
+		want = r.defaults[0]
 	default:
 		return fmt.Sprintf("--%s: the table (line %d) names %d flags and %d defaults; give one default per flag, or none", f.Name, r.line, len(r.flags), len(r.defaults))
 	}
+	if want == f.DefValue {
+		return ""
+	}
+	return fmt.Sprintf("--%s: the table (line %d) says the default is %q; the program's is %q", f.Name, r.line, want, f.DefValue)
 }
 
 func zero(v string) bool { return v == "" || v == "false" || v == "0" || v == "0s" }
