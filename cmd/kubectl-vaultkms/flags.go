@@ -37,9 +37,7 @@ type common struct {
 
 	output string
 
-	etcd             etcdconn.Config
-	etcdPasswordFile string
-	etcdPrefix       string
+	etcd             etcdconn.Flags
 	resources        string
 	encryptionConfig string
 	provider         string
@@ -60,15 +58,7 @@ func newCommon(name string, ios streams) *common {
 	fs.SetOutput(ios.ErrOut)
 	c.rules, c.overrides = bindKubeconfigFlags(fs)
 	fs.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
-	fs.StringSliceVar(&c.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma separated (read-only access is enough)")
-	fs.StringVar(&c.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
-	fs.StringVar(&c.etcd.Cert, "etcd-cert", "", "client certificate for etcd")
-	fs.StringVar(&c.etcd.Key, "etcd-key", "", "key of --etcd-cert")
-	fs.StringVar(&c.etcd.Username, "etcd-user", "", "etcd user (etcd with auth enabled); a role that may only read the prefix is enough")
-	fs.StringVar(&c.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
-	fs.DurationVar(&c.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
-	fs.DurationVar(&c.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
-	fs.StringVar(&c.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	c.etcd.Bind(fs)
 	fs.StringVar(&c.resources, "resources", "", "resources to scan: secrets, configmaps, deployments.apps, <plural>.<group>, comma separated (default: those --encryption-config encrypts, else secrets)")
 	fs.StringVar(&c.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration file: the resources to scan and the provider order to check")
 	fs.StringVar(&c.provider, "provider", "vault", "name of the KMS v2 provider in the EncryptionConfiguration")
@@ -127,16 +117,12 @@ func (c *common) warnf(format string, args ...any) {
 }
 
 func (c *common) dialEtcd(ctx context.Context) (*etcdconn.Client, error) {
-	if len(c.etcd.Endpoints) == 0 {
-		return nil, usageErr("--etcd-endpoints is required: the scan reads etcd directly (read-only)")
+	cfg, err := c.etcd.Config("the scan reads etcd directly (read-only)")
+	if errors.Is(err, etcdconn.ErrNoEndpoints) {
+		return nil, usageErr("%v", err)
 	}
-	cfg := c.etcd
-	if c.etcdPasswordFile != "" {
-		b, err := os.ReadFile(c.etcdPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-password-file: %w", err)
-		}
-		cfg.Password = strings.TrimSpace(string(b))
+	if err != nil {
+		return nil, err
 	}
 	return etcdconn.Dial(ctx, cfg)
 }

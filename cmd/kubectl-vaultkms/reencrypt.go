@@ -37,7 +37,7 @@ func runReencrypt(ctx context.Context, ios streams, args []string) error {
 	// interrupted run are current and skipped, which makes a rerun resume.
 	// A compaction restarts the scan: the set starts over with it, so no
 	// object is queued twice.
-	stale := rewrite.NewStaleSet(c.etcdPrefix)
+	stale := rewrite.NewStaleSet(c.etcd.Prefix)
 	rep, err := c.scan(ctx, keyID, stale.Visit, stale.Reset)
 	if err != nil {
 		return err

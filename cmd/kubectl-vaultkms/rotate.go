@@ -142,7 +142,7 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 		fmt.Fprintf(w, "%s min_decryption_version of %s/%s from %d to %d: versions below %d can no longer decrypt.\n",
 			verb, c.transitMount, c.transitKey, from, target, target)
 		fmt.Fprintf(w, "Proof: %d API servers on the current key_id for at least %s; %d keys scanned under %s at revision %d, %d values under this key, none below version %d.\n",
-			len(after), *settle, ev.Total, c.etcdPrefix, proof.Revision, ev.Found(), target)
+			len(after), *settle, ev.Total, c.etcd.Prefix, proof.Revision, ev.Found(), target)
 		fmt.Fprintf(w, "Undo (the key versions still exist in Vault):\n  %s\n", out.Undo)
 		fmt.Fprintf(w, "Warning: etcd backups taken before the re-encryption may hold values under versions below %d;\nrestoring one needs this undo first.\n", target)
 	})
@@ -162,7 +162,7 @@ func (c *common) gates(ctx context.Context) (*cliGates, error) {
 	}
 	p := newProgress(c.ios.ErrOut, "scanning", 0)
 	return &cliGates{
-		Gates: &gates.Gates{KV: cli, Prefix: c.etcdPrefix, Provider: c.provider, Reports: c.apiServerReports,
+		Gates: &gates.Gates{KV: cli, Prefix: c.etcd.Prefix, Provider: c.provider, Reports: c.apiServerReports,
 			Progress: func(res string, n int) { p.set("scanning "+res, n) }},
 		close: func() { p.done(); cli.Close() },
 	}, nil

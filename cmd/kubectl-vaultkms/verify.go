@@ -71,12 +71,12 @@ func (c *common) scan(ctx context.Context, keyID string, visit func(string, []by
 		return scan.Report{}, err
 	}
 	defer cli.Close()
-	if err := scan.CheckPrefix(ctx, cli, c.etcdPrefix); err != nil && !c.allowNoEvidence {
+	if err := scan.CheckPrefix(ctx, cli, c.etcd.Prefix); err != nil && !c.allowNoEvidence {
 		return scan.Report{}, refused("%v", err)
 	}
 	var targets []scan.Target
 	if !c.wholePrefix {
-		if targets, err = scan.Resolve(ctx, cli, c.etcdPrefix, names); err != nil {
+		if targets, err = scan.Resolve(ctx, cli, c.etcd.Prefix, names); err != nil {
 			return scan.Report{}, usageErr("%v", err)
 		}
 	}
@@ -84,7 +84,7 @@ func (c *common) scan(ctx context.Context, keyID string, visit func(string, []by
 		c.warnf("the EncryptionConfiguration entry %q is a wildcard and was not scanned: name its resources with --resources", w)
 	}
 	p := newProgress(c.ios.ErrOut, "scanning", 0)
-	o := scan.Options{Prefix: c.etcdPrefix, Targets: targets, Provider: c.provider, CurrentKeyID: keyID, Visit: visit,
+	o := scan.Options{Prefix: c.etcd.Prefix, Targets: targets, Provider: c.provider, CurrentKeyID: keyID, Visit: visit,
 		Progress: func(res string, n int) { p.set("scanning "+res, n) },
 		OnRestart: func(rev int64) {
 			p.done()

@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,10 +45,7 @@ type options struct {
 	leaderElect            bool
 	namespace              string
 
-	etcd             etcdconn.Config
-	etcdEndpoints    string
-	etcdPasswordFile string
-	etcdPrefix       string
+	etcd             etcdconn.Flags
 	resources        string
 	encryptionConfig string
 	provider         string
@@ -82,15 +78,7 @@ func bindFlags(fs *flag.FlagSet, o *options, getenv func(string) string) (printV
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica scans")
 	fs.StringVar(&o.namespace, "leader-election-namespace", getenv("POD_NAMESPACE"), "namespace of the leader election Lease")
-	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "etcd client URLs, comma separated (required)")
-	fs.StringVar(&o.etcd.CACert, "etcd-cacert", "", "CA of etcd's serving certificate")
-	fs.StringVar(&o.etcd.Cert, "etcd-cert", "", "client certificate of a read-only etcd user (not the API server's)")
-	fs.StringVar(&o.etcd.Key, "etcd-key", "", "key of --etcd-cert")
-	fs.StringVar(&o.etcd.Username, "etcd-user", "", "read-only etcd user, when etcd authenticates by password")
-	fs.StringVar(&o.etcdPasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user")
-	fs.DurationVar(&o.etcd.DialTimeout, "etcd-dial-timeout", 5*time.Second, "time to connect to each etcd endpoint")
-	fs.DurationVar(&o.etcd.RequestTimeout, "etcd-request-timeout", 30*time.Second, "time for each etcd request")
-	fs.StringVar(&o.etcdPrefix, "etcd-prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	o.etcd.Bind(fs)
 	fs.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
 	fs.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
 	fs.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
@@ -137,16 +125,9 @@ func run() error {
 	if err := publisher.CheckInterval(o.scanInterval); err != nil {
 		return err
 	}
-	o.etcd.Endpoints = splitComma(o.etcdEndpoints)
-	if len(o.etcd.Endpoints) == 0 {
-		return errors.New("--etcd-endpoints is required: the auditor reads etcd (read-only)")
-	}
-	if o.etcdPasswordFile != "" {
-		b, err := os.ReadFile(o.etcdPasswordFile)
-		if err != nil {
-			return fmt.Errorf("--etcd-password-file: %w", err)
-		}
-		o.etcd.Password = strings.TrimSpace(string(b))
+	etcdConfig, err := o.etcd.Config("the auditor reads etcd (read-only)")
+	if err != nil {
+		return err
 	}
 	names, err := resourceNames(o)
 	if err != nil {
@@ -198,21 +179,21 @@ func run() error {
 	// Lazy: an etcd that does not answer yet is a failed scan (metrics,
 	// EncryptionStatus, the ScanFailing alert), not an exit that leaves
 	// nothing running to say why.
-	etcd, err := etcdconn.NewLazy(o.etcd)
+	etcd, err := etcdconn.NewLazy(etcdConfig)
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
 	// Custom resources' definitions are looked up by each scan, not here:
 	// etcd may not answer yet.
-	targets, err := scan.Targets(o.etcdPrefix, names)
+	targets, err := scan.Targets(o.etcd.Prefix, names)
 	if err != nil {
 		return err
 	}
 	p := &publisher.Publisher{
 		Client:   kc,
 		KV:       etcd,
-		Options:  scan.Options{Prefix: o.etcdPrefix, Targets: targets, Provider: o.provider},
+		Options:  scan.Options{Prefix: o.etcd.Prefix, Targets: targets, Provider: o.provider},
 		Key:      key,
 		Interval: o.scanInterval,
 		Recorder: mgr.GetEventRecorder("vaultkms-auditor"),
@@ -266,7 +247,7 @@ func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd scan.K
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { session.Run(ctx); return nil })); err != nil {
 		return err
 	}
-	env := &autopilot.LiveEnv{Vault: vc, Session: session, KV: etcd, Prefix: o.etcdPrefix, Targets: targets, Kube: mgr.GetConfig(),
+	env := &autopilot.LiveEnv{Vault: vc, Session: session, KV: etcd, Prefix: o.etcd.Prefix, Targets: targets, Kube: mgr.GetConfig(),
 		Workers: o.rotationWorkers, TestOnlySettle: o.testOnlySettle, ScannedKey: func(ctx context.Context) (string, error) { return key(ctx) }}
 	r := &autopilot.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Machine: &autopilot.Machine{Env: env, Clock: clock.RealClock{}},
 		Recorder: mgr.GetEventRecorder("vaultkms-auditor"), Log: mgr.GetLogger().WithName("rotation")}
@@ -330,14 +311,4 @@ func keySource(o options) (publisher.KeySource, error) {
 		}, nil
 	}
 	return nil, errors.New("the auditor needs the current key_id: give --kms-socket, --transit-key with --vault-addr and --vault-token-file, or --current-key-id")
-}
-
-func splitComma(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
