@@ -60,7 +60,7 @@ func exported() map[string]bool {
 	kmsplugin.NewMetrics(c)
 	kmsplugin.RegisterVaultCounters(c, noCounts{}, func() uint64 { return 0 })
 	syncer.NewMetrics(c)
-	c.MustRegister(&syncer.StatusCollector{Clock: clock.RealClock{}, Log: logr.Discard()})
+	syncer.RegisterCacheCollectors(c, nil, clock.RealClock{}, logr.Discard())
 	publisher.NewMetrics(c)
 	c.MustRegister(&autopilot.StatusCollector{Log: logr.Discard()})
 	return c.names

@@ -229,8 +229,7 @@ func setupSyncer(o options, mgr ctrl.Manager) error {
 	m := syncer.NewMetrics(metrics.Registry)
 	// What is true of the VaultSecrets now (not Ready, time left), read
 	// from the manager's cache at each scrape.
-	metrics.Registry.MustRegister(&syncer.StatusCollector{Reader: mgr.GetClient(), Clock: clock.RealClock{}, Log: mgr.GetLogger().WithName("metrics")})
-	metrics.Registry.MustRegister(&syncer.ConnectionCollector{Reader: mgr.GetClient(), Log: mgr.GetLogger().WithName("metrics")})
+	syncer.RegisterCacheCollectors(metrics.Registry, mgr.GetClient(), clock.RealClock{}, mgr.GetLogger().WithName("metrics"))
 	writes, err := syncer.NewMetadataAnswers(mgr.GetConfig(), mgr.GetHTTPClient())
 	if err != nil {
 		return err
