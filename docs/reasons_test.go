@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,7 +13,7 @@ import (
 	"testing"
 )
 
-// reasonDocs says where the condition reasons declared in each file are
+// reasonDoc says where the condition reasons declared in each file are
 // looked up by users: the RotationPolicy's in rotation.md's tables, every
 // other in troubleshooting.md's.
 func reasonDoc(file string) string {
@@ -22,16 +23,16 @@ func reasonDoc(file string) string {
 	return "troubleshooting.md"
 }
 
-// declaredReasons reads, from the Go files of dir (tests apart), every
-// constant named Reason... with a string value, by file.
-func declaredReasons(t *testing.T, dir string) map[string][]string {
+// stringConsts reads, from the Go files of dir (tests apart), every
+// constant with a string value: by file, by name.
+func stringConsts(t *testing.T, dir string) map[string]map[string]string {
 	t.Helper()
 	fset := token.NewFileSet()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]string{}
+	out := map[string]map[string]string{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -40,6 +41,7 @@ func declaredReasons(t *testing.T, dir string) map[string][]string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		out[f] = map[string]string{}
 		for _, d := range af.Decls {
 			gd, ok := d.(*ast.GenDecl)
 			if !ok || gd.Tok != token.CONST {
@@ -48,18 +50,16 @@ func declaredReasons(t *testing.T, dir string) map[string][]string {
 			for _, spec := range gd.Specs {
 				vs := spec.(*ast.ValueSpec)
 				for i, name := range vs.Names {
-					if !strings.HasPrefix(name.Name, "Reason") || i >= len(vs.Values) {
+					if i >= len(vs.Values) {
 						continue
 					}
-					lit, ok := vs.Values[i].(*ast.BasicLit)
-					if !ok || lit.Kind != token.STRING {
-						continue
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						v, err := strconv.Unquote(lit.Value)
+						if err != nil {
+							t.Fatal(err)
+						}
+						out[f][name.Name] = v
 					}
-					v, err := strconv.Unquote(lit.Value)
-					if err != nil {
-						t.Fatal(err)
-					}
-					out[f] = append(out[f], v)
 				}
 			}
 		}
@@ -83,7 +83,7 @@ func TestReasonsDocumented(t *testing.T) {
 	}
 	found := 0
 	for _, dir := range []string{"../syncer", "../api/v1alpha1"} {
-		byFile := declaredReasons(t, dir)
+		byFile := stringConsts(t, dir)
 		files := make([]string, 0, len(byFile))
 		for f := range byFile {
 			files = append(files, f)
@@ -91,7 +91,10 @@ func TestReasonsDocumented(t *testing.T) {
 		sort.Strings(files)
 		for _, f := range files {
 			doc := reasonDoc(f)
-			for _, reason := range byFile[f] {
+			for name, reason := range byFile[f] {
+				if !strings.HasPrefix(name, "Reason") {
+					continue
+				}
 				found++
 				if !strings.Contains(docs[doc], "`"+reason+"`") {
 					t.Errorf("reason %q (declared in %s) is not explained in docs/%s", reason, strings.TrimPrefix(f, "../"), doc)
@@ -103,5 +106,81 @@ func TestReasonsDocumented(t *testing.T) {
 	// API's are some forty.
 	if found < 30 {
 		t.Fatalf("only %d reasons declared in syncer/ and api/v1alpha1: the walk reads the wrong files", found)
+	}
+}
+
+// eventReasons reads, from the syncer's Go files (tests apart), the reason
+// of every event it records whose reason is written down: a string
+// literal or a Reason... constant (a Ready reason passed on in a variable
+// is checked as a Ready reason).
+func eventReasons(t *testing.T, dir string, consts map[string]string) map[string]string {
+	t.Helper()
+	fset := token.NewFileSet()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The position of the reason among each recorder's arguments.
+	reasonArg := map[string]int{"event": 2, "tell": 2, "Eventf": 3}
+	out := map[string]string{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(af, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			i, ok := reasonArg[sel.Sel.Name]
+			if !ok || len(call.Args) <= i {
+				return true
+			}
+			where := fset.Position(call.Pos()).String()
+			switch a := call.Args[i].(type) {
+			case *ast.BasicLit:
+				if v, err := strconv.Unquote(a.Value); err == nil {
+					out[v] = where
+				}
+			case *ast.Ident:
+				if v, ok := consts[a.Name]; ok {
+					out[v] = where
+				}
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// Every event reason the controller records is listed in
+// docs/controller.md, with the Ready reasons it shares explained in
+// troubleshooting.md (TestReasonsDocumented).
+func TestEventReasonsDocumented(t *testing.T) {
+	b, err := os.ReadFile("controller.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	consts := map[string]string{}
+	for _, byName := range stringConsts(t, "../syncer") {
+		maps.Copy(consts, byName)
+	}
+	reasons := eventReasons(t, "../syncer", consts)
+	if len(reasons) < 6 {
+		t.Fatalf("only %d event reasons found in syncer/: %v; the walk misses the recorders", len(reasons), reasons)
+	}
+	for reason, where := range reasons {
+		if !strings.Contains(doc, "`"+reason+"`") {
+			t.Errorf("event reason %q (%s) is not listed in docs/controller.md", reason, strings.TrimPrefix(where, "../"))
+		}
 	}
 }
