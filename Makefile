@@ -86,6 +86,7 @@ bench-tools:
 ## bench: measured figures (plugin vs direct Transit, batching, the controller beside VSO and ESO)
 bench: tools bench-tools
 	$(GO) test -run '^$$' -bench . -benchmem ./kmsplugin/
+	$(GO) test -run '^$$' -bench AnsweredMetadata -benchmem ./syncer/
 	$(GO) run ./e2e/bench
 
 ## tools-demo: build only the real components the demo runs (Vault, etcd, kube-apiserver)

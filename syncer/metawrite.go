@@ -28,12 +28,14 @@ import (
 const metadataOnly = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1," +
 	"application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
-// metaCodecs decodes a PartialObjectMetadata in either form.
-var metaCodecs = func() serializer.CodecFactory {
+// newMetaDecoder decodes a PartialObjectMetadata in either form.
+func newMetaDecoder() (runtime.Decoder, error) {
 	s := runtime.NewScheme()
-	metav1.AddMetaToScheme(s)
-	return serializer.NewCodecFactory(s)
-}()
+	if err := metav1.AddMetaToScheme(s); err != nil {
+		return nil, fmt.Errorf("decoder of metadata-only answers: %w", err)
+	}
+	return serializer.NewCodecFactory(s).UniversalDeserializer(), nil
+}
 
 // MetadataAnswers makes the writes of every sync, the Secret's create or
 // apply and the VaultSecret's status, and asks the API server to answer
@@ -45,6 +47,7 @@ var metaCodecs = func() serializer.CodecFactory {
 // once.
 type MetadataAnswers struct {
 	status, secrets rest.Interface
+	decoder         runtime.Decoder
 }
 
 // NewMetadataAnswers writes through cfg and hc (the manager's, so the
@@ -60,7 +63,11 @@ func NewMetadataAnswers(cfg *rest.Config, hc *http.Client) (*MetadataAnswers, er
 	if err != nil {
 		return nil, err
 	}
-	return &MetadataAnswers{status: status, secrets: secrets}, nil
+	decoder, err := newMetaDecoder()
+	if err != nil {
+		return nil, err
+	}
+	return &MetadataAnswers{status: status, secrets: secrets, decoder: decoder}, nil
 }
 
 func metadataClient(cfg *rest.Config, hc *http.Client, contentType string) (rest.Interface, error) {
@@ -92,7 +99,7 @@ func (m *MetadataAnswers) UpdateStatus(ctx context.Context, vs *v1alpha1.VaultSe
 	if err != nil {
 		return err
 	}
-	return answeredMetadata(raw, &vs.ObjectMeta)
+	return answeredMetadata(m.decoder, raw, &vs.ObjectMeta)
 }
 
 // CreateSecret creates s as fieldManager. On success s's metadata is the
@@ -105,7 +112,7 @@ func (m *MetadataAnswers) CreateSecret(ctx context.Context, s *corev1.Secret, fi
 	if err != nil {
 		return err
 	}
-	return answeredMetadata(raw, &s.ObjectMeta)
+	return answeredMetadata(m.decoder, raw, &s.ObjectMeta)
 }
 
 // ApplySecret server-side applies body (an apply configuration of s's
@@ -117,7 +124,7 @@ func (m *MetadataAnswers) ApplySecret(ctx context.Context, s *corev1.Secret, bod
 	if err != nil {
 		return err
 	}
-	return answeredMetadata(raw, &s.ObjectMeta)
+	return answeredMetadata(m.decoder, raw, &s.ObjectMeta)
 }
 
 // answer is a write's body, or its error as the API server gave it:
@@ -135,9 +142,9 @@ func answer(res rest.Result) ([]byte, error) {
 
 // answeredMetadata reads a PartialObjectMetadata answer, protobuf or
 // JSON, into meta.
-func answeredMetadata(raw []byte, meta *metav1.ObjectMeta) error {
+func answeredMetadata(dec runtime.Decoder, raw []byte, meta *metav1.ObjectMeta) error {
 	var got metav1.PartialObjectMetadata
-	_, gvk, err := metaCodecs.UniversalDeserializer().Decode(raw, nil, &got)
+	_, gvk, err := dec.Decode(raw, nil, &got)
 	if err != nil {
 		return fmt.Errorf("read the API server's answer: %w", err)
 	}
