@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
@@ -25,14 +24,8 @@ func runConvert(_ context.Context, ios streams, args []string) error {
 	file := fs.StringP("filename", "f", "", "the peer's manifests: a file, or - for stdin (multi-document YAML)")
 	adopt := fs.Bool("adopt", false, "set target.adopt on every VaultSecret, to take over the Secrets the peer wrote (the cut-over that never leaves an application without its Secret)")
 	namespace := fs.StringP("namespace", "n", "default", "namespace of the objects that name none")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return err
-		}
-		return usageErr("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return usageErr("unexpected arguments %q", fs.Args())
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *file == "" {
 		return usageErr("-f is required: the file of Vault Secrets Operator or External Secrets Operator manifests, or - for stdin")

@@ -86,15 +86,29 @@ func bindKubeconfigFlags(fs *pflag.FlagSet) (*clientcmd.ClientConfigLoadingRules
 	return rules, overrides
 }
 
-func (c *common) parse(args []string) error {
-	if err := c.fs.Parse(args); err != nil {
+// flagsParsed is called with every command's flags as they are parsed;
+// TestFlagsDocumented reads them there.
+var flagsParsed = func(*pflag.FlagSet) {}
+
+// parseFlags parses a command's flags: --help is ErrHelp, a wrong flag or
+// an argument a usage error.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	flagsParsed(fs)
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
 		}
 		return usageErr("%v", err)
 	}
-	if c.fs.NArg() > 0 {
-		return usageErr("unexpected arguments %q", c.fs.Args())
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+func (c *common) parse(args []string) error {
+	if err := parseFlags(c.fs, args); err != nil {
+		return err
 	}
 	switch c.output {
 	case "table", "json", "yaml":

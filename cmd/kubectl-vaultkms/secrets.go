@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -44,14 +43,8 @@ func runSecrets(ctx context.Context, ios streams, args []string) error {
 	output := fs.StringP("output", "o", "table", "output format: table, json or yaml")
 	all := fs.BoolP("all-namespaces", "A", false, "list VaultSecrets in every namespace")
 	within := fs.Duration("expiring-within", 0, "only VaultSecrets whose Secret expires within this duration (or already has)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return err
-		}
-		return usageErr("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return usageErr("unexpected arguments %q", fs.Args())
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	switch *output {
 	case "table", "json", "yaml":

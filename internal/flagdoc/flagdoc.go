@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // testOnly starts the usage of a flag that exists for the project's own
@@ -157,3 +159,28 @@ func table(markdown []byte, heading string) ([]row, error) {
 	}
 	return rows, nil
 }
+
+// FromPFlags is fs (spf13/pflag's, as kubectl plugins use) as a standard
+// library FlagSet, for Problems and Check: each visible flag with its
+// default as pflag records it, an empty list counting as no default.
+// Hidden flags are left out, as --help leaves them out.
+func FromPFlags(fs *pflag.FlagSet) *flag.FlagSet {
+	out := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		def := f.DefValue
+		if def == "[]" {
+			def = ""
+		}
+		out.Var(fixed(def), f.Name, f.Usage)
+	})
+	return out
+}
+
+// fixed is a flag.Value whose String is its default.
+type fixed string
+
+func (v fixed) String() string { return string(v) }
+func (fixed) Set(string) error { return nil }

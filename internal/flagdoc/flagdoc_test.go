@@ -2,9 +2,12 @@ package flagdoc
 
 import (
 	"flag"
+	"maps"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func flags() *flag.FlagSet {
@@ -69,5 +72,29 @@ func TestProblems(t *testing.T) {
 				t.Errorf("Problems:\n got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A pflag FlagSet reads as the standard library's with the defaults pflag
+// records; hidden flags are left out, as --help leaves them out.
+func TestFromPFlags(t *testing.T) {
+	pfs := pflag.NewFlagSet("cmd", pflag.ContinueOnError)
+	pfs.StringP("output", "o", "table", "")
+	pfs.Duration("settle-time", 5*time.Minute, "")
+	pfs.StringSlice("urls", nil, "")
+	pfs.Bool("force", false, "")
+	pfs.Duration("test-only", 0, "")
+	if err := pfs.MarkHidden("test-only"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	FromPFlags(pfs).VisitAll(func(f *flag.Flag) { got[f.Name] = f.DefValue })
+	want := map[string]string{"output": "table", "settle-time": "5m0s", "urls": "", "force": "false"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("defaults %v, want %v", got, want)
+	}
+	doc := []byte("## Flags\n\n| flag | default |\n|---|---|\n| `-o`, `--output` | `table` |\n| `--settle-time` | `5m0s` |\n| `--urls` | |\n| `--force` | `false` |\n")
+	if p := Problems(FromPFlags(pfs), doc, "## Flags"); len(p) > 0 {
+		t.Fatalf("problems: %v", p)
 	}
 }
