@@ -23,16 +23,15 @@ func reasonDoc(file string) string {
 	return "troubleshooting.md"
 }
 
-// stringConsts reads, from the Go files of dir (tests apart), every
-// constant with a string value: by file, by name.
-func stringConsts(t *testing.T, dir string) map[string]map[string]string {
+// parsedFiles parses the Go files of dir, tests apart, by path.
+func parsedFiles(t *testing.T, dir string) (*token.FileSet, map[string]*ast.File) {
 	t.Helper()
 	fset := token.NewFileSet()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]map[string]string{}
+	out := map[string]*ast.File{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -41,6 +40,18 @@ func stringConsts(t *testing.T, dir string) map[string]map[string]string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		out[f] = af
+	}
+	return fset, out
+}
+
+// stringConsts reads, from the Go files of dir (tests apart), every
+// constant with a string value: by file, by name.
+func stringConsts(t *testing.T, dir string) map[string]map[string]string {
+	t.Helper()
+	_, files := parsedFiles(t, dir)
+	out := map[string]map[string]string{}
+	for f, af := range files {
 		out[f] = map[string]string{}
 		for _, d := range af.Decls {
 			gd, ok := d.(*ast.GenDecl)
@@ -115,22 +126,11 @@ func TestReasonsDocumented(t *testing.T) {
 // is checked as a Ready reason).
 func eventReasons(t *testing.T, dir string, consts map[string]string) map[string]string {
 	t.Helper()
-	fset := token.NewFileSet()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fset, files := parsedFiles(t, dir)
 	// The position of the reason among each recorder's arguments.
 	reasonArg := map[string]int{"event": 2, "tell": 2, "Eventf": 3}
 	out := map[string]string{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, af := range files {
 		ast.Inspect(af, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
 			if !ok {

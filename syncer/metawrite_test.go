@@ -62,6 +62,21 @@ func TestSecretOf(t *testing.T) {
 	}
 }
 
+// metaCodec is a scheme that encodes PartialObjectMetadata, and the
+// controller's decoder of it.
+func metaCodec(tb testing.TB) (*runtime.Scheme, runtime.Decoder) {
+	tb.Helper()
+	s := runtime.NewScheme()
+	if err := metav1.AddMetaToScheme(s); err != nil {
+		tb.Fatal(err)
+	}
+	dec, err := newMetaDecoder()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, dec
+}
+
 // An answer is taken in either form the API server may choose, and only
 // when it is metadata alone.
 func TestAnsweredMetadata(t *testing.T) {
@@ -79,14 +94,7 @@ func TestAnsweredMetadata(t *testing.T) {
 		}
 		return b
 	}
-	meta := runtime.NewScheme()
-	if err := metav1.AddMetaToScheme(meta); err != nil {
-		t.Fatal(err)
-	}
-	dec, err := newMetaDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, dec := metaCodec(t)
 	core := runtime.NewScheme()
 	_ = corev1.AddToScheme(core)
 	part := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PartialObjectMetadata"},
@@ -288,14 +296,7 @@ func BenchmarkAnsweredMetadata(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	scheme := runtime.NewScheme()
-	if err := metav1.AddMetaToScheme(scheme); err != nil {
-		b.Fatal(err)
-	}
-	dec, err := newMetaDecoder()
-	if err != nil {
-		b.Fatal(err)
-	}
+	scheme, dec := metaCodec(b)
 	var pb bytes.Buffer
 	if err := pbserializer.NewSerializer(scheme, scheme).Encode(part, &pb); err != nil {
 		b.Fatal(err)
