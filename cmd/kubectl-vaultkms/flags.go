@@ -15,13 +15,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/verifier/apiservers"
-	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/etcdconn"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/scope"
 )
 
 // common holds the flags most commands share, and the command's streams.
@@ -37,19 +36,14 @@ type common struct {
 
 	output string
 
-	etcd             etcdconn.Flags
-	resources        string
-	encryptionConfig string
-	provider         string
-	allowNoEvidence  bool
-	wholePrefix      bool
+	etcd            etcdconn.Flags
+	scope           scope.Flags
+	allowNoEvidence bool
+	wholePrefix     bool
 
-	kmsSocket, currentKeyID                string
-	vaultAddr, vaultCACert, vaultNamespace string
-	transitMount, transitKey               string
-	vaultTokenFile                         string
-	metricsFrom                            []string
-	noAPIServerMetrics                     bool
+	key                keysource.Flags
+	metricsFrom        []string
+	noAPIServerMetrics bool
 }
 
 func newCommon(name string, ios streams) *common {
@@ -59,18 +53,11 @@ func newCommon(name string, ios streams) *common {
 	c.rules, c.overrides = bindKubeconfigFlags(fs)
 	fs.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	c.etcd.Bind(fs)
-	fs.StringVar(&c.resources, "resources", "", "resources to scan: secrets, configmaps, deployments.apps, <plural>.<group>, comma separated (default: those --encryption-config encrypts, else secrets)")
-	fs.StringVar(&c.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration file: the resources to scan and the provider order to check")
-	fs.StringVar(&c.provider, "provider", "vault", "name of the KMS v2 provider in the EncryptionConfiguration")
+	c.scope.Bind(fs)
 	fs.BoolVar(&c.allowNoEvidence, "allow-no-evidence", false, "accept a scan that finds nothing as proof (normally it proves nothing: wrong prefix or wrong etcd)")
-	fs.StringVar(&c.kmsSocket, "kms-socket", "", "the plugin's socket (a path or unix:///path); its Status gives the current key_id")
-	fs.StringVar(&c.currentKeyID, "current-key-id", "", "take this key_id as current instead of asking the plugin or Vault")
-	fs.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
-	fs.StringVar(&c.vaultCACert, "vault-ca-cert", os.Getenv("VAULT_CACERT"), "CA of Vault's serving certificate (default $VAULT_CACERT)")
-	fs.StringVar(&c.vaultNamespace, "vault-namespace", os.Getenv("VAULT_NAMESPACE"), "Vault namespace")
-	fs.StringVar(&c.transitMount, "transit-mount", "transit", "Transit mount path")
-	fs.StringVar(&c.transitKey, "transit-key", "", "Transit key the plugin uses")
-	fs.StringVar(&c.vaultTokenFile, "vault-token-file", "", "file with your Vault token (default $VAULT_TOKEN, then ~/.vault-token)")
+	// The operator's shell: VAULT_* variables are defaults, as for the
+	// vault CLI.
+	c.key.Bind(fs, os.Getenv, "file with your Vault token (default $VAULT_TOKEN, then ~/.vault-token)")
 	fs.StringSliceVar(&c.metricsFrom, "apiserver-metrics-url", nil, "the /metrics URL of every API server; default: found from the kubernetes EndpointSlices")
 	fs.BoolVar(&c.noAPIServerMetrics, "no-apiserver-metrics", false, "do not ask API servers which key_id they use (status and verify only; trim never skips this)")
 	return c
@@ -115,13 +102,8 @@ func (c *common) parse(args []string) error {
 	default:
 		return usageErr("-o %q: use table, json or yaml", c.output)
 	}
-	// One spelling of the mount for Vault paths, messages and key_ids:
-	// "transit/" would otherwise build "transit//keys/...".
-	c.transitMount = transitkey.NormalizeMount(c.transitMount)
-	if c.kmsSocket != "" {
-		if _, err := keysource.SocketPath(c.kmsSocket); err != nil {
-			return usageErr("%v", err)
-		}
+	if err := c.key.Check(); err != nil {
+		return usageErr("%v", err)
 	}
 	return nil
 }
@@ -151,10 +133,13 @@ func (c *common) restConfig() (*rest.Config, error) {
 
 // vaultClient builds a client with the operator's own token.
 func (c *common) vaultClient() (*api.Client, error) {
-	if c.transitKey == "" {
+	if c.key.TransitKey == "" {
 		return nil, usageErr("--transit-key is required to ask Vault")
 	}
-	vc, err := vault.NewClient(vault.Config{Address: c.vaultAddr, CACert: c.vaultCACert, Namespace: c.vaultNamespace, Timeout: 15 * time.Second})
+	if c.key.VaultAddr == "" {
+		return nil, usageErr("--vault-addr (or VAULT_ADDR) is required to ask Vault")
+	}
+	vc, err := vault.NewClient(vault.Config{Address: c.key.VaultAddr, CACert: c.key.VaultCACert, Namespace: c.key.VaultNamespace, Timeout: 15 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +152,8 @@ func (c *common) vaultClient() (*api.Client, error) {
 }
 
 func (c *common) operatorToken() (string, error) {
-	if c.vaultTokenFile != "" {
-		b, err := os.ReadFile(c.vaultTokenFile)
+	if c.key.VaultTokenFile != "" {
+		b, err := os.ReadFile(c.key.VaultTokenFile)
 		if err != nil {
 			return "", fmt.Errorf("--vault-token-file: %w", err)
 		}
@@ -187,23 +172,23 @@ func (c *common) operatorToken() (string, error) {
 // currentKey finds the current key_id: from Vault if --transit-key and
 // --vault-addr are given, else from the plugin.
 func (c *common) currentKey(ctx context.Context) (keyID, source string, tk *keysource.TransitKey, err error) {
-	if c.currentKeyID != "" {
-		return c.currentKeyID, "flag", nil, nil
+	if c.key.CurrentKeyID != "" {
+		return c.key.CurrentKeyID, "flag", nil, nil
 	}
-	if c.transitKey != "" && c.vaultAddr != "" {
+	if c.key.FromVaultWanted() {
 		vc, err := c.vaultClient()
 		if err != nil {
 			return "", "", nil, err
 		}
-		k, err := keysource.FromVault(ctx, vc, c.vaultNamespace, c.transitMount, c.transitKey)
+		k, err := keysource.FromVault(ctx, vc, c.key.VaultNamespace, c.key.TransitMount, c.key.TransitKey)
 		if err != nil {
 			return "", "", nil, err
 		}
 		tk = &k
 		keyID, source = k.Current.String(), "vault"
 	}
-	if c.kmsSocket != "" {
-		id, health, err := keysource.FromPlugin(ctx, c.kmsSocket)
+	if c.key.KMSSocket != "" {
+		id, health, err := keysource.FromPlugin(ctx, c.key.KMSSocket)
 		if err != nil {
 			return "", "", nil, err
 		}
@@ -273,31 +258,13 @@ func (c *common) apiServerKeys(ctx context.Context) ([]keysource.APIServerKey, e
 	return out, nil
 }
 
-// resourceNames returns what to scan: --resources, else what
-// --encryption-config encrypts with the provider, else secrets. The second
-// result names configured resources that cannot be scanned by name
-// (wildcards).
+// resourceNames returns what to scan (scope.Flags.Resolve); a wildcard
+// of the EncryptionConfiguration is returned for the caller to say it was
+// not scanned.
 func (c *common) resourceNames() ([]scan.Resource, []string, error) {
-	if c.resources != "" {
-		res, err := scan.ParseResources(c.resources)
-		if err != nil {
-			return nil, nil, usageErr("%v", err)
-		}
-		return res, nil, nil
+	res, wild, err := c.scope.Resolve()
+	if err != nil && c.scope.Resources != "" {
+		return nil, nil, usageErr("%v", err)
 	}
-	if c.encryptionConfig != "" {
-		names, wild, err := encconfig.Encrypted(c.encryptionConfig, c.provider)
-		if err != nil {
-			return nil, nil, err
-		}
-		var res []scan.Resource
-		for _, n := range names {
-			res = append(res, scan.Resource(n))
-		}
-		if len(res) == 0 {
-			return nil, wild, fmt.Errorf("--encryption-config %s lists no resource by name under provider %q; name them with --resources", c.encryptionConfig, c.provider)
-		}
-		return res, wild, nil
-	}
-	return []scan.Resource{"secrets"}, nil, nil
+	return res, wild, err
 }

@@ -39,10 +39,14 @@ func TestUsageErrors(t *testing.T) {
 		{"no key source", []string{"verify", "--etcd-endpoints", "http://127.0.0.1:1"}, exitUsage, "cannot tell the current key_id"},
 		{"no etcd", []string{"verify", "--current-key-id", "x"}, exitUsage, "--etcd-endpoints is required"},
 		{"wildcard resource", []string{"verify", "--current-key-id", "x", "--etcd-endpoints", "http://127.0.0.1:1", "--resources", "*.*"}, exitUsage, "no wildcards"},
-		{"trim without the API server gate", []string{"trim", "--no-apiserver-metrics", "--transit-key", "k"}, exitUsage, "never skips"},
-		{"settle time below the API server's rules", []string{"trim", "--transit-key", "k", "--settle-time", "3m"}, exitUsage, "--settle-time 3m0s is too short: it must be at least 4m0s"},
+		{"trim without the API server gate", []string{"trim", "--no-apiserver-metrics", "--transit-key", "k", "--vault-addr", "https://127.0.0.1:1"}, exitUsage, "never skips"},
+		{"settle time below the API server's rules", []string{"trim", "--transit-key", "k", "--vault-addr", "https://127.0.0.1:1", "--settle-time", "3m"}, exitUsage, "--settle-time 3m0s is too short: it must be at least 4m0s"},
+		{"transit key and no Vault", []string{"rotate", "--transit-key", "k"}, exitUsage, `--transit-key "k" needs --vault-addr`},
+		{"empty transit mount", []string{"status", "--transit-mount", "/"}, exitUsage, "--transit-mount is empty"},
 		{"reencrypt qps", []string{"reencrypt", "--qps", "0"}, exitUsage, "--qps"},
 	}
+	// The operator's environment is a default of the Vault flags.
+	t.Setenv("VAULT_ADDR", "")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, code := runCLI(t, tc.args...)

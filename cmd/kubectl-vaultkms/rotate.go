@@ -31,30 +31,30 @@ func runRotate(ctx context.Context, ios streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	before, err := keysource.FromVault(ctx, vc, c.vaultNamespace, c.transitMount, c.transitKey)
+	before, err := keysource.FromVault(ctx, vc, c.key.VaultNamespace, c.key.TransitMount, c.key.TransitKey)
 	if err != nil {
 		return err
 	}
 	if err := unfinished(before); err != nil && !*force {
 		return refused("rotate refused: %v", err)
 	}
-	path := c.transitMount + "/keys/" + c.transitKey + "/rotate"
+	path := c.key.TransitMount + "/keys/" + c.key.TransitKey + "/rotate"
 	if _, err := vc.Logical().WriteWithContext(ctx, path, nil); err != nil {
-		return fmt.Errorf("rotate transit key %q: %w", c.transitMount+"/"+c.transitKey, err)
+		return fmt.Errorf("rotate transit key %q: %w", c.key.TransitMount+"/"+c.key.TransitKey, err)
 	}
-	after, err := keysource.FromVault(ctx, vc, c.vaultNamespace, c.transitMount, c.transitKey)
+	after, err := keysource.FromVault(ctx, vc, c.key.VaultNamespace, c.key.TransitMount, c.key.TransitKey)
 	if err != nil {
 		return err
 	}
 	out := map[string]any{"previousKeyID": before.Current.String(), "currentKeyID": after.Current.String(), "version": after.LatestVersion}
 	return emit(ios.Out, c.output, out, func(w io.Writer) {
-		fmt.Fprintf(w, "Rotated %s/%s: version %d -> %d\n", c.transitMount, c.transitKey, before.LatestVersion, after.LatestVersion)
+		fmt.Fprintf(w, "Rotated %s/%s: version %d -> %d\n", c.key.TransitMount, c.key.TransitKey, before.LatestVersion, after.LatestVersion)
 		fmt.Fprintf(w, "new key_id:\t%s\n\n", after.Current.String())
 		fmt.Fprintf(w, "The plugin picks the new version up within its refresh interval (10s), and each\n")
 		fmt.Fprintf(w, "kube-apiserver at its next Status poll (about a minute). Follow it with:\n")
-		fmt.Fprintf(w, "  kubectl vaultkms status --etcd-endpoints=... --transit-key=%s\n", c.transitKey)
+		fmt.Fprintf(w, "  kubectl vaultkms status --etcd-endpoints=... --transit-key=%s\n", c.key.TransitKey)
 		fmt.Fprintf(w, "then, once every API server reports the new key_id:\n")
-		fmt.Fprintf(w, "  kubectl vaultkms reencrypt --etcd-endpoints=... --transit-key=%s\n", c.transitKey)
+		fmt.Fprintf(w, "  kubectl vaultkms reencrypt --etcd-endpoints=... --transit-key=%s\n", c.key.TransitKey)
 	})
 }
 
@@ -97,14 +97,14 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 	if c.noAPIServerMetrics {
 		return usageErr("trim never skips the API server gate: drop --no-apiserver-metrics")
 	}
-	if c.resources != "" {
+	if c.scope.Resources != "" {
 		c.warnf("trim scans every resource under --etcd-prefix; --resources is ignored")
 	}
 	vc, err := c.vaultClient()
 	if err != nil {
 		return err
 	}
-	tk, err := keysource.FromVault(ctx, vc, c.vaultNamespace, c.transitMount, c.transitKey)
+	tk, err := keysource.FromVault(ctx, vc, c.key.VaultNamespace, c.key.TransitMount, c.key.TransitKey)
 	if err != nil {
 		return err
 	}
@@ -127,11 +127,11 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 	ev, after := proof.Evidence, proof.APIServers
 	from := max(1, tk.MinDecryption)
 	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: proof.Revision, Evidence: ev, APIServers: after,
-		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.transitMount, c.transitKey, from)}
+		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.key.TransitMount, c.key.TransitKey, from)}
 	if !*dryRun {
-		path := c.transitMount + "/keys/" + c.transitKey + "/config"
+		path := c.key.TransitMount + "/keys/" + c.key.TransitKey + "/config"
 		if _, err := vc.Logical().WriteWithContext(ctx, path, map[string]any{"min_decryption_version": target}); err != nil {
-			return fmt.Errorf("set min_decryption_version on %q: %w", c.transitMount+"/"+c.transitKey, err)
+			return fmt.Errorf("set min_decryption_version on %q: %w", c.key.TransitMount+"/"+c.key.TransitKey, err)
 		}
 	}
 	return emit(ios.Out, c.output, out, func(w io.Writer) {
@@ -140,7 +140,7 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 			verb = "Would raise"
 		}
 		fmt.Fprintf(w, "%s min_decryption_version of %s/%s from %d to %d: versions below %d can no longer decrypt.\n",
-			verb, c.transitMount, c.transitKey, from, target, target)
+			verb, c.key.TransitMount, c.key.TransitKey, from, target, target)
 		fmt.Fprintf(w, "Proof: %d API servers on the current key_id for at least %s; %d keys scanned under %s at revision %d, %d values under this key, none below version %d.\n",
 			len(after), *settle, ev.Total, c.etcd.Prefix, proof.Revision, ev.Found(), target)
 		fmt.Fprintf(w, "Undo (the key versions still exist in Vault):\n  %s\n", out.Undo)
@@ -162,7 +162,7 @@ func (c *common) gates(ctx context.Context) (*cliGates, error) {
 	}
 	p := newProgress(c.ios.ErrOut, "scanning", 0)
 	return &cliGates{
-		Gates: &gates.Gates{KV: cli, Prefix: c.etcd.Prefix, Provider: c.provider, Reports: c.apiServerReports,
+		Gates: &gates.Gates{KV: cli, Prefix: c.etcd.Prefix, Provider: c.scope.Provider, Reports: c.apiServerReports,
 			Progress: func(res string, n int) { p.set("scanning "+res, n) }},
 		close: func() { p.done(); cli.Close() },
 	}, nil

@@ -68,21 +68,21 @@ func runStatus(ctx context.Context, ios streams, args []string) error {
 		c.warnf("cannot read API server metrics: %v", err)
 	} else if len(keys) > 0 {
 		for _, k := range keys {
-			if c.provider == "" || k.Provider == c.provider {
+			if c.scope.Provider == "" || k.Provider == c.scope.Provider {
 				st.APIServers = append(st.APIServers, k)
 			}
 		}
-		agree, _ := keysource.Agreement(keys, c.provider, keyID)
+		agree, _ := keysource.Agreement(keys, c.scope.Provider, keyID)
 		st.APIServersAgree = &agree
 		facts.APIServersKnown, facts.APIServersAgree = true, agree
 	}
 	st.Encrypted = st.Plaintext == 0 && rep.Total() > 0
-	if c.encryptionConfig != "" {
+	if c.scope.EncryptionConfig != "" {
 		var names []string
 		for _, r := range rep.Resources {
 			names = append(names, r.Resource)
 		}
-		if st.Config, err = encconfig.Check(c.encryptionConfig, c.provider, names); err != nil {
+		if st.Config, err = encconfig.Check(c.scope.EncryptionConfig, c.scope.Provider, names); err != nil {
 			return err
 		}
 		for _, r := range st.Config {

@@ -84,7 +84,7 @@ func (c *common) scan(ctx context.Context, keyID string, visit func(string, []by
 		c.warnf("the EncryptionConfiguration entry %q is a wildcard and was not scanned: name its resources with --resources", w)
 	}
 	p := newProgress(c.ios.ErrOut, "scanning", 0)
-	o := scan.Options{Prefix: c.etcd.Prefix, Targets: targets, Provider: c.provider, CurrentKeyID: keyID, Visit: visit,
+	o := scan.Options{Prefix: c.etcd.Prefix, Targets: targets, Provider: c.scope.Provider, CurrentKeyID: keyID, Visit: visit,
 		Progress: func(res string, n int) { p.set("scanning "+res, n) },
 		OnRestart: func(rev int64) {
 			p.done()

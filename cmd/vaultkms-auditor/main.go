@@ -33,11 +33,11 @@ import (
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/internal/version"
 	"github.com/vaultkms/vaultkms/verifier/autopilot"
-	"github.com/vaultkms/vaultkms/verifier/encconfig"
 	"github.com/vaultkms/vaultkms/verifier/etcdconn"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/publisher"
 	"github.com/vaultkms/vaultkms/verifier/scan"
+	"github.com/vaultkms/vaultkms/verifier/scope"
 )
 
 type options struct {
@@ -45,16 +45,10 @@ type options struct {
 	leaderElect            bool
 	namespace              string
 
-	etcd             etcdconn.Flags
-	resources        string
-	encryptionConfig string
-	provider         string
-	scanInterval     time.Duration
-
-	kmsSocket, currentKeyID                string
-	vaultAddr, vaultCACert, vaultNamespace string
-	transitMount, transitKey               string
-	vaultTokenFile                         string
+	etcd         etcdconn.Flags
+	scope        scope.Flags
+	scanInterval time.Duration
+	key          keysource.Flags
 
 	rotation                               bool
 	rotationVaultAddr, rotationVaultCACert string
@@ -79,19 +73,12 @@ func bindFlags(fs *flag.FlagSet, o *options, getenv func(string) string) (printV
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so only one replica scans")
 	fs.StringVar(&o.namespace, "leader-election-namespace", getenv("POD_NAMESPACE"), "namespace of the leader election Lease")
 	o.etcd.Bind(fs)
-	fs.StringVar(&o.resources, "resources", "", "resources to scan, comma separated (default: those --encryption-config encrypts, else secrets)")
-	fs.StringVar(&o.encryptionConfig, "encryption-config", "", "kube-apiserver's EncryptionConfiguration, for the resources to scan")
-	fs.StringVar(&o.provider, "provider", "vault", "KMS v2 provider name in the EncryptionConfiguration")
+	o.scope.Bind(fs)
 	fs.DurationVar(&o.testOnlySettle, "test-only-settle-time", 0, "for the project's tests only: replaces every RotationPolicy's settle time, below its minimum")
 	fs.DurationVar(&o.scanInterval, "scan-interval", 10*time.Minute, fmt.Sprintf("time between scans (at least %s; up to a tenth more is added at random)", publisher.MinInterval))
-	fs.StringVar(&o.kmsSocket, "kms-socket", "", "the plugin's socket (path or unix:///path), for the current key_id")
-	fs.StringVar(&o.currentKeyID, "current-key-id", "", "a fixed current key_id (instead of --kms-socket or Vault)")
-	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address, for the current key_id from Vault; VAULT_* variables are ignored")
-	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "CA of Vault's serving certificate")
-	fs.StringVar(&o.vaultNamespace, "vault-namespace", "", "Vault namespace")
-	fs.StringVar(&o.transitMount, "transit-mount", "transit", "Transit mount, for the current key_id from Vault")
-	fs.StringVar(&o.transitKey, "transit-key", "", "Transit key, for the current key_id from Vault")
-	fs.StringVar(&o.vaultTokenFile, "vault-token-file", "", "token allowed only to read the Transit key, for the current key_id from Vault")
+	// No VAULT_* defaults: a variable left in the pod's environment must
+	// not change which Vault the auditor trusts.
+	o.key.Bind(fs, nil, "file holding a token allowed only to read the Transit key, for the current key_id from Vault")
 	fs.BoolVar(&o.rotation, "rotation", false, "run the RotationPolicy autopilot: rotate, re-encrypt, verify and trim the Transit key a RotationPolicy names (opt-in; needs a rotation identity)")
 	fs.StringVar(&o.rotationVaultAddr, "rotation-vault-addr", "", "Vault address for rotation (default: --vault-addr)")
 	fs.StringVar(&o.rotationVaultCACert, "rotation-vault-ca-cert", "", "CA of Vault's serving certificate for rotation (default: --vault-ca-cert)")
@@ -193,7 +180,7 @@ func run() error {
 	p := &publisher.Publisher{
 		Client:   kc,
 		KV:       etcd,
-		Options:  scan.Options{Prefix: o.etcd.Prefix, Targets: targets, Provider: o.provider},
+		Options:  scan.Options{Prefix: o.etcd.Prefix, Targets: targets, Provider: o.scope.Provider},
 		Key:      key,
 		Interval: o.scanInterval,
 		Recorder: mgr.GetEventRecorder("vaultkms-auditor"),
@@ -215,7 +202,7 @@ func run() error {
 // setupRotation runs the RotationPolicy autopilot with its own Vault
 // identity, separate from the read-only one of --vault-token-file.
 func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd scan.KV, targets []scan.Target, key publisher.KeySource) error {
-	if o.rotationAuth.Method == "token" && o.rotationAuth.TokenFile != "" && o.rotationAuth.TokenFile == o.vaultTokenFile {
+	if o.rotationAuth.Method == "token" && o.rotationAuth.TokenFile != "" && o.rotationAuth.TokenFile == o.key.VaultTokenFile {
 		return errors.New("--rotation-token-file must not be --vault-token-file: rotation uses its own identity, allowed to rotate and trim one key, apart from the read-only one")
 	}
 	if o.rotationWorkers <= 0 {
@@ -227,15 +214,15 @@ func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd scan.K
 	}
 	addr, ca := o.rotationVaultAddr, o.rotationVaultCACert
 	if addr == "" {
-		addr = o.vaultAddr
+		addr = o.key.VaultAddr
 	}
 	if ca == "" {
-		ca = o.vaultCACert
+		ca = o.key.VaultCACert
 	}
 	if addr == "" {
 		return errors.New("--rotation needs --rotation-vault-addr (or --vault-addr)")
 	}
-	vcfg := vault.Config{Address: addr, CACert: ca, Namespace: o.vaultNamespace, Timeout: 15 * time.Second}
+	vcfg := vault.Config{Address: addr, CACert: ca, Namespace: o.key.VaultNamespace, Timeout: 15 * time.Second}
 	if o.rotationAuth.Method == "cert" {
 		vcfg.ClientCert, vcfg.ClientKey = o.rotationAuth.ClientCert, o.rotationAuth.ClientKey
 	}
@@ -261,53 +248,52 @@ func setupRotation(ctx context.Context, mgr ctrl.Manager, o options, etcd scan.K
 	return nil
 }
 
+// resourceNames returns what each scan covers. The auditor publishes
+// what it proves, so what it cannot scan by name (a wildcard in the
+// EncryptionConfiguration) stops it instead of going unsaid.
 func resourceNames(o options) ([]scan.Resource, error) {
-	if o.resources != "" {
-		return scan.ParseResources(o.resources)
+	names, wild, err := o.scope.Resolve()
+	if err != nil {
+		return nil, err
 	}
-	if o.encryptionConfig != "" {
-		names, wild, err := encconfig.Encrypted(o.encryptionConfig, o.provider)
-		if err != nil {
-			return nil, err
-		}
-		if len(wild) > 0 {
-			return nil, fmt.Errorf("--encryption-config %s has wildcard entries %v that cannot be scanned by name: list the resources with --resources", o.encryptionConfig, wild)
-		}
-		var out []scan.Resource
-		for _, n := range names {
-			out = append(out, scan.Resource(n))
-		}
-		return out, nil
+	if len(wild) > 0 {
+		return nil, fmt.Errorf("--encryption-config %s has wildcard entries %v that cannot be scanned by name: list the resources with --resources", o.scope.EncryptionConfig, wild)
 	}
-	return []scan.Resource{"secrets"}, nil
+	return names, nil
 }
 
 func keySource(o options) (publisher.KeySource, error) {
+	k := o.key
+	if err := k.Check(); err != nil {
+		return nil, err
+	}
 	switch {
-	case o.currentKeyID != "":
-		return func(context.Context) (string, error) { return o.currentKeyID, nil }, nil
-	case o.kmsSocket != "":
-		if _, err := keysource.SocketPath(o.kmsSocket); err != nil {
-			return nil, err
-		}
+	case k.CurrentKeyID != "":
+		return func(context.Context) (string, error) { return k.CurrentKeyID, nil }, nil
+	case k.KMSSocket != "":
 		return func(ctx context.Context) (string, error) {
-			id, _, err := keysource.FromPlugin(ctx, o.kmsSocket)
+			id, _, err := keysource.FromPlugin(ctx, k.KMSSocket)
 			return id, err
 		}, nil
-	case o.transitKey != "":
-		c, err := vault.NewClient(vault.Config{Address: o.vaultAddr, CACert: o.vaultCACert, Namespace: o.vaultNamespace, Timeout: 10 * time.Second})
+	case k.FromVaultWanted():
+		// Checked here, not at the first scan: the auditor would otherwise
+		// start and fail every scan on a missing file's empty name.
+		if k.VaultTokenFile == "" {
+			return nil, fmt.Errorf("--transit-key %q needs --vault-token-file: a token allowed to read %s/keys/%s", k.TransitKey, k.TransitMount, k.TransitKey)
+		}
+		c, err := vault.NewClient(vault.Config{Address: k.VaultAddr, CACert: k.VaultCACert, Namespace: k.VaultNamespace, Timeout: 10 * time.Second})
 		if err != nil {
 			return nil, err
 		}
-		m := vault.TokenFile{Path: o.vaultTokenFile}
+		m := vault.TokenFile{Path: k.VaultTokenFile}
 		return func(ctx context.Context) (string, error) {
 			auth, err := m.Login(ctx, c)
 			if err != nil {
 				return "", err
 			}
 			c.SetToken(auth.ClientToken)
-			k, err := keysource.FromVault(ctx, c, o.vaultNamespace, o.transitMount, o.transitKey)
-			return k.Current.String(), err
+			tk, err := keysource.FromVault(ctx, c, k.VaultNamespace, k.TransitMount, k.TransitKey)
+			return tk.Current.String(), err
 		}, nil
 	}
 	return nil, errors.New("the auditor needs the current key_id: give --kms-socket, --transit-key with --vault-addr and --vault-token-file, or --current-key-id")
