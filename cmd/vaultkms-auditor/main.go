@@ -30,6 +30,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/logging"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/internal/version"
 	"github.com/vaultkms/vaultkms/verifier/autopilot"
@@ -107,7 +108,9 @@ func run() error {
 		fmt.Println(version.String("vaultkms-auditor"))
 		return nil
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zopts)))
+	// Lazy: the pairs controller-runtime adds to every pass's logger are
+	// encoded only when that pass writes a line.
+	ctrl.SetLogger(logging.Lazy(zap.New(zap.UseFlagOptions(zopts))))
 
 	if err := publisher.CheckInterval(o.scanInterval); err != nil {
 		return err
