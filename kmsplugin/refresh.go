@@ -75,6 +75,12 @@ func (p *Plugin) refresh(ctx context.Context) {
 	p.kmu.Lock()
 	p.kread = done
 	p.kmu.Unlock()
+	// Known before it is current: Status answers with a key_id only once
+	// its health can say ok, or kube-apiserver would see the first key_id
+	// beside "transit key not read yet".
+	p.hmu.Lock()
+	p.h.KeyKnown = true
+	p.hmu.Unlock()
 	prev := p.current.Load()
 	if prev == nil || prev.text != text {
 		p.current.Store(&currentKey{id: id, text: text, since: p.clock.Now()})
@@ -84,9 +90,6 @@ func (p *Plugin) refresh(ctx context.Context) {
 			p.log.Info("transit key changed", "fromVersion", prev.id.Version, "toVersion", v, "keyID", text)
 		}
 	}
-	p.hmu.Lock()
-	p.h.KeyKnown = true
-	p.hmu.Unlock()
 	if p.m != nil {
 		p.m.keyVersion.Set(float64(v))
 		if c := ki.Created[v]; !c.IsZero() {
