@@ -9,7 +9,8 @@ import (
 // is a pure function of these facts and the time, so every transition is
 // tested without Vault or sleeping.
 type healthInputs struct {
-	// KeyKnown is true once the Transit key has been read successfully.
+	// KeyKnown is true while the plugin has a current key: read from
+	// Vault, and its key_id short enough for kube-apiserver.
 	KeyKnown bool
 	// LastSuccess is the last time Vault answered any request.
 	LastSuccess time.Time

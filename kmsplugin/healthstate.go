@@ -74,6 +74,10 @@ func (p *Plugin) pathFailing(path vaultPath) bool {
 func (p *Plugin) Health() string {
 	p.hmu.Lock()
 	h := p.h
+	// Known is what Status answers with, not a flag set beside it: a
+	// key_id and "not read yet" can never be seen together, nor "ok"
+	// without a key_id.
+	h.KeyKnown = p.current.Load() != nil
 	for _, st := range p.paths {
 		if st.failing && (!h.Failing || st.since.Before(h.FailingSince)) {
 			h.Failing, h.FailingSince, h.FailureReason = true, st.since, st.reason

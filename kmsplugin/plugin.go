@@ -181,10 +181,6 @@ func (p *Plugin) Status(context.Context) (*service.StatusResponse, error) {
 	health := p.Health()
 	if cur == nil {
 		p.observeOp("status", start, codes.Unavailable)
-		if health == healthOK {
-			// Between a first read and its key becoming current.
-			health = "transit key not read yet"
-		}
 		return nil, status.Error(codes.Unavailable, health)
 	}
 	p.observeOp("status", start, codes.OK)

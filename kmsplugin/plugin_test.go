@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/kms/pkg/service"
@@ -139,6 +142,22 @@ func TestFirstKeyIDComesHealthy(t *testing.T) {
 	p.refresh(context.Background())
 	if len(seen) != 1 || !strings.HasSuffix(seen[0], " ok") {
 		t.Fatalf("Status as the first key became current: %q, want a key_id with health ok", seen)
+	}
+}
+
+// A key_id kube-apiserver would refuse is never current, and Status and
+// /readyz both say why.
+func TestKeyIDTooLongIsNeverCurrent(t *testing.T) {
+	p := New(Config{Mount: "transit", Key: strings.Repeat("k", maxKeyIDLen), RefreshInterval: 10 * time.Second}, &stubTransit{info: keyInfo(1)},
+		&stubTokens{state: vault.TokenState{Valid: true}}, nil, clocktesting.NewFakeClock(time.Now()), logr.Discard())
+	p.refresh(context.Background())
+	if _, err := p.Status(context.Background()); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "key_id would be") {
+		t.Fatalf("Status with a too long key_id: %v, want Unavailable naming the length", err)
+	}
+	rec := httptest.NewRecorder()
+	HealthHandler(p, prometheus.NewRegistry()).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "key_id would be") {
+		t.Fatalf("/readyz: %d %q", rec.Code, rec.Body.String())
 	}
 }
 

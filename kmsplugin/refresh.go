@@ -60,7 +60,6 @@ func (p *Plugin) refresh(ctx context.Context) {
 	if len(text) > maxKeyIDLen {
 		// kube-apiserver refuses such a key_id; saying so here is clearer.
 		p.hmu.Lock()
-		p.h.KeyKnown = false
 		p.h.FailureReason = fmt.Sprintf("key_id would be %d bytes, kube-apiserver allows %d: use a shorter --transit-key, --transit-mount or --vault-namespace", len(text), maxKeyIDLen)
 		p.hmu.Unlock()
 		p.current.Store(nil)
@@ -75,12 +74,6 @@ func (p *Plugin) refresh(ctx context.Context) {
 	p.kmu.Lock()
 	p.kread = done
 	p.kmu.Unlock()
-	// Known before it is current: Status answers with a key_id only once
-	// its health can say ok, or kube-apiserver would see the first key_id
-	// beside "transit key not read yet".
-	p.hmu.Lock()
-	p.h.KeyKnown = true
-	p.hmu.Unlock()
 	prev := p.current.Load()
 	if prev == nil || prev.text != text {
 		p.current.Store(&currentKey{id: id, text: text, since: p.clock.Now()})

@@ -56,9 +56,6 @@ func HealthHandler(p *Plugin, gather prometheus.Gatherer) http.Handler {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		h := p.Health()
-		if p.CurrentKeyID() == "" && h == healthOK {
-			h = "transit key not read yet"
-		}
 		if h != healthOK {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
