@@ -110,13 +110,27 @@ func TestShouldResume(t *testing.T) {
 }
 
 func TestResumeStage(t *testing.T) {
-	for in, want := range map[v1alpha1.RotationStage]v1alpha1.RotationStage{
-		"": v1alpha1.StageIdle, v1alpha1.StageIdle: v1alpha1.StageIdle, v1alpha1.StageRotating: v1alpha1.StageRotating,
-		v1alpha1.StageWaitingForAPIServers: v1alpha1.StageWaitingForAPIServers, v1alpha1.StageReencrypting: v1alpha1.StageReencrypting,
-		v1alpha1.StageVerifying: v1alpha1.StageReencrypting, v1alpha1.StageWaitingToTrim: v1alpha1.StageTrimming, v1alpha1.StageTrimming: v1alpha1.StageTrimming,
+	for _, c := range []struct {
+		stopped v1alpha1.RotationStage
+		reason  string
+		want    v1alpha1.RotationStage
+	}{
+		{"", v1alpha1.ReasonGateAPIServers, v1alpha1.StageIdle},
+		{v1alpha1.StageIdle, v1alpha1.ReasonGateVaultRotate, v1alpha1.StageIdle},
+		{v1alpha1.StageRotating, v1alpha1.ReasonGateVaultRotate, v1alpha1.StageRotating},
+		{v1alpha1.StageWaitingForAPIServers, v1alpha1.ReasonGateAPIServers, v1alpha1.StageWaitingForAPIServers},
+		{v1alpha1.StageReencrypting, v1alpha1.ReasonGateReencrypt, v1alpha1.StageReencrypting},
+		{v1alpha1.StageVerifying, v1alpha1.ReasonGateStaleRemain, v1alpha1.StageReencrypting},
+		{v1alpha1.StageWaitingToTrim, v1alpha1.ReasonGateAPIServers, v1alpha1.StageTrimming},
+		{v1alpha1.StageTrimming, v1alpha1.ReasonGateStaleRemain, v1alpha1.StageTrimming},
+		// A new target: no API server has been seen to use it yet.
+		{v1alpha1.StageRotating, v1alpha1.ReasonGateKeyChanged, v1alpha1.StageWaitingForAPIServers},
+		{v1alpha1.StageReencrypting, v1alpha1.ReasonGateKeyChanged, v1alpha1.StageWaitingForAPIServers},
+		{v1alpha1.StageVerifying, v1alpha1.ReasonGateKeyChanged, v1alpha1.StageWaitingForAPIServers},
+		{v1alpha1.StageTrimming, v1alpha1.ReasonGateKeyChanged, v1alpha1.StageWaitingForAPIServers},
 	} {
-		if got := ResumeStage(in); got != want {
-			t.Errorf("ResumeStage(%q) = %q, want %q", in, got, want)
+		if got := ResumeStage(c.stopped, c.reason); got != c.want {
+			t.Errorf("ResumeStage(%q, %q) = %q, want %q", c.stopped, c.reason, got, c.want)
 		}
 	}
 }
@@ -502,4 +516,75 @@ func TestKeyChangedStops(t *testing.T) {
 	if out.Status.Stage != v1alpha1.StageStopped || stoppedReason(out.Status) != v1alpha1.ReasonGateKeyChanged {
 		t.Fatalf("%+v", out.Status)
 	}
+}
+
+// TestResumeAfterKeyChanged changes the key outside the policy at several
+// stages of a cycle; once resumed, the cycle finishes on the key as it is
+// now, waiting for the API servers to use the new version before it
+// re-encrypts, and never stops again nor rotates once more.
+func TestResumeAfterKeyChanged(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		at   v1alpha1.RotationStage // where the key changes
+		// change is what happened to the key, outside the policy.
+		change func(f *fakeEnv)
+	}{
+		{"rotated by hand while waiting to trim", v1alpha1.StageWaitingToTrim, func(f *fakeEnv) { f.latest++ }},
+		{"rotated by hand while re-encrypting", v1alpha1.StageReencrypting, func(f *fakeEnv) { f.latest++ }},
+		{"rotated by hand while waiting for the API servers", v1alpha1.StageWaitingForAPIServers, func(f *fakeEnv) { f.latest++ }},
+		{"recreated before the policy rotated it", v1alpha1.StageRotating, func(f *fakeEnv) { f.latest, f.min, f.created = 1, 1, nil }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Version 3 (made at t0+2h) is due for rotation at t0+26h.
+			clk := clocktesting.NewFakeClock(t0.Add(27 * time.Hour))
+			f := &fakeEnv{clk: clk, latest: 3, min: 3, reencrypt: ReencryptResult{Stale: 3, Rewritten: 3}}
+			m := &Machine{Env: f, Clock: clk}
+			p := newPolicy()
+			run(t, m, clk, p, stage(c.at))
+			if p.Status.Stage != c.at {
+				t.Fatalf("never reached %s: %+v", c.at, p.Status)
+			}
+			c.change(f)
+			run(t, m, clk, p, stage(v1alpha1.StageStopped))
+			if p.Status.Stage != v1alpha1.StageStopped || stoppedReason(p.Status) != v1alpha1.ReasonGateKeyChanged {
+				t.Fatalf("the change did not stop the cycle: %+v", p.Status)
+			}
+			latest, rotations := f.latest, f.rotations
+			// The API servers take the new version a minute after the
+			// resume: nothing may be re-encrypted before.
+			f.apiServersFrom = clk.Now().Add(time.Minute)
+			f.calls = nil
+			p.Annotations = map[string]string{v1alpha1.ResumeAnnotation: "1"}
+			var seen []v1alpha1.RotationStage
+			evs := run(t, m, clk, p, func(p *v1alpha1.RotationPolicy) bool {
+				seen = append(seen, p.Status.Stage)
+				if p.Status.Stage == v1alpha1.StageReencrypting && clk.Now().Before(f.apiServersFrom) {
+					t.Fatalf("re-encrypting at %s, before the API servers use version %d (%s)", clk.Now(), latest, f.apiServersFrom)
+				}
+				return p.Status.Stage == v1alpha1.StageDone || p.Status.Stage == v1alpha1.StageStopped
+			})
+			if p.Status.Stage != v1alpha1.StageDone {
+				t.Fatalf("after the resume: stages %v, events %s, status %+v", seen, reasons(evs), p.Status)
+			}
+			if p.Status.TargetVersion != latest || f.min != latest || f.rotations != rotations {
+				t.Fatalf("target %d, min %d, %d rotations; want %d, %d, %d", p.Status.TargetVersion, f.min, f.rotations, latest, latest, rotations)
+			}
+			if !strings.HasPrefix(reasons(evs), "Resumed,WaitingForAPIServers,Reencrypting,Verifying,WaitingToTrim") {
+				t.Fatalf("events %s", reasons(evs))
+			}
+			// The next rotation is due rotateEvery after the version the
+			// cycle adopted was made.
+			if want := f.clkCreated(latest).Add(24 * time.Hour); !p.Status.NextRotationTime.Time.Equal(want) {
+				t.Fatalf("next rotation %s, want %s", p.Status.NextRotationTime, want)
+			}
+		})
+	}
+}
+
+// clkCreated is when the fake made version v.
+func (f *fakeEnv) clkCreated(v int) time.Time {
+	if c, ok := f.created[v]; ok {
+		return c
+	}
+	return t0.Add(time.Duration(v-1) * time.Hour)
 }

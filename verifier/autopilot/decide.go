@@ -138,10 +138,20 @@ func ShouldResume(p *v1alpha1.RotationPolicy) bool {
 	return p.Generation != p.Status.ObservedGeneration
 }
 
-// ResumeStage is where a cycle stopped at stopped continues. The gates of
-// that stage run again in full; a failed verification re-encrypts first
-// (the operator fixed the objects or the RBAC that kept them stale).
-func ResumeStage(stopped v1alpha1.RotationStage) v1alpha1.RotationStage {
+// ResumeStage is where a cycle stopped at stopped, for reason, continues.
+// The gates of that stage run again in full; a failed verification
+// re-encrypts first (the operator fixed the objects or the RBAC that kept
+// them stale). After KeyChanged the cycle's target is the key's latest
+// version as it is now, which no API server has been seen to use and
+// nothing has been re-encrypted to: the cycle starts again from the API
+// server wait, whatever stage it stopped in. Resuming there at the stopped
+// stage skipped that wait, re-encrypted while the API servers still wrote
+// the old version, and stopped again at the trim gates (or, from Rotating,
+// at once, with no target to rotate to).
+func ResumeStage(stopped v1alpha1.RotationStage, reason string) v1alpha1.RotationStage {
+	if reason == v1alpha1.ReasonGateKeyChanged {
+		return v1alpha1.StageWaitingForAPIServers
+	}
 	switch stopped {
 	case "", v1alpha1.StageIdle, v1alpha1.StageDone:
 		return v1alpha1.StageIdle

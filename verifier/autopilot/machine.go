@@ -129,10 +129,13 @@ func (x *step) run(ctx context.Context) {
 		if !ShouldResume(x.p) {
 			return
 		}
-		to := ResumeStage(x.st.StoppedStage)
-		if stoppedReason(x.st) == v1alpha1.ReasonGateKeyChanged {
-			// Take the key as it is now.
+		reason := stoppedReason(x.st)
+		to := ResumeStage(x.st.StoppedStage, reason)
+		if reason == v1alpha1.ReasonGateKeyChanged {
+			// Take the key as it is now (the API server wait reads it):
+			// a new target, with nothing re-encrypted or verified for it.
 			x.st.TargetVersion = 0
+			x.st.Reencrypted, x.st.VerifiedTime = 0, nil
 		}
 		x.st.ResumedWith = x.p.Annotations[v1alpha1.ResumeAnnotation]
 		x.st.StoppedStage = ""
@@ -184,7 +187,14 @@ func (x *step) onTarget(ctx context.Context) (keysource.TransitKey, bool) {
 		return tk, false
 	}
 	if x.st.TargetVersion == 0 {
+		// The cycle adopts the latest version as its rotation: the next
+		// one is due rotateEvery after that version was made, not after
+		// the last rotation this policy made itself.
 		x.st.TargetVersion = tk.LatestVersion
+		if c, ok := tk.Versions[tk.LatestVersion]; ok && !c.IsZero() {
+			t := metav1.NewTime(c)
+			x.st.LastRotationTime = &t
+		}
 	}
 	if tk.LatestVersion != x.st.TargetVersion {
 		x.stop(v1alpha1.ReasonGateKeyChanged, fmt.Errorf("the key's latest version is %d, but this cycle works on version %d", tk.LatestVersion, x.st.TargetVersion))
