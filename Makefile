@@ -65,7 +65,7 @@ test: tools lint check-generated test-alerts
 ## test-alerts: promtool unit tests of the chart's alerting rules (rendered by helm template)
 test-alerts: tools
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(BIN)/helm template alerts charts/vaultkms --kube-version 1.37.2 --set vault.addr=https://vault.example:8200 \
+	$(BIN)/helm template alerts charts/vaultkms --namespace vaultkms-system --kube-version 1.37.2 --set vault.addr=https://vault.example:8200 \
 	  --set metrics.prometheusRule.enabled=true --set auditor.enabled=true \
 	  --set auditor.etcdEndpoints=https://etcd.example:2379 \
 	  --set auditor.transitKey=kubernetes --set auditor.rotation.enabled=true --set auditor.rotation.encryptionConfigResources=secrets \

@@ -39,6 +39,13 @@ var promChartValues = []string{
 	"metrics.prometheusRule.scanMaxAgeSeconds=60",
 	"metrics.prometheusRule.scanFailingFor=2s",
 	"metrics.prometheusRule.rotationStoppedFor=2s",
+	"metrics.prometheusRule.controllerDownFor=2s",
+	"metrics.prometheusRule.staleObjectsFor=2s",
+	"metrics.prometheusRule.auditorAbsentFor=2s",
+	// The key made at the test's start is overdue a minute later, until
+	// the autopilot rotates it.
+	"metrics.prometheusRule.keyMaxAgeSeconds=60",
+	"metrics.prometheusRule.keyRotationOverdueFor=2s",
 }
 
 // promNamespace is the release's namespace in the rendered chart.

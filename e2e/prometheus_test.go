@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ func TestPrometheusAlerts(t *testing.T) {
 	v.TransitKey(mount, key)
 	pluginPolicy(v)
 	pluginToken := v.Write("auth/token/create", map[string]any{"policies": []string{"kms-plugin"}, "ttl": "1h"}).Auth.ClientToken
+	pluginTokenFile := harness.TokenFile(t, pluginToken)
 	socket := filepath.Join(harness.SocketDir(t), "kms.sock")
 	port, err := harness.FreePort()
 	if err != nil {
@@ -52,7 +54,7 @@ func TestPrometheusAlerts(t *testing.T) {
 	pluginAddr := "127.0.0.1:" + strconv.Itoa(port)
 	plugin := startPluginBinary(t, []string{
 		"VAULTKMS_LISTEN=unix://" + socket, "VAULTKMS_VAULT_ADDR=" + v.Addr, "VAULTKMS_VAULT_CA_CERT=" + v.CA.CertFile,
-		"VAULTKMS_TRANSIT_KEY=" + key, "VAULTKMS_AUTH_METHOD=token", "VAULTKMS_TOKEN_FILE=" + harness.TokenFile(t, pluginToken),
+		"VAULTKMS_TRANSIT_KEY=" + key, "VAULTKMS_AUTH_METHOD=token", "VAULTKMS_TOKEN_FILE=" + pluginTokenFile,
 		"VAULTKMS_HEALTH_ADDR=" + pluginAddr, "VAULTKMS_KEY_REFRESH_INTERVAL=1s", "VAULTKMS_VAULT_TIMEOUT=2s",
 	})
 	t.Cleanup(func() {
@@ -66,8 +68,9 @@ func TestPrometheusAlerts(t *testing.T) {
 		CRDDirs:          []string{harness.RepoPath(t, "charts/vaultkms/crds")}})
 
 	// The controller, serving a tenant's KV VaultSecret (which restarts a
-	// Deployment when its data changes) and a dynamic one (PostgreSQL).
-	s := startSyncerStack(t, stackOptions{vault: v, controlPlane: cp})
+	// Deployment when its data changes) and a dynamic one (PostgreSQL),
+	// electing a leader as the chart's does.
+	s := startSyncerStack(t, stackOptions{vault: v, controlPlane: cp, args: []string{"--leader-elect"}})
 	s.v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
 	s.role("app", "app", "app-read", nil)
 	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "pw-1"}})
@@ -131,7 +134,8 @@ spec:
 	for _, a := range []struct {
 		name   string
 		labels map[string]string
-	}{{"VaultKMSPluginUnhealthy", nil}, {"VaultKMSVaultSecretFailing", tenant}, {"VaultKMSVaultSecretExpiring", tenant}, {"VaultKMSScanFailing", nil}} {
+	}{{"VaultKMSPluginUnhealthy", nil}, {"VaultKMSPluginVaultLoginFailing", nil}, {"VaultKMSVaultSecretFailing", tenant}, {"VaultKMSVaultSecretExpiring", tenant},
+		{"VaultKMSScanFailing", nil}, {"VaultKMSControllerDown", nil}, {"VaultKMSAuditorAbsent", nil}, {"VaultKMSStaleObjects", nil}} {
 		prom.WaitAlert(t, a.name, a.labels, harness.AlertInactive, alertWithin)
 	}
 
@@ -161,8 +165,10 @@ spec:
 		prom.WaitAlert(t, "VaultKMSScanFailing", nil, harness.AlertInactive, alertWithin)
 	})
 
-	t.Run("rotation stopped at a gate", func(t *testing.T) {
+	t.Run("rotation stopped at a gate, then the key rotated: overdue, stale objects", func(t *testing.T) {
 		ctx := context.Background()
+		// The key made at the start is older than keyMaxAgeSeconds (60s).
+		prom.WaitAlert(t, "VaultKMSKeyRotationOverdue", nil, harness.AlertFiring, alertWithin)
 		if err := ap.kc.Create(ctx, ap.policy("gate", 10*time.Second, 0, 120*time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -181,8 +187,23 @@ spec:
 		}
 		prom.WaitAlert(t, "VaultKMSRotationStopped", policy, harness.AlertInactive, alertWithin)
 		// The rotation happened: the dashboard's time since the last one
-		// has its series.
+		// has its series, the key is no longer overdue, and every Secret
+		// is stale until the autopilot has re-encrypted it.
 		waitSeries(t, prom, `vaultkms_auditor_rotation_last_timestamp_seconds{policy="gate"}`)
+		prom.WaitAlert(t, "VaultKMSKeyRotationOverdue", nil, harness.AlertInactive, alertWithin)
+		secrets := map[string]string{"resource": "secrets"}
+		logFiring(t, "VaultKMSStaleObjects", prom.WaitAlert(t, "VaultKMSStaleObjects", secrets, harness.AlertFiring, alertWithin))
+		// The cycle re-encrypts, verifies and trims; suspended once done,
+		// the policy rotates no more.
+		ap.waitPolicy(t, "gate", 3*alertWithin, func(p *v1alpha1.RotationPolicy) bool { return p.Status.Stage == v1alpha1.StageDone })
+		if err := ap.kc.Get(ctx, client.ObjectKey{Name: "gate"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.Suspend = true
+		if err := ap.kc.Update(ctx, &p); err != nil {
+			t.Fatal(err)
+		}
+		prom.WaitAlert(t, "VaultKMSStaleObjects", nil, harness.AlertInactive, alertWithin)
 	})
 
 	t.Run("Vault stopped: plugin unhealthy", func(t *testing.T) {
@@ -191,6 +212,56 @@ spec:
 		v.Start()
 		v.Unseal()
 		prom.WaitAlert(t, "VaultKMSPluginUnhealthy", nil, harness.AlertInactive, alertWithin)
+	})
+
+	t.Run("plugin token revoked: login failing", func(t *testing.T) {
+		v.Write("auth/token/revoke", map[string]any{"token": pluginToken})
+		logFiring(t, "VaultKMSPluginVaultLoginFailing", prom.WaitAlert(t, "VaultKMSPluginVaultLoginFailing", nil, harness.AlertFiring, alertWithin))
+		// A new token in the file, written then renamed as Vault Agent
+		// does: the plugin reads it at its next login.
+		fresh := v.Write("auth/token/create", map[string]any{"policies": []string{"kms-plugin"}, "ttl": "1h"}).Auth.ClientToken
+		if err := os.WriteFile(pluginTokenFile+".new", []byte(fresh), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(pluginTokenFile+".new", pluginTokenFile); err != nil {
+			t.Fatal(err)
+		}
+		prom.WaitAlert(t, "VaultKMSPluginVaultLoginFailing", nil, harness.AlertInactive, alertWithin)
+		prom.WaitAlert(t, "VaultKMSPluginUnhealthy", nil, harness.AlertInactive, alertWithin)
+	})
+
+	t.Run("controller stopped, then running without the Lease: controller down", func(t *testing.T) {
+		ctx := context.Background()
+		s.ctl.Stop()
+		logFiring(t, "VaultKMSControllerDown", prom.WaitAlert(t, "VaultKMSControllerDown", nil, harness.AlertFiring, alertWithin))
+		// Another holder keeps the Lease: the controller runs and is
+		// scraped, but does not lead, so nothing syncs.
+		leases := cp.Client.CoordinationV1().Leases("vaultkms-system")
+		lease, err := leases.Get(ctx, controllerLease, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder, seconds, now := "another-replica", int32(3600), metav1.NewMicroTime(time.Now())
+		lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds, lease.Spec.AcquireTime, lease.Spec.RenewTime = &holder, &seconds, &now, &now
+		if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s.ctl.Start()
+		waitSeries(t, prom, fmt.Sprintf(`leader_election_master_status{job="vaultkms-controller-metrics",name=%q} == 0`, controllerLease))
+		// Scraped for a few seconds now, and still down.
+		time.Sleep(3 * time.Second)
+		prom.WaitAlert(t, "VaultKMSControllerDown", nil, harness.AlertFiring, time.Second)
+		if err := leases.Delete(ctx, controllerLease, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		prom.WaitAlert(t, "VaultKMSControllerDown", nil, harness.AlertInactive, alertWithin)
+	})
+
+	t.Run("auditor stopped: auditor absent", func(t *testing.T) {
+		auditor.Stop()
+		logFiring(t, "VaultKMSAuditorAbsent", prom.WaitAlert(t, "VaultKMSAuditorAbsent", nil, harness.AlertFiring, alertWithin))
+		auditor.Start()
+		prom.WaitAlert(t, "VaultKMSAuditorAbsent", nil, harness.AlertInactive, alertWithin)
 	})
 
 	t.Run("every rule evaluates", func(t *testing.T) {
@@ -216,6 +287,10 @@ spec:
 		checkDashboard(t, prom, dashboardQueries(t, chart), start)
 	})
 }
+
+// controllerLease is the controller's leader Lease (its
+// LeaderElectionID), in its --namespace.
+const controllerLease = "vaultkms-controller.secrets.vaultkms.io"
 
 // rotationWithoutRotate is rotationPolicyHCL without update on rotate: the
 // autopilot's Vault gate refuses the cycle.

@@ -66,16 +66,23 @@ func goBuild(env Env, pkg string, race bool) string {
 	return b.path
 }
 
-// Controller is a running vaultkms-controller.
+// Controller is a running vaultkms-controller (or auditor).
 type Controller struct {
 	Log        *SyncBuffer
 	MetricsURL string
 	Pid        int
 	stop       func()
+	// start runs the program again with the same arguments and ports.
+	start func()
 }
 
 // Stop stops the controller (cleanup does too).
 func (c *Controller) Stop() { c.stop() }
+
+// Start runs a stopped controller again with the same arguments, on the
+// same metrics and probe ports, so a Prometheus scraping the first process
+// scrapes the new one; its log goes on in Log.
+func (c *Controller) Start() { c.start() }
 
 // StartController builds and runs cmd/vaultkms-controller with kubeconfig
 // and args on free ports; it stops on cleanup. Its log is returned.
@@ -114,19 +121,27 @@ func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
 	if err != nil {
 		env.Fatalf("%v", err)
 	}
-	log := &SyncBuffer{}
-	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = KillWithParent(&syscall.SysProcAttr{})
-	if err := cmd.Start(); err != nil {
-		env.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
+	argv := append([]string{"--kubeconfig=" + kubeconfig, "--zap-log-level=debug",
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", h)}, args...)
+	c := &Controller{Log: &SyncBuffer{}, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", m)}
+	var mu sync.Mutex
+	var stopRunning func()
+	c.start = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopRunning != nil {
+			env.Fatalf("start %s: it is running", name)
+		}
+		cmd := exec.Command(bin, argv...)
+		cmd.Stdout, cmd.Stderr = c.Log, c.Log
+		cmd.SysProcAttr = KillWithParent(&syscall.SysProcAttr{})
+		if err := cmd.Start(); err != nil {
+			env.Fatalf("start %s: %v", name, err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		c.Pid = cmd.Process.Pid
+		stopRunning = func() {
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-done:
@@ -134,13 +149,22 @@ func runManager(env Env, name, kubeconfig string, args ...string) *Controller {
 				cmd.Process.Kill()
 				<-done
 			}
-		})
+		}
 	}
+	c.stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopRunning != nil {
+			stopRunning()
+			stopRunning = nil
+		}
+	}
+	c.start()
 	// Registered before stop, so it runs after the process has exited
 	// and its detector has reported everything.
-	env.Cleanup(func() { failOnDataRace(env, name, log.String()) })
-	env.Cleanup(stop)
-	return &Controller{Log: log, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", m), Pid: cmd.Process.Pid, stop: stop}
+	env.Cleanup(func() { failOnDataRace(env, name, c.Log.String()) })
+	env.Cleanup(c.stop)
+	return c
 }
 
 // dataRaceMarker starts every report of Go's race detector.
