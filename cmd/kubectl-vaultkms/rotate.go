@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/verifier/apiservers"
 	"github.com/vaultkms/vaultkms/verifier/gates"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
@@ -125,16 +127,28 @@ func runTrim(ctx context.Context, ios streams, args []string) error {
 		return err
 	}
 	ev, after := proof.Evidence, proof.APIServers
-	from := max(1, tk.MinDecryption)
-	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: proof.Revision, Evidence: ev, APIServers: after,
-		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.key.TransitMount, c.key.TransitKey, from)}
+	from, raised := max(1, tk.MinDecryption), false
 	if !*dryRun {
-		path := c.key.TransitMount + "/keys/" + c.key.TransitKey + "/config"
-		if _, err := vc.Logical().WriteWithContext(ctx, path, map[string]any{"min_decryption_version": target}); err != nil {
+		done, err := transitkey.RaiseMinDecryption(ctx, vc, c.key.TransitMount, c.key.TransitKey, tk.LatestVersion, target)
+		if errors.Is(err, transitkey.ErrKeyChanged) {
+			return refused("trim refused: %v; nothing was written: check the key with `kubectl vaultkms status` and run trim again", err)
+		}
+		if err != nil {
 			return fmt.Errorf("set min_decryption_version on %q: %w", c.key.TransitMount+"/"+c.key.TransitKey, err)
 		}
+		from, raised = done.From, done.Raised
+	}
+	out := trimReport{From: from, To: target, DryRun: *dryRun, Revision: proof.Revision, Evidence: ev, APIServers: after,
+		Undo: fmt.Sprintf("vault write %s/keys/%s/config min_decryption_version=%d", c.key.TransitMount, c.key.TransitKey, from)}
+	if !*dryRun && !raised {
+		// Raised to target or beyond by someone else while the gates ran.
+		out.To, out.Undo = from, ""
 	}
 	return emit(ios.Out, c.output, out, func(w io.Writer) {
+		if !*dryRun && !raised {
+			fmt.Fprintf(w, "min_decryption_version of %s/%s is already %d (at least %d): nothing written.\n", c.key.TransitMount, c.key.TransitKey, from, target)
+			return
+		}
 		verb := "Raised"
 		if *dryRun {
 			verb = "Would raise"

@@ -167,6 +167,9 @@ type fakeEnv struct {
 	apiServersFrom          time.Time // the gate passes from this time on
 	calls                   []string
 	created                 map[int]time.Time
+	// duringTrimGates runs while the trim gates scan: a change to the
+	// key by hand in those minutes.
+	duringTrimGates func()
 }
 
 func (f *fakeEnv) Key(context.Context, Settings) (keysource.TransitKey, error) {
@@ -198,14 +201,23 @@ func (f *fakeEnv) Rotate(context.Context, Settings) error {
 	return nil
 }
 
-func (f *fakeEnv) SetMinDecryption(_ context.Context, _ Settings, to int) error {
+func (f *fakeEnv) SetMinDecryption(_ context.Context, _ Settings, latest, to int) (transitkey.Trim, error) {
 	f.calls = append(f.calls, fmt.Sprintf("trim %d", to))
+	done := transitkey.Trim{From: max(1, f.min)}
 	if f.setMinErr != nil {
-		return f.setMinErr
+		return done, f.setMinErr
+	}
+	// As transitkey.RaiseMinDecryption does against Vault.
+	if f.latest != latest {
+		return done, fmt.Errorf("%w: latest %d, checked %d", transitkey.ErrKeyChanged, f.latest, latest)
+	}
+	if f.min >= to {
+		return done, nil
 	}
 	f.min = to
 	f.trims++
-	return nil
+	done.Raised = true
+	return done, nil
 }
 
 func (f *fakeEnv) Preflight(context.Context, Settings, keysource.TransitKey) error {
@@ -232,6 +244,9 @@ func (f *fakeEnv) Verify(context.Context, Settings, keysource.TransitKey, int) e
 }
 
 func (f *fakeEnv) TrimGates(context.Context, Settings, keysource.TransitKey, int) error {
+	if f.duringTrimGates != nil {
+		f.duringTrimGates()
+	}
 	return f.trimGateErr
 }
 
@@ -587,4 +602,41 @@ func (f *fakeEnv) clkCreated(v int) time.Time {
 		return c
 	}
 	return t0.Add(time.Duration(v-1) * time.Hour)
+}
+
+// TestTrimAgainstTheKeyAsItIsNow changes the key by hand while the trim
+// gates scan (minutes, on an earlier read of the key): the trim never
+// lowers a min_decryption_version raised meanwhile, and never trims a key
+// rotated meanwhile.
+func TestTrimAgainstTheKeyAsItIsNow(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		during     func(f *fakeEnv)
+		wantStage  v1alpha1.RotationStage
+		wantMin    int
+		wantEvents string // after WaitingToTrim
+	}{
+		{"nothing changes", func(*fakeEnv) {}, v1alpha1.StageDone, 2, "Trimming,Trimmed,Done"},
+		{"rotated and trimmed by hand to version 3", func(f *fakeEnv) { f.latest, f.min = 3, 3 }, v1alpha1.StageStopped, 3, "Trimming,KeyChanged"},
+		{"rotated by hand to version 3", func(f *fakeEnv) { f.latest = 3 }, v1alpha1.StageStopped, 1, "Trimming,KeyChanged"},
+		{"trimmed by hand to version 2", func(f *fakeEnv) { f.min = 2 }, v1alpha1.StageDone, 2, "Trimming,Done"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(t0.Add(25 * time.Hour))
+			f := &fakeEnv{clk: clk, latest: 1, min: 1}
+			m := &Machine{Env: f, Clock: clk}
+			p := newPolicy()
+			run(t, m, clk, p, stage(v1alpha1.StageWaitingToTrim))
+			f.duringTrimGates = func() { c.during(f); f.duringTrimGates = nil }
+			evs := run(t, m, clk, p, func(p *v1alpha1.RotationPolicy) bool {
+				return p.Status.Stage == v1alpha1.StageDone || p.Status.Stage == v1alpha1.StageStopped
+			})
+			if p.Status.Stage != c.wantStage || f.min != c.wantMin || reasons(evs) != c.wantEvents {
+				t.Fatalf("stage %s, min %d, events %s; want %s, %d, %s", p.Status.Stage, f.min, reasons(evs), c.wantStage, c.wantMin, c.wantEvents)
+			}
+			if c.wantStage == v1alpha1.StageDone && p.Status.MinDecryptionVersion != c.wantMin {
+				t.Fatalf("status min_decryption_version %d, Vault's %d", p.Status.MinDecryptionVersion, c.wantMin)
+			}
+		})
+	}
 }

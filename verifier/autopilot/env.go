@@ -86,11 +86,10 @@ func (e *LiveEnv) Rotate(ctx context.Context, s Settings) error {
 	return vault.Wrap(fmt.Sprintf("rotate transit key %q", mount+"/"+s.Key), err)
 }
 
-// SetMinDecryption raises min_decryption_version.
-func (e *LiveEnv) SetMinDecryption(ctx context.Context, s Settings, to int) error {
-	mount := transitkey.NormalizeMount(s.Mount)
-	_, err := e.vault(s).Logical().WriteWithContext(ctx, mount+"/keys/"+s.Key+"/config", map[string]any{"min_decryption_version": to})
-	return vault.Wrap(fmt.Sprintf("configure transit key %q", mount+"/"+s.Key), err)
+// SetMinDecryption raises min_decryption_version against the key as
+// Vault holds it just before the write (transitkey.RaiseMinDecryption).
+func (e *LiveEnv) SetMinDecryption(ctx context.Context, s Settings, latest, to int) (transitkey.Trim, error) {
+	return transitkey.RaiseMinDecryption(ctx, e.vault(s), s.Mount, s.Key, latest, to)
 }
 
 func (e *LiveEnv) gates(s Settings) *gates.Gates {

@@ -2,6 +2,7 @@ package autopilot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/internal/transitkey"
 	"github.com/vaultkms/vaultkms/internal/vault"
 	"github.com/vaultkms/vaultkms/verifier/keysource"
 	"github.com/vaultkms/vaultkms/verifier/rotation"
@@ -25,8 +27,10 @@ type Env interface {
 	Key(ctx context.Context, s Settings) (keysource.TransitKey, error)
 	// Rotate rotates the Transit key.
 	Rotate(ctx context.Context, s Settings) error
-	// SetMinDecryption raises the key's min_decryption_version to to.
-	SetMinDecryption(ctx context.Context, s Settings, to int) error
+	// SetMinDecryption raises the key's min_decryption_version to to,
+	// refusing with transitkey.ErrKeyChanged when the key's latest version
+	// is no longer latest, and never lowering it.
+	SetMinDecryption(ctx context.Context, s Settings, latest, to int) (transitkey.Trim, error)
 	// Preflight checks, before rotating, that the scan can prove anything:
 	// the prefix holds namespaces/default, the key is the one the auditor
 	// scans, and etcd holds at least one value under it.
@@ -369,7 +373,12 @@ func (x *step) trim(ctx context.Context) {
 			x.gateOrRetry(err, "before trimming")
 			return
 		}
-		if err := x.m.Env.SetMinDecryption(ctx, x.s, to); err != nil {
+		done, err := x.m.Env.SetMinDecryption(ctx, x.s, tk.LatestVersion, to)
+		if errors.Is(err, transitkey.ErrKeyChanged) {
+			x.stop(v1alpha1.ReasonGateKeyChanged, err)
+			return
+		}
+		if err != nil {
 			switch vault.Classify(err) {
 			case vault.KindDenied, vault.KindInvalid, vault.KindNotFound:
 				x.stop(v1alpha1.ReasonGateVaultTrim, fmt.Errorf("vault refused to set min_decryption_version of %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
@@ -378,8 +387,12 @@ func (x *step) trim(ctx context.Context) {
 			}
 			return
 		}
-		x.event(corev1.EventTypeNormal, v1alpha1.ReasonTrimmed, "Trim", fmt.Sprintf("raised min_decryption_version of %s/%s from %d to %d; undo: vault write %s/keys/%s/config min_decryption_version=%d (etcd backups from before the re-encryption need that undo to be restored)",
-			x.s.Mount, x.s.Key, max(1, tk.MinDecryption), to, x.s.Mount, x.s.Key, max(1, tk.MinDecryption)))
+		if done.Raised {
+			x.event(corev1.EventTypeNormal, v1alpha1.ReasonTrimmed, "Trim", fmt.Sprintf("raised min_decryption_version of %s/%s from %d to %d; undo: vault write %s/keys/%s/config min_decryption_version=%d (etcd backups from before the re-encryption need that undo to be restored)",
+				x.s.Mount, x.s.Key, done.From, to, x.s.Mount, x.s.Key, done.From))
+		}
+		// Raised by hand meanwhile to to or beyond: left as it is.
+		to = max(to, done.From)
 	}
 	x.st.MinDecryptionVersion = to
 	x.st.LastTrimTime = x.mt()
