@@ -640,3 +640,30 @@ func TestTrimAgainstTheKeyAsItIsNow(t *testing.T) {
 		})
 	}
 }
+
+// TestSuspendDoesNotCountTowardsTheTimeout suspends a cycle waiting for
+// the API servers for longer than the wait's timeout: once cleared, the
+// wait has its whole timeout again instead of stopping at its first
+// failed check.
+func TestSuspendDoesNotCountTowardsTheTimeout(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0.Add(25 * time.Hour))
+	f := &fakeEnv{clk: clk, latest: 1, min: 1, apiServersFrom: t0.Add(1000 * time.Hour)}
+	m := &Machine{Env: f, Clock: clk}
+	p := newPolicy() // timeout 10m
+	run(t, m, clk, p, stage(v1alpha1.StageWaitingForAPIServers))
+	p.Spec.Suspend = true
+	p.Status = m.Step(context.Background(), p).Status
+	clk.Step(time.Hour)
+	p.Spec.Suspend = false
+	out := m.Step(context.Background(), p)
+	if out.Status.Stage != v1alpha1.StageWaitingForAPIServers || out.Requeue == 0 {
+		t.Fatalf("the first check after an hour's suspension: %+v", out.Status)
+	}
+	p.Status = out.Status
+	// The timeout still holds once the wait has run that long.
+	f.apiServersFrom = clk.Now().Add(time.Hour)
+	run(t, m, clk, p, stage(v1alpha1.StageStopped))
+	if stoppedReason(p.Status) != v1alpha1.ReasonGateAPIServers || p.Status.StageTime.Sub(out.Status.StageTime.Time) < 10*time.Minute {
+		t.Fatalf("after the timeout: %+v", p.Status)
+	}
+}

@@ -119,6 +119,10 @@ func (x *step) run(ctx context.Context) {
 		x.st.Stage = v1alpha1.StageIdle
 		x.st.StageTime = x.mt()
 	}
+	wasSuspended := false
+	if c := meta.FindStatusCondition(x.st.Conditions, v1alpha1.ConditionReady); c != nil && c.Reason == v1alpha1.ReasonSuspended {
+		wasSuspended = true
+	}
 	if x.p.Spec.Suspend {
 		msg := fmt.Sprintf("suspended at stage %s: clear spec.suspend to go on", x.st.Stage)
 		x.set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSuspended, msg)
@@ -128,6 +132,12 @@ func (x *step) run(ctx context.Context) {
 			x.set(v1alpha1.ConditionStopped, metav1.ConditionFalse, v1alpha1.ReasonNotStopped, "no gate has failed")
 		}
 		return
+	}
+	if wasSuspended && x.st.Stage != v1alpha1.StageStopped {
+		// A stage's clock (the API server wait's timeout) counts only the
+		// time it ran: a suspension longer than the timeout stopped the
+		// cycle at its first check after being cleared.
+		x.st.StageTime = x.mt()
 	}
 	if x.st.Stage == v1alpha1.StageStopped {
 		if !ShouldResume(x.p) {
