@@ -349,11 +349,15 @@ func TestRestartDoesNotRotateTwice(t *testing.T) {
 	if f.rotations != 1 {
 		t.Fatal("did not rotate")
 	}
-	// A new leader starts from the saved status.
+	// A new leader starts from the saved status, and gives the event the
+	// first could not.
 	p.Status = saved
 	out := m.Step(context.Background(), p)
 	if f.rotations != 1 || out.Status.Stage != v1alpha1.StageWaitingForAPIServers || out.Status.TargetVersion != 2 {
 		t.Fatalf("after a restart: %d rotations, %+v", f.rotations, out.Status)
+	}
+	if reasons(out.Events) != "Rotated,WaitingForAPIServers" {
+		t.Fatalf("events after a restart: %s", reasons(out.Events))
 	}
 }
 
@@ -619,7 +623,8 @@ func TestTrimAgainstTheKeyAsItIsNow(t *testing.T) {
 		{"nothing changes", func(*fakeEnv) {}, v1alpha1.StageDone, 2, "Trimming,Trimmed,Done"},
 		{"rotated and trimmed by hand to version 3", func(f *fakeEnv) { f.latest, f.min = 3, 3 }, v1alpha1.StageStopped, 3, "Trimming,KeyChanged"},
 		{"rotated by hand to version 3", func(f *fakeEnv) { f.latest = 3 }, v1alpha1.StageStopped, 1, "Trimming,KeyChanged"},
-		{"trimmed by hand to version 2", func(f *fakeEnv) { f.min = 2 }, v1alpha1.StageDone, 2, "Trimming,Done"},
+		// The undo is given, though nothing was written.
+		{"trimmed by hand to version 2", func(f *fakeEnv) { f.min = 2 }, v1alpha1.StageDone, 2, "Trimming,Trimmed,Done"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			clk := clocktesting.NewFakeClock(t0.Add(25 * time.Hour))
@@ -665,5 +670,33 @@ func TestSuspendDoesNotCountTowardsTheTimeout(t *testing.T) {
 	run(t, m, clk, p, stage(v1alpha1.StageStopped))
 	if stoppedReason(p.Status) != v1alpha1.ReasonGateAPIServers || p.Status.StageTime.Sub(out.Status.StageTime.Time) < 10*time.Minute {
 		t.Fatalf("after the timeout: %+v", p.Status)
+	}
+}
+
+// TestTrimRecordedAfterAFailedStatusWrite trims, then loses the status
+// write that records it (a conflict, a restart): the next step writes
+// nothing to Vault again, and still gives the Trimmed event with the undo
+// an operator needs to restore an older etcd backup.
+func TestTrimRecordedAfterAFailedStatusWrite(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0.Add(25 * time.Hour))
+	f := &fakeEnv{clk: clk, latest: 1, min: 1}
+	m := &Machine{Env: f, Clock: clk}
+	p := newPolicy()
+	run(t, m, clk, p, stage(v1alpha1.StageTrimming))
+	lost := m.Step(context.Background(), p) // trims; its status is never written
+	if f.trims != 1 || reasons(lost.Events) != "Trimmed,Done" {
+		t.Fatalf("the trim step: %d trims, events %s", f.trims, reasons(lost.Events))
+	}
+	out := m.Step(context.Background(), p)
+	if f.trims != 1 || out.Status.Stage != v1alpha1.StageDone || out.Status.MinDecryptionVersion != 2 {
+		t.Fatalf("the step after the lost write: %d trims, %+v", f.trims, out.Status)
+	}
+	if reasons(out.Events) != "Trimmed,Done" || !strings.Contains(out.Events[0].Note, "min_decryption_version=1") {
+		t.Fatalf("events after the lost write: %+v", out.Events)
+	}
+	// Once recorded, no further Trimmed event.
+	p.Status = out.Status
+	if again := m.Step(context.Background(), p); strings.Contains(reasons(again.Events), "Trimmed") {
+		t.Fatalf("a Trimmed event again: %+v", again.Events)
 	}
 }

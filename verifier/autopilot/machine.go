@@ -178,6 +178,16 @@ func (x *step) run(ctx context.Context) {
 	}
 }
 
+// hasEvent tells whether this step already gives an event of reason.
+func (x *step) hasEvent(reason string) bool {
+	for _, e := range x.out.Events {
+		if e.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
 func (x *step) mt() *metav1.Time { t := metav1.NewTime(x.now); return &t }
 
 // key reads the Transit key and records its versions; ok is false when the
@@ -268,7 +278,11 @@ func (x *step) rotating(ctx context.Context) {
 	}
 	switch {
 	case x.st.TargetVersion > 0 && tk.LatestVersion >= x.st.TargetVersion:
-		// Rotated already (by this cycle before a restart).
+		// Rotated already, by this cycle before its status was written
+		// (a restart, a failed write): the event it could not give then.
+		if x.p.Status.CurrentVersion < x.st.TargetVersion {
+			x.event(corev1.EventTypeNormal, v1alpha1.ReasonRotated, "Rotate", fmt.Sprintf("rotated %s/%s to version %d (recorded late: the status write after the rotation did not happen)", x.s.Mount, x.s.Key, tk.LatestVersion))
+		}
 	case tk.LatestVersion == x.st.TargetVersion-1:
 		if err := x.m.Env.Rotate(ctx, x.s); err != nil {
 			switch vault.Classify(err) {
@@ -403,6 +417,13 @@ func (x *step) trim(ctx context.Context) {
 		}
 		// Raised by hand meanwhile to to or beyond: left as it is.
 		to = max(to, done.From)
+	}
+	if recorded := x.p.Status.MinDecryptionVersion; !x.hasEvent(v1alpha1.ReasonTrimmed) && recorded > 0 && recorded < to {
+		// Vault holds a trim this policy's status never recorded: its
+		// own, whose status write failed, or one made by hand. The undo
+		// an operator needs to restore an older etcd backup is given now.
+		x.event(corev1.EventTypeNormal, v1alpha1.ReasonTrimmed, "Trim", fmt.Sprintf("min_decryption_version of %s/%s is %d; this policy last recorded %d; undo: vault write %s/keys/%s/config min_decryption_version=%d (etcd backups from before the re-encryption need that undo to be restored)",
+			x.s.Mount, x.s.Key, to, recorded, x.s.Mount, x.s.Key, recorded))
 	}
 	x.st.MinDecryptionVersion = to
 	x.st.LastTrimTime = x.mt()
