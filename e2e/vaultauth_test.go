@@ -201,12 +201,15 @@ spec:
 		if err != nil || string(sec.Data["password"]) != "first-value-9c1d" {
 			t.Fatalf("Secret of a VaultSecret whose VaultAuth was deleted: %v (err %v); it must stay until its own expiry", keys(sec.Data), err)
 		}
+		// The same VaultAuth as the one deleted (role app2 since the edit
+		// above): its VaultSecrets hash as at their last sync, and it is
+		// the AuthNotFound's end that makes them read Vault again.
 		s.applyVaultAuth(t, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultAuth
 metadata: {name: app, namespace: app}
 spec:
-  kubernetes: {role: app, serviceAccountName: app}
+  kubernetes: {role: app2, serviceAccountName: app}
 `)
 		// The failure's back-off (5 s and up) does not hold back a
 		// VaultAuth that is back: the timeout below is far beyond it only

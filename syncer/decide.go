@@ -199,6 +199,13 @@ func factsOf(o Observed, now time.Time) passFacts {
 		// Written before hashes were recorded: the generation tells.
 		c.sourceChanged = st.ObservedGeneration != vs.Generation
 	}
+	if c.failing && o.Invalid == nil && unusableInputs[ready.Reason] {
+		// The VaultAuth or connection that made the last pass fail is
+		// usable again: what the spec now names was never applied, even
+		// when it hashes as at the last sync (the same VaultAuth applied
+		// again). Its back-off was for the missing input, not for Vault.
+		c.sourceChanged, c.backingOff = true, false
+	}
 	c.metaChanged = st.MetadataHash != o.MetadataHash
 	if o.Secret != nil && st.ExpiresAt != nil && o.Secret.ExpiresAt != formatTime(st.ExpiresAt.Time) {
 		// A renewal whose expiry did not reach the Secret: the Expirer
@@ -206,6 +213,13 @@ func factsOf(o Observed, now time.Time) passFacts {
 		c.metaChanged = true
 	}
 	return c
+}
+
+// unusableInputs are the Ready reasons only the observation sets, before
+// any Vault call (Observed.Invalid), for an input outside the spec: they
+// end when the observation no longer finds them.
+var unusableInputs = map[string]bool{
+	ReasonAuthNotFound: true, ReasonConnectionNotFound: true, ReasonConnectionNotAllowed: true, ReasonConnectionInvalid: true,
 }
 
 // Decide is the lifetime rules: what one pass does, given what was

@@ -88,6 +88,29 @@ func TestDecide(t *testing.T) {
 			o.Secret.Owned, o.Secret.Adoptable = false, true
 			failing(o, t0, t0.Add(10*time.Second))
 		}, now: t0.Add(5 * time.Second), action: ActWait, wakeDue: t0.Add(10 * time.Second)},
+		// A VaultAuth deleted, then applied again unchanged: the hash is
+		// the last sync's, and after a controller restart no nudge tells.
+		{name: "VaultAuth back (kv), same hash, no nudge: fetch at once", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Status.Conditions[0].Reason = ReasonAuthNotFound
+		}, now: t0.Add(10 * time.Second), action: ActFetch},
+		{name: "connection allowed again (dynamic, lease fresh): fetch at once", base: decideFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Status.Conditions[0].Reason = ReasonConnectionNotAllowed
+		}, now: t0.Add(5 * time.Second), action: ActFetch},
+		{name: "connection CA fixed (kv): fetch at once", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Status.Conditions[0].Reason = ReasonConnectionInvalid
+		}, now: t0.Add(10 * time.Second), action: ActFetch},
+		{name: "VaultAuth still missing: invalid, nothing reaches Vault", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Status.Conditions[0].Reason = ReasonAuthNotFound
+			o.Invalid = &authNotFoundError{namespace: "app", name: "app"}
+		}, now: t0.Add(10 * time.Second), action: ActInvalid},
+		{name: "Vault refused (kv), same hash: the back-off holds", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			o.VS.Status.Conditions[0].Reason = ReasonPermissionDenied
+		}, now: t0.Add(10 * time.Second), action: ActWait},
 		{name: "Secret of someone else: conflict", base: decideFixture, mutate: func(o *Observed) { o.Secret.Owned = false }, now: t0, action: ActConflict, wakeDue: t0.Add(time.Minute)},
 		{name: "pending lease held by the Secret: promote, no Vault read", base: decideFixture, mutate: func(o *Observed) {
 			pending(o, "L2")
