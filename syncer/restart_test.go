@@ -138,3 +138,25 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	var nilMetrics *Metrics
 	nilMetrics.countRestart("ns", "Deployment", "ok") // a reconciler without metrics must not panic
 }
+
+// TestRestartRetriesOutlastAnAPIServerRestart: the tries of a restart
+// that keeps failing with a retryable error span minutes, not
+// milliseconds, so an API server restarting does not drop it.
+func TestRestartRetriesOutlastAnAPIServerRestart(t *testing.T) {
+	rl := restartRetries()
+	w := workload{Namespace: "app", Kind: "Deployment", Name: "web"}
+	var total time.Duration
+	for i := 0; i < maxRestartTries; i++ {
+		d := rl.When(w)
+		if i == 0 && d < time.Second {
+			t.Fatalf("first retry after %s, want at least 1s", d)
+		}
+		if d > time.Minute {
+			t.Fatalf("retry %d after %s, want at most 1m", i+1, d)
+		}
+		total += d
+	}
+	if total < 4*time.Minute || total > 10*time.Minute {
+		t.Fatalf("%d tries span %s, want 4 to 10 minutes", maxRestartTries, total)
+	}
+}
