@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
@@ -46,6 +47,15 @@ spec:
 `, `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
+metadata: {name: switch, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/config}}
+  ttl: 15s
+  expiryPolicy: Retain
+`, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
 metadata: {name: delete, namespace: app}
 spec:
   auth: {kubernetes: {role: app, serviceAccountName: app}}
@@ -64,7 +74,7 @@ spec:
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"retain", "delete", "db"} {
+	for _, name := range []string{"retain", "switch", "delete", "db"} {
 		s.waitReady(t, "app", name, metav1.ConditionTrue, "Synced", 60*time.Second)
 	}
 	lease := s.vaultSecret(t, "app", "db").Status.Lease.ID
@@ -118,6 +128,14 @@ spec:
 		t.Fatal("retained Secret lost its data")
 	}
 	s.waitEvent(t, "app", "retain", "Expired", 30*time.Second)
+	// Switched from Retain to Delete past its expiry: the Secret kept
+	// until now goes at once, not at the Expirer's next look hours later.
+	s.waitReady(t, "app", "switch", metav1.ConditionFalse, "Expired", 30*time.Second)
+	if err := s.c.Patch(ctx, &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "switch"}},
+		client.RawPatch(types.MergePatchType, []byte(`{"spec":{"expiryPolicy":"Delete"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	s.waitGone(t, "app", "switch", 30*time.Second)
 	t.Logf("Vault down for %s", time.Since(stoppedAt).Round(time.Second))
 
 	// Vault is back: the lease given up at deletion is still there (it

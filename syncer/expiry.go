@@ -15,8 +15,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -41,13 +45,40 @@ type Expirer struct {
 	NamespaceSelector labels.Selector
 }
 
-// SetupWithManager watches the managed Secrets (the cache holds only those).
+// SetupWithManager watches the managed Secrets (the cache holds only
+// those), and the VaultSecrets whose expiryPolicy changes: a Secret kept
+// past its expiry under Retain is looked at again when its VaultSecret
+// switches to Delete, not at the cache's next resync hours later.
 func (e *Expirer) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&corev1.Secret{}).
+		Watches(&v1alpha1.VaultSecret{}, handler.EnqueueRequestsFromMapFunc(targetSecretOf),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+				UpdateFunc:  expiryPolicyChanged,
+			})).
 		Named("vaultsecret-expiry").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, e.Workers)}).
 		Complete(e)
+}
+
+// targetSecretOf names the Secret a VaultSecret writes.
+func targetSecretOf(_ context.Context, o client.Object) []ctrl.Request {
+	vs, ok := o.(*v1alpha1.VaultSecret)
+	if !ok {
+		return nil
+	}
+	return []ctrl.Request{{NamespacedName: types.NamespacedName{Namespace: vs.Namespace, Name: targetName(vs)}}}
+}
+
+// expiryPolicyChanged passes the VaultSecret updates that change what
+// happens to a Secret at its expiry.
+func expiryPolicyChanged(e event.UpdateEvent) bool {
+	old, ok1 := e.ObjectOld.(*v1alpha1.VaultSecret)
+	cur, ok2 := e.ObjectNew.(*v1alpha1.VaultSecret)
+	return ok1 && ok2 && retained(old) != retained(cur)
 }
 
 // ExpiryDue returns when a Secret with these annotations expires, and
