@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -35,33 +36,21 @@ func TestVaultSecretVaultOutage(t *testing.T) {
 	s.v.Policy("kv-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
 	s.v.Write("secret/data/app/config", map[string]any{"data": map[string]any{"password": "before-outage-2e7a"}})
 	s.role("app", "app", "db-creds,kv-read", nil)
-	for _, m := range []string{`
+	// Three kv VaultSecrets: retain and switch (Retain, switch later
+	// switched to Delete) and delete (the default policy).
+	kv := func(name, policy string) string {
+		return fmt.Sprintf(`
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
-metadata: {name: retain, namespace: app}
+metadata: {name: %s, namespace: app}
 spec:
   auth: {kubernetes: {role: app, serviceAccountName: app}}
   source: {kv: {mount: secret, path: app/config}}
   ttl: 15s
-  expiryPolicy: Retain
-`, `
-apiVersion: secrets.vaultkms.io/v1alpha1
-kind: VaultSecret
-metadata: {name: switch, namespace: app}
-spec:
-  auth: {kubernetes: {role: app, serviceAccountName: app}}
-  source: {kv: {mount: secret, path: app/config}}
-  ttl: 15s
-  expiryPolicy: Retain
-`, `
-apiVersion: secrets.vaultkms.io/v1alpha1
-kind: VaultSecret
-metadata: {name: delete, namespace: app}
-spec:
-  auth: {kubernetes: {role: app, serviceAccountName: app}}
-  source: {kv: {mount: secret, path: app/config}}
-  ttl: 15s
-`, `
+  expiryPolicy: %s
+`, name, policy)
+	}
+	for _, m := range []string{kv("retain", "Retain"), kv("switch", "Retain"), kv("delete", "Delete"), `
 apiVersion: secrets.vaultkms.io/v1alpha1
 kind: VaultSecret
 metadata: {name: db, namespace: app}
