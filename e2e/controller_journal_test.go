@@ -178,3 +178,74 @@ spec:
 		t.Fatalf("metadata after the writes: labels %v annotations %v", sec.Labels, sec.Annotations)
 	}
 }
+
+// TestRestartAfterALostSecretWrite: new credentials reach the Secret but
+// the pass that wrote them never learns it (its answer lost, or its
+// process ended before the status write). The next pass promotes the
+// pending lease the Secret holds, which schedules the old one for
+// revocation; it must also restart the workloads, or the pods go on with
+// credentials about to be revoked.
+func TestRestartAfterALostSecretWrite(t *testing.T) {
+	t.Parallel()
+	pg := harness.StartPostgres(t)
+	s := startSyncerStack(t)
+	ctx := context.Background()
+	setupDatabase(t, s, pg, "5m", "10m")
+	s.role("db", "app", "db-creds", nil)
+	s.createDeployment(t, "app", "web", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: db-lost, namespace: app}
+spec:
+  auth: {kubernetes: {role: db, serviceAccountName: app}}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 5m
+  rolloutRestartTargets: [{kind: Deployment, name: web}]
+`); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady(t, "app", "db-lost", metav1.ConditionTrue, "Synced", 60*time.Second)
+	const restartedAt = "secrets.vaultkms.io/restartedAt"
+	if a := s.deployment(t, "app", "web").Spec.Template.Annotations[restartedAt]; a != "" {
+		t.Fatalf("the first sync restarted the Deployment (%s)", a)
+	}
+	// New credentials are issued and recorded as pending; their Secret
+	// write is refused.
+	lift := s.refuseSecretWrites(t, "app", "db-lost")
+	if err := s.c.Patch(ctx, s.vaultSecret(t, "app", "db-lost"), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"ttl":"4m"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady(t, "app", "db-lost", metav1.ConditionFalse, "SecretWriteFailed", 30*time.Second)
+	vs := s.vaultSecret(t, "app", "db-lost")
+	if vs.Status.PendingLease == nil {
+		t.Fatalf("no pending lease recorded: %+v", vs.Status)
+	}
+	pending := vs.Status.PendingLease.ID
+	// The controller ends; the write it made lands after all (the test
+	// writes the Secret as it would have: the pending lease, new data).
+	s.ctl.Stop()
+	lift()
+	// (The lifted policy takes a moment to stop applying.)
+	eventually(t, 30*time.Second, func() error {
+		sec, err := s.secret("app", "db-lost")
+		if err != nil {
+			return err
+		}
+		sec.Annotations["secrets.vaultkms.io/lease-id"] = pending
+		sec.Data["password"] = []byte("written-by-the-lost-pass")
+		return s.c.Update(ctx, sec)
+	})
+	s.ctl.Start()
+	vs = s.waitReady(t, "app", "db-lost", metav1.ConditionTrue, "Synced", 60*time.Second)
+	if vs.Status.Lease == nil || vs.Status.Lease.ID != pending || vs.Status.Lease.RevokePreviousAt == nil {
+		t.Fatalf("the pending lease the Secret holds was not promoted: %+v", vs.Status.Lease)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.deployment(t, "app", "web").Spec.Template.Annotations[restartedAt] == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the promotion of new credentials restarted nothing; the old lease is revoked at %s\n%s", vs.Status.Lease.RevokePreviousAt, s.log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

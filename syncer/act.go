@@ -76,11 +76,13 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, now time.Time) error {
 	vs := o.vs
 	st := &vs.Status
+	recorded, promotedAny := st.DataHMAC, false
 	if err := r.applyJournal(ctx, vs, &st.LeaseJournal, p.JournalPlan, now); err != nil {
 		return err
 	}
 	if p.Promote {
 		r.promoted(o)
+		promotedAny = true
 	}
 	for i, sp := range p.Sources {
 		if i >= len(st.Sources) {
@@ -91,7 +93,16 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 		}
 		if sp.Promote {
 			r.promotedSource(o, i)
+			promotedAny = true
 		}
+	}
+	if promotedAny && o.secret != nil && recorded != "" && dataState(r.HMACKey, recorded, o.secret.Data) == DataEdited {
+		// New credentials reached the Secret in an earlier pass whose
+		// answer was lost (or whose process ended), which therefore never
+		// asked for the restart: the pods still hold the old credentials,
+		// which the promotion schedules for revocation.
+		r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
+		r.restarts.request(ctx, vs)
 	}
 	n := len(st.Sources)
 	for n > len(vs.Spec.Sources) && emptyJournal(&st.Sources[n-1].LeaseJournal) {
