@@ -69,6 +69,13 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	return requeueAt(now, p.WakeAt), "unchanged", r.status.write(ctx, vs, orig)
 }
 
+// newData tells that the Secret got data new to it from Vault, and asks
+// for the rollout restarts that bring it to the pods.
+func (r *Reconciler) newData(ctx context.Context, vs *v1alpha1.VaultSecret) {
+	r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
+	r.restarts.request(ctx, vs)
+}
+
 // applyJournals carries out the journal plans, spec.source's and then
 // each of status.sources', by the same rules; a pending lease that cannot
 // be dropped because Vault does not answer fails the pass. Journals of
@@ -101,8 +108,7 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 		// answer was lost (or whose process ended), which therefore never
 		// asked for the restart: the pods still hold the old credentials,
 		// which the promotion schedules for revocation.
-		r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
-		r.restarts.request(ctx, vs)
+		r.newData(ctx, vs)
 	}
 	n := len(st.Sources)
 	for n > len(vs.Spec.Sources) && emptyJournal(&st.Sources[n-1].LeaseJournal) {
