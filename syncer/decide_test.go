@@ -51,6 +51,12 @@ func failing(o *Observed, since, retryAt time.Time) {
 	o.VS.Status.RefreshAt = ptrTime(retryAt)
 }
 
+// failedWith is failing for five minutes from t0, with reason.
+func failedWith(o *Observed, reason string) {
+	failing(o, t0, t0.Add(5*time.Minute))
+	o.VS.Status.Conditions[0].Reason = reason
+}
+
 func pending(o *Observed, id string) {
 	o.VS.Status.PendingLease = &v1alpha1.Lease{ID: id, IssuedAt: metav1.NewTime(t0.Add(25 * time.Second)), ExpiresAt: metav1.NewTime(t0.Add(55 * time.Second)), Renewable: true, TokenAccessor: "acc"}
 }
@@ -91,25 +97,20 @@ func TestDecide(t *testing.T) {
 		// A VaultAuth deleted, then applied again unchanged: the hash is
 		// the last sync's, and after a controller restart no nudge tells.
 		{name: "VaultAuth back (kv), same hash, no nudge: fetch at once", base: kvFixture, mutate: func(o *Observed) {
-			failing(o, t0, t0.Add(5*time.Minute))
-			o.VS.Status.Conditions[0].Reason = ReasonAuthNotFound
+			failedWith(o, ReasonAuthNotFound)
 		}, now: t0.Add(10 * time.Second), action: ActFetch},
 		{name: "connection allowed again (dynamic, lease fresh): fetch at once", base: decideFixture, mutate: func(o *Observed) {
-			failing(o, t0, t0.Add(5*time.Minute))
-			o.VS.Status.Conditions[0].Reason = ReasonConnectionNotAllowed
+			failedWith(o, ReasonConnectionNotAllowed)
 		}, now: t0.Add(5 * time.Second), action: ActFetch},
 		{name: "connection CA fixed (kv): fetch at once", base: kvFixture, mutate: func(o *Observed) {
-			failing(o, t0, t0.Add(5*time.Minute))
-			o.VS.Status.Conditions[0].Reason = ReasonConnectionInvalid
+			failedWith(o, ReasonConnectionInvalid)
 		}, now: t0.Add(10 * time.Second), action: ActFetch},
 		{name: "VaultAuth still missing: invalid, nothing reaches Vault", base: kvFixture, mutate: func(o *Observed) {
-			failing(o, t0, t0.Add(5*time.Minute))
-			o.VS.Status.Conditions[0].Reason = ReasonAuthNotFound
+			failedWith(o, ReasonAuthNotFound)
 			o.Invalid = &authNotFoundError{namespace: "app", name: "app"}
 		}, now: t0.Add(10 * time.Second), action: ActInvalid},
 		{name: "Vault refused (kv), same hash: the back-off holds", base: kvFixture, mutate: func(o *Observed) {
-			failing(o, t0, t0.Add(5*time.Minute))
-			o.VS.Status.Conditions[0].Reason = ReasonPermissionDenied
+			failedWith(o, ReasonPermissionDenied)
 		}, now: t0.Add(10 * time.Second), action: ActWait},
 		{name: "Secret of someone else: conflict", base: decideFixture, mutate: func(o *Observed) { o.Secret.Owned = false }, now: t0, action: ActConflict, wakeDue: t0.Add(time.Minute)},
 		{name: "pending lease held by the Secret: promote, no Vault read", base: decideFixture, mutate: func(o *Observed) {
