@@ -2,7 +2,6 @@ package autopilot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -176,16 +175,6 @@ func (x *step) run(ctx context.Context) {
 	default:
 		x.stop(v1alpha1.ReasonGateKeyChanged, fmt.Errorf("unknown stage %q in status", x.st.Stage))
 	}
-}
-
-// hasEvent tells whether this step already gives an event of reason.
-func (x *step) hasEvent(reason string) bool {
-	for _, e := range x.out.Events {
-		if e.Reason == reason {
-			return true
-		}
-	}
-	return false
 }
 
 func (x *step) mt() *metav1.Time { t := metav1.NewTime(x.now); return &t }
@@ -369,73 +358,6 @@ func (x *step) verify(ctx context.Context) {
 	x.enter(v1alpha1.StageWaitingToTrim, fmt.Sprintf("nothing in etcd needs a version below %d; trimming after %s", x.st.TargetVersion, x.s.TrimAfter))
 	_, left := TrimDue(x.now, x.s.TrimAfter, x.now)
 	x.out.Requeue = max(left, time.Millisecond)
-}
-
-func (x *step) waitTrim() {
-	verified := x.now
-	if x.st.VerifiedTime != nil {
-		verified = x.st.VerifiedTime.Time
-	}
-	due, left := TrimDue(verified, x.s.TrimAfter, x.now)
-	if !due {
-		x.out.Requeue = min(left, IdleRecheck)
-		x.conditions(metav1.ConditionTrue, string(x.st.Stage), fmt.Sprintf("trimming to version %d at %s", x.st.TargetVersion, verified.Add(x.s.TrimAfter).UTC().Format(time.RFC3339)), metav1.ConditionFalse)
-		return
-	}
-	x.enter(v1alpha1.StageTrimming, fmt.Sprintf("checking every gate before raising min_decryption_version to %d", x.st.TargetVersion))
-	x.out.Requeue = time.Millisecond
-}
-
-func (x *step) trim(ctx context.Context) {
-	tk, ok := x.onTarget(ctx)
-	if !ok {
-		return
-	}
-	to := x.st.TargetVersion
-	if tk.MinDecryption < to {
-		if err := x.m.Env.TrimGates(ctx, x.s, tk, to); err != nil {
-			x.gateOrRetry(err, "before trimming")
-			return
-		}
-		done, err := x.m.Env.SetMinDecryption(ctx, x.s, tk.LatestVersion, to)
-		if errors.Is(err, transitkey.ErrKeyChanged) {
-			x.stop(v1alpha1.ReasonGateKeyChanged, err)
-			return
-		}
-		if err != nil {
-			switch vault.Classify(err) {
-			case vault.KindDenied, vault.KindInvalid, vault.KindNotFound:
-				x.stop(v1alpha1.ReasonGateVaultTrim, fmt.Errorf("vault refused to set min_decryption_version of %s/%s: %s", x.s.Mount, x.s.Key, vault.Describe(err)))
-			default:
-				x.retry(fmt.Errorf("set min_decryption_version: %s", vault.Describe(err)))
-			}
-			return
-		}
-		if done.Raised {
-			x.event(corev1.EventTypeNormal, v1alpha1.ReasonTrimmed, "Trim", fmt.Sprintf("raised min_decryption_version of %s/%s from %d to %d; undo: vault write %s/keys/%s/config min_decryption_version=%d (etcd backups from before the re-encryption need that undo to be restored)",
-				x.s.Mount, x.s.Key, done.From, to, x.s.Mount, x.s.Key, done.From))
-		}
-		// Raised by hand meanwhile to to or beyond: left as it is.
-		to = max(to, done.From)
-	}
-	if recorded := x.p.Status.MinDecryptionVersion; !x.hasEvent(v1alpha1.ReasonTrimmed) && recorded > 0 && recorded < to {
-		// Vault holds a trim this policy's status never recorded: its
-		// own, whose status write failed, or one made by hand. The undo
-		// an operator needs to restore an older etcd backup is given now.
-		x.event(corev1.EventTypeNormal, v1alpha1.ReasonTrimmed, "Trim", fmt.Sprintf("min_decryption_version of %s/%s is %d; this policy last recorded %d; undo: vault write %s/keys/%s/config min_decryption_version=%d (etcd backups from before the re-encryption need that undo to be restored)",
-			x.s.Mount, x.s.Key, to, recorded, x.s.Mount, x.s.Key, recorded))
-	}
-	x.st.MinDecryptionVersion = to
-	x.st.LastTrimTime = x.mt()
-	var last *time.Time
-	if x.st.LastRotationTime != nil {
-		last = &x.st.LastRotationTime.Time
-	}
-	next := NextRotation(last, tk.Versions[tk.LatestVersion], x.s.RotateEvery)
-	nt := metav1.NewTime(next)
-	x.st.NextRotationTime = &nt
-	x.enter(v1alpha1.StageDone, fmt.Sprintf("rotation to version %d finished; next rotation due at %s", to, next.UTC().Format(time.RFC3339)))
-	x.out.Requeue = max(min(next.Sub(x.now), IdleRecheck), time.Millisecond)
 }
 
 // enter moves to stage with an event and the matching conditions.
