@@ -178,10 +178,7 @@ func (f *fakeEnv) Key(context.Context, Settings) (keysource.TransitKey, error) {
 	}
 	vs := map[int]time.Time{}
 	for v := 1; v <= f.latest; v++ {
-		vs[v] = t0.Add(time.Duration(v-1) * time.Hour)
-		if c, ok := f.created[v]; ok {
-			vs[v] = c
-		}
+		vs[v] = f.createdAt(v)
 	}
 	return keysource.TransitKey{Current: transitkey.NewKeyID("", "transit", "k", f.latest, vs[f.latest]),
 		LatestVersion: f.latest, MinDecryption: f.min, Versions: vs}, nil
@@ -593,15 +590,16 @@ func TestResumeAfterKeyChanged(t *testing.T) {
 			}
 			// The next rotation is due rotateEvery after the version the
 			// cycle adopted was made.
-			if want := f.clkCreated(latest).Add(24 * time.Hour); !p.Status.NextRotationTime.Time.Equal(want) {
+			if want := f.createdAt(latest).Add(24 * time.Hour); !p.Status.NextRotationTime.Time.Equal(want) {
 				t.Fatalf("next rotation %s, want %s", p.Status.NextRotationTime, want)
 			}
 		})
 	}
 }
 
-// clkCreated is when the fake made version v.
-func (f *fakeEnv) clkCreated(v int) time.Time {
+// createdAt is when the fake made version v: an hour apart from t0, or
+// when its Rotate did.
+func (f *fakeEnv) createdAt(v int) time.Time {
 	if c, ok := f.created[v]; ok {
 		return c
 	}
