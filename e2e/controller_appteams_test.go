@@ -162,6 +162,94 @@ spec:
 	}
 }
 
+// TestOwedRestartOutlivesTheController: new data whose rollout restart
+// waits for the end of --restart-min-interval when the controller stops is
+// restarted by the controller that comes next, and status says a restart
+// is pending until it is done; a restart carried out is not repeated by a
+// later controller restart.
+func TestOwedRestartOutlivesTheController(t *testing.T) {
+	t.Parallel()
+	s := startSyncerStack(t, stackOptions{args: []string{"--restart-min-interval=1h"}})
+	s.v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }`)
+	s.role("app", "app", "app-read", nil)
+	s.v.Write("secret/data/app/owed", map[string]any{"data": map[string]any{"v": "1"}})
+	s.createDeployment(t, "app", "web", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: owed, namespace: app}
+spec:
+  auth: {kubernetes: {role: app, serviceAccountName: app}}
+  source: {kv: {mount: secret, path: app/owed}}
+  ttl: 1h
+  rolloutRestartTargets: [{kind: Deployment, name: web}]
+`); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady(t, "app", "owed", metav1.ConditionTrue, "Synced", 30*time.Second)
+	gen0 := s.deployment(t, "app", "web").Generation
+	pending := func() *metav1.Time { return s.vaultSecret(t, "app", "owed").Status.RestartPendingSince }
+
+	// New data: web restarts at once, and status no longer says pending.
+	s.v.Write("secret/data/app/owed", map[string]any{"data": map[string]any{"v": "2"}})
+	s.forceSync(t, "app", "owed", "1")
+	eventually(t, 30*time.Second, func() error {
+		if g := s.deployment(t, "app", "web").Generation; g != gen0+1 {
+			return fmt.Errorf("web at generation %d, want %d after new data", g, gen0+1)
+		}
+		if p := pending(); p != nil {
+			return fmt.Errorf("status.restartPendingSince = %s after web's restart, want unset", p)
+		}
+		return nil
+	})
+
+	// Newer data within the interval: its restart waits an hour, and
+	// status says it is owed.
+	s.v.Write("secret/data/app/owed", map[string]any{"data": map[string]any{"v": "3"}})
+	s.forceSync(t, "app", "owed", "2")
+	s.waitSecret(t, "app", "owed", 30*time.Second, func(sec *corev1.Secret) bool { return string(sec.Data["v"]) == "3" })
+	eventually(t, 10*time.Second, func() error {
+		if pending() == nil {
+			return errors.New("status.restartPendingSince unset while web's restart for v3 waits")
+		}
+		return nil
+	})
+	if g := s.deployment(t, "app", "web").Generation; g != gen0+1 {
+		t.Fatalf("web at generation %d within --restart-min-interval, want %d", g, gen0+1)
+	}
+
+	// The controller that comes next carries it out.
+	s.restartController(t)
+	eventually(t, 60*time.Second, func() error {
+		if g := s.deployment(t, "app", "web").Generation; g != gen0+2 {
+			return fmt.Errorf("web at generation %d after a controller restart with a restart owed, want %d", g, gen0+2)
+		}
+		if p := pending(); p != nil {
+			return fmt.Errorf("status.restartPendingSince = %s after the owed restart, want unset", p)
+		}
+		return nil
+	})
+	if !strings.Contains(s.log.String(), "carrying out rollout restarts owed") {
+		t.Errorf("the new controller never logged the owed restart it carried out")
+	}
+
+	// Carried out, it is not owed again: a pass of the next controller
+	// (made sure of by a forced read, of unchanged data) restarts nothing.
+	s.restartController(t)
+	restarted := time.Now().Add(-time.Second)
+	s.forceSync(t, "app", "owed", "3")
+	eventually(t, 30*time.Second, func() error {
+		if ls := s.vaultSecret(t, "app", "owed").Status.LastSyncTime; ls == nil || ls.Time.Before(restarted) {
+			return fmt.Errorf("status.lastSyncTime %v: no pass of the new controller yet", ls)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second)
+	if g := s.deployment(t, "app", "web").Generation; g != gen0+2 {
+		t.Fatalf("web at generation %d after a restart with nothing owed, want %d", g, gen0+2)
+	}
+}
+
 // TestRefreshIntervalAndAdopt: spec.refreshInterval reads Vault on its own
 // schedule, independent of ttl; target.adopt takes over a Secret another
 // controller made without the Secret ever being missing.

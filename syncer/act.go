@@ -23,6 +23,7 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	st := &vs.Status
 	orig := st.DeepCopy()
 	st.ObservedGeneration = vs.Generation
+	r.settleRestarts(ctx, vs)
 	if st.SecretName != "" && st.SecretName != targetName(vs) {
 		// spec.target.name changed: the old Secret is no longer wanted.
 		if err := r.secrets.deleteOwned(ctx, vs, st.SecretName); err != nil {
@@ -70,10 +71,64 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 }
 
 // newData tells that the Secret got data new to it from Vault, and asks
-// for the rollout restarts that bring it to the pods.
-func (r *Reconciler) newData(ctx context.Context, vs *v1alpha1.VaultSecret) {
+// for the rollout restarts that bring it to the pods. Status records that
+// they are owed, in the write that records the data, so that a controller
+// ended before carrying them out leaves them to the next.
+func (r *Reconciler) newData(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) {
 	r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
-	r.restarts.request(ctx, vs)
+	if len(vs.Spec.RolloutRestartTargets) == 0 {
+		return
+	}
+	// Status keeps whole seconds: the time asked for is the one read back.
+	since := metav1.NewTime(now.Truncate(time.Second))
+	vs.Status.RestartPendingSince = &since
+	r.restarts.request(ctx, vs, since.Time)
+}
+
+// RestartStep is what a pass does about status.restartPendingSince.
+type RestartStep int
+
+const (
+	// RestartKeep: nothing pending, or this process is carrying it out.
+	RestartKeep RestartStep = iota
+	// RestartClear: every restart for the pending data ended, or no
+	// target is left to restart.
+	RestartClear
+	// RestartResume: pending, and this process was never asked: the
+	// process that wrote it ended first; ask again.
+	RestartResume
+)
+
+// DecideRestart maps what status records and what the restarter knows to
+// a step.
+func DecideRestart(pending bool, targets int, known RestartState) RestartStep {
+	switch {
+	case !pending:
+		return RestartKeep
+	case targets == 0 || known == RestartSettled:
+		return RestartClear
+	case known == RestartUnknown:
+		return RestartResume
+	}
+	return RestartKeep
+}
+
+// settleRestarts carries out the pass's RestartStep.
+func (r *Reconciler) settleRestarts(ctx context.Context, vs *v1alpha1.VaultSecret) {
+	st := &vs.Status
+	if st.RestartPendingSince == nil {
+		return
+	}
+	key := client.ObjectKeyFromObject(vs)
+	since := st.RestartPendingSince.Time
+	switch DecideRestart(true, len(vs.Spec.RolloutRestartTargets), r.restarts.state(key, since)) {
+	case RestartClear:
+		st.RestartPendingSince = nil
+		r.restarts.forget(key)
+	case RestartResume:
+		r.Log.Info("carrying out rollout restarts owed for new Secret data since before this controller started", "vaultsecret", key, "since", formatTime(since))
+		r.restarts.request(ctx, vs, since)
+	}
 }
 
 // applyJournals carries out the journal plans, spec.source's and then
@@ -108,7 +163,7 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 		// answer was lost (or whose process ended), which therefore never
 		// asked for the restart: the pods still hold the old credentials,
 		// which the promotion schedules for revocation.
-		r.newData(ctx, vs)
+		r.newData(ctx, vs, now)
 	}
 	n := len(st.Sources)
 	for n > len(vs.Spec.Sources) && emptyJournal(&st.Sources[n-1].LeaseJournal) {

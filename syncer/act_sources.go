@@ -190,7 +190,7 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("Secret %q synced from %d sources (read now: %s%s); expires at %s",
 		targetName(vs), len(specs), strings.Join(indices(read), ", "), renewedNote(renewed), formatTime(expiresAt)))
 	if changed {
-		r.newData(ctx, vs)
+		r.newData(ctx, vs, now)
 	}
 	return requeueAt(now, NextWake(refreshAt, earliestRevokePrevious(st))), "synced", r.status.write(ctx, vs, orig)
 }

@@ -88,7 +88,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 	st.SourceHash, st.MetadataHash, st.AppliedGeneration = o.SourceHash, o.MetadataHash, vs.Generation
 	r.status.setReady(vs, metav1.ConditionTrue, ReasonSynced, fmt.Sprintf("Secret %q synced; expires at %s", targetName(vs), formatTime(expiresAt)))
 	if changed {
-		r.newData(ctx, vs)
+		r.newData(ctx, vs, now)
 	}
 	wake := NextWake(refreshAt, revokePreviousAt(st.Lease))
 	return requeueAt(now, wake), "synced", r.status.write(ctx, vs, orig)

@@ -119,7 +119,7 @@ func (r *Reconciler) parts() {
 			tick = clock.RealClock{}
 		}
 		r.restarts = &restarter{Client: r.Client, APIReader: r.APIReader, Status: r.status, Metrics: r.Metrics, Clock: tick,
-			MinInterval: r.RestartMinInterval}
+			MinInterval: r.RestartMinInterval, Settled: r.unpark}
 		r.finalizer = &finalizer{Client: r.Client, APIReader: r.APIReader, Vault: r.vault, Secrets: r.secrets, Status: r.status,
 			Metrics: r.Metrics, Clock: r.Clock, Timeout: r.FinalizerTimeout, Slots: r.slots, forget: r.forget}
 	})
@@ -143,6 +143,7 @@ func (r *Reconciler) forget(k client.ObjectKey) {
 	r.restores.Delete(k)
 	r.seen.Delete(k)
 	r.recheck.Delete(k)
+	r.restarts.forget(k)
 }
 
 // SetupWithManager watches VaultSecrets and the Secrets they own.

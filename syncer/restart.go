@@ -34,8 +34,13 @@ type workload struct {
 // only new data does, never a metadata change. Restarts are debounced
 // per workload: at most one per MinInterval, however many VaultSecrets
 // asked, and a request within the interval is carried out at its end
-// (never dropped: the new data must reach the pods). What was asked lives
-// in memory only, so a controller restart restarts nothing.
+// (never dropped: the new data must reach the pods).
+//
+// The queue lives in memory; what outlives the process is the
+// VaultSecret's status.restartPendingSince, which the reconciler (the one
+// writer of status) sets with the new data and clears when state says
+// this process carried the restart out. A controller that starts restarts
+// only what that field says is owed, never anything else.
 type restarter struct {
 	Client client.Client
 	// APIReader lists the workloads a selector picks (metadata only, not
@@ -53,7 +58,34 @@ type restarter struct {
 	// askers are the VaultSecrets whose new data waits for a restart of
 	// the workload, told by event when it happens or fails.
 	askers map[workload]map[types.NamespacedName]bool
+	// owed is, per VaultSecret, the new data's time and the workloads
+	// still to restart for it; settled the time of the last new data whose
+	// restarts all ended, kept until the reconciler reads it.
+	owed    map[types.NamespacedName]*owedRestart
+	settled map[types.NamespacedName]time.Time
+	// Settled is told the VaultSecret whose restarts all ended, so that
+	// its status says so without waiting for its next pass.
+	Settled func(types.NamespacedName)
 }
+
+type owedRestart struct {
+	since time.Time
+	left  map[workload]bool
+}
+
+// RestartState is what this process knows of a VaultSecret's restarts
+// for new data of a given time.
+type RestartState int
+
+const (
+	// RestartUnknown: this process was never asked (the one that was
+	// ended first): the restarts are owed still.
+	RestartUnknown RestartState = iota
+	// RestartQueued: asked, not all carried out yet.
+	RestartQueued
+	// RestartSettled: every restart for data this new ended.
+	RestartSettled
+)
 
 func (r *restarter) init() {
 	r.once.Do(func() {
@@ -64,13 +96,56 @@ func (r *restarter) init() {
 			workqueue.TypedRateLimitingQueueConfig[workload]{Name: "vaultkms-restarts", Clock: r.Clock})
 		r.last = map[workload]time.Time{}
 		r.askers = map[workload]map[types.NamespacedName]bool{}
+		r.owed = map[types.NamespacedName]*owedRestart{}
+		r.settled = map[types.NamespacedName]time.Time{}
 	})
 }
 
-// request asks for restarts of vs's targets after its data changed.
-func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret) {
+// state tells where the restarts of key for data new at since stand.
+func (r *restarter) state(key types.NamespacedName, since time.Time) RestartState {
+	r.init()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if o := r.owed[key]; o != nil && !o.since.Before(since) {
+		return RestartQueued
+	}
+	if t, ok := r.settled[key]; ok && !t.Before(since) {
+		return RestartSettled
+	}
+	return RestartUnknown
+}
+
+// forget drops what is known of key's restarts once status says none is
+// pending (or the VaultSecret is gone); workloads already queued are
+// still restarted.
+func (r *restarter) forget(key types.NamespacedName) {
+	r.init()
+	r.mu.Lock()
+	delete(r.settled, key)
+	if o := r.owed[key]; o != nil {
+		for w := range o.left {
+			delete(r.askers[w], key)
+		}
+		delete(r.owed, key)
+	}
+	r.mu.Unlock()
+}
+
+// request asks for restarts of vs's targets after its data changed at
+// since (the time status.restartPendingSince records).
+func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since time.Time) {
 	r.init()
 	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+	r.mu.Lock()
+	o := r.owed[key]
+	if o == nil {
+		o = &owedRestart{left: map[workload]bool{}}
+		r.owed[key] = o
+	}
+	if since.After(o.since) {
+		o.since = since
+	}
+	r.mu.Unlock()
 	for _, t := range vs.Spec.RolloutRestartTargets {
 		names, err := r.resolve(ctx, vs.Namespace, t)
 		if err != nil {
@@ -85,9 +160,30 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret) {
 				r.askers[w] = map[types.NamespacedName]bool{}
 			}
 			r.askers[w][key] = true
+			o.left[w] = true
 			r.mu.Unlock()
 			r.queue.Add(w)
 		}
+	}
+	// Targets that name no workload (a selector matching none, a list
+	// that failed and was told) leave nothing to wait for.
+	r.mu.Lock()
+	r.settleIfDone(key)
+	r.mu.Unlock()
+}
+
+// settleIfDone moves key from owed to settled once no workload is left;
+// r.mu is held.
+func (r *restarter) settleIfDone(key types.NamespacedName) {
+	o := r.owed[key]
+	if o == nil || len(o.left) > 0 {
+		return
+	}
+	delete(r.owed, key)
+	r.settled[key] = o.since
+	if r.Settled != nil {
+		// Told outside the lock by a goroutine: the callback may block.
+		go r.Settled(key)
 	}
 }
 
@@ -214,6 +310,12 @@ func (r *restarter) tell(w workload, typ, reason, format string, args ...any) {
 	r.mu.Lock()
 	askers := r.askers[w]
 	delete(r.askers, w)
+	for k := range askers {
+		if o := r.owed[k]; o != nil {
+			delete(o.left, w)
+			r.settleIfDone(k)
+		}
+	}
 	r.mu.Unlock()
 	for k := range askers {
 		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}

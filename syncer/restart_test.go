@@ -94,7 +94,7 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	web := v1alpha1.RolloutRestartTarget{Kind: "Deployment", Name: "web"}
 	ok := func() float64 { return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) }
 
-	r.request(ctx, vs("a", web))
+	r.request(ctx, vs("a", web), clk.Now())
 	waitFor(t, "the first restart", func() bool { return ok() == 1 })
 	first := restartedAt(t, c, "web")
 	if first != formatTime(t0) {
@@ -102,9 +102,9 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	}
 	// Two more within the interval: one restart, at its end.
 	clk.Step(5 * time.Second)
-	r.request(ctx, vs("b", web))
+	r.request(ctx, vs("b", web), clk.Now())
 	clk.Step(5 * time.Second)
-	r.request(ctx, vs("c", web))
+	r.request(ctx, vs("c", web), clk.Now())
 	time.Sleep(50 * time.Millisecond) // let the worker see them and defer them
 	if got := ok(); got != 1 {
 		t.Fatalf("%v restarts within the interval, want 1", got)
@@ -122,7 +122,7 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	}
 
 	// A selector restarts exactly the Deployments whose labels match.
-	r.request(ctx, vs("d", v1alpha1.RolloutRestartTarget{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "back"}}}))
+	r.request(ctx, vs("d", v1alpha1.RolloutRestartTarget{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "back"}}}), clk.Now())
 	waitFor(t, "the selected restarts", func() bool { return ok() == 4 })
 	for name, want := range map[string]bool{"api": true, "worker": true, "ui": false} {
 		if got := restartedAt(t, c, name) != ""; got != want {
@@ -131,7 +131,7 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	}
 
 	// A missing target fails once, without retries, by kind.
-	r.request(ctx, vs("e", v1alpha1.RolloutRestartTarget{Kind: "StatefulSet", Name: "gone"}))
+	r.request(ctx, vs("e", v1alpha1.RolloutRestartTarget{Kind: "StatefulSet", Name: "gone"}), clk.Now())
 	waitFor(t, "the failed restart", func() bool {
 		return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "StatefulSet", "error")) == 1
 	})
@@ -159,4 +159,118 @@ func TestRestartRetriesOutlastAnAPIServerRestart(t *testing.T) {
 	if total < 4*time.Minute || total > 10*time.Minute {
 		t.Fatalf("%d tries span %s, want 4 to 10 minutes", maxRestartTries, total)
 	}
+}
+
+func TestDecideRestart(t *testing.T) {
+	cases := []struct {
+		name    string
+		pending bool
+		targets int
+		known   RestartState
+		want    RestartStep
+	}{
+		{"nothing pending", false, 1, RestartUnknown, RestartKeep},
+		{"nothing pending, restarts settled", false, 1, RestartSettled, RestartKeep},
+		{"pending, being carried out", true, 1, RestartQueued, RestartKeep},
+		{"pending, carried out", true, 2, RestartSettled, RestartClear},
+		{"pending, owed by an earlier process", true, 1, RestartUnknown, RestartResume},
+		{"pending, targets removed since", true, 0, RestartUnknown, RestartClear},
+		{"pending, targets removed while queued", true, 0, RestartQueued, RestartClear},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := DecideRestart(tc.pending, tc.targets, tc.known); got != tc.want {
+				t.Fatalf("DecideRestart(%v, %d, %v) = %v, want %v", tc.pending, tc.targets, tc.known, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRestarterTellsWhenOwedRestartsSettle: what the reconciler clears
+// status.restartPendingSince on. A VaultSecret's restarts are queued
+// until each of its workloads was restarted (a debounced one included),
+// then settled for data of that time and not newer; Settled is told; a
+// target naming no workload leaves nothing owed.
+func TestRestarterTellsWhenOwedRestartsSettle(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "api"}}).Build()
+	clk := clocktesting.NewFakeClock(t0)
+	settled := make(chan client.ObjectKey, 8)
+	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: NewMetrics(prometheus.NewRegistry()), Clock: clk,
+		MinInterval: 30 * time.Second, Settled: func(k client.ObjectKey) { settled <- k }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = r.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	vs := func(name string, targets ...string) *v1alpha1.VaultSecret {
+		v := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name}}
+		for _, n := range targets {
+			v.Spec.RolloutRestartTargets = append(v.Spec.RolloutRestartTargets, v1alpha1.RolloutRestartTarget{Kind: "Deployment", Name: n})
+		}
+		return v
+	}
+	a, b := client.ObjectKey{Namespace: "team-a", Name: "a"}, client.ObjectKey{Namespace: "team-a", Name: "b"}
+	wantSettled := func(k client.ObjectKey) {
+		t.Helper()
+		select {
+		case got := <-settled:
+			if got != k {
+				t.Fatalf("Settled told %s, want %s", got, k)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Settled never told %s", k)
+		}
+	}
+
+	if got := r.state(a, t0); got != RestartUnknown {
+		t.Fatalf("state before any request = %v, want RestartUnknown", got)
+	}
+	r.request(ctx, vs("a", "web"), t0)
+	wantSettled(a)
+	if got := r.state(a, t0); got != RestartSettled {
+		t.Fatalf("state after web's restart = %v, want RestartSettled", got)
+	}
+	if got := r.state(a, t0.Add(time.Second)); got != RestartUnknown {
+		t.Fatalf("state for data newer than the restart = %v, want RestartUnknown", got)
+	}
+
+	// b asks for web (debounced: restarted at the interval's end) and api
+	// (at once): queued until both are done.
+	clk.Step(5 * time.Second)
+	since := clk.Now()
+	r.request(ctx, vs("b", "web", "api"), since)
+	waitFor(t, "api's restart", func() bool { return restartedAt(t, c, "api") != "" })
+	waitFor(t, "web's restart to be deferred", func() bool { return r.queue.Len() == 0 })
+	if got := r.state(b, since); got != RestartQueued {
+		t.Fatalf("state with web's restart deferred = %v, want RestartQueued", got)
+	}
+	select {
+	case k := <-settled:
+		t.Fatalf("Settled told %s while web's restart waits", k)
+	default:
+	}
+	clk.Step(25 * time.Second)
+	wantSettled(b)
+	if got := r.state(b, since); got != RestartSettled {
+		t.Fatalf("state after both restarts = %v, want RestartSettled", got)
+	}
+	r.forget(b)
+	if got := r.state(b, since); got != RestartUnknown {
+		t.Fatalf("state after forget = %v, want RestartUnknown", got)
+	}
+
+	// A selector that matches nothing owes nothing.
+	none := vs("c")
+	none.Spec.RolloutRestartTargets = []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "none"}}}}
+	r.request(ctx, none, clk.Now())
+	wantSettled(client.ObjectKey{Namespace: "team-a", Name: "c"})
 }

@@ -336,6 +336,13 @@ type VaultSecretStatus struct {
 	// SecretName is the Secret written.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+	// RestartPendingSince is when the Secret last got new data from Vault
+	// whose rollout restarts have not all been carried out yet; it is
+	// cleared once every target was restarted (or its restart failed for
+	// good, told by a RestartFailed event). A controller that starts and
+	// finds it set carries out the restarts the process before it owed.
+	// +optional
+	RestartPendingSince *metav1.Time `json:"restartPendingSince,omitempty"`
 	// Sources is the schedule of each of spec.sources, in its order.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16

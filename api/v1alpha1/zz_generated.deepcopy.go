@@ -1037,6 +1037,10 @@ func (in *VaultSecretStatus) DeepCopyInto(out *VaultSecretStatus) {
 		in, out := &in.LastSyncTime, &out.LastSyncTime
 		*out = (*in).DeepCopy()
 	}
+	if in.RestartPendingSince != nil {
+		in, out := &in.RestartPendingSince, &out.RestartPendingSince
+		*out = (*in).DeepCopy()
+	}
 	if in.Sources != nil {
 		in, out := &in.Sources, &out.Sources
 		*out = make([]SourceStatus, len(*in))
