@@ -56,8 +56,10 @@ type restarter struct {
 	mu    sync.Mutex
 	last  map[workload]time.Time
 	// askers are the VaultSecrets whose new data waits for a restart of
-	// the workload, told by event when it happens or fails.
-	askers map[workload]map[types.NamespacedName]bool
+	// the workload, told by event when it happens or fails; by UID, so
+	// that a VaultSecret deleted and made again under the same name is not
+	// told of a restart it never asked for.
+	askers map[workload]map[types.NamespacedName]types.UID
 	// owed is, per VaultSecret, the new data's time and the workloads
 	// still to restart for it; settled the time of the last new data whose
 	// restarts all ended, kept until the reconciler reads it.
@@ -95,7 +97,7 @@ func (r *restarter) init() {
 		r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(restartRetries(),
 			workqueue.TypedRateLimitingQueueConfig[workload]{Name: "vaultkms-restarts", Clock: r.Clock})
 		r.last = map[workload]time.Time{}
-		r.askers = map[workload]map[types.NamespacedName]bool{}
+		r.askers = map[workload]map[types.NamespacedName]types.UID{}
 		r.owed = map[types.NamespacedName]*owedRestart{}
 		r.settled = map[types.NamespacedName]time.Time{}
 	})
@@ -157,9 +159,9 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since
 			w := workload{Namespace: vs.Namespace, Kind: t.Kind, Name: n}
 			r.mu.Lock()
 			if r.askers[w] == nil {
-				r.askers[w] = map[types.NamespacedName]bool{}
+				r.askers[w] = map[types.NamespacedName]types.UID{}
 			}
-			r.askers[w][key] = true
+			r.askers[w][key] = vs.UID
 			o.left[w] = true
 			r.mu.Unlock()
 			r.queue.Add(w)
@@ -317,10 +319,16 @@ func (r *restarter) tell(w workload, typ, reason, format string, args ...any) {
 		}
 	}
 	r.mu.Unlock()
-	for k := range askers {
-		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}
+	for k, uid := range askers {
+		vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name, UID: uid}}
 		var cur v1alpha1.VaultSecret
-		if err := r.Client.Get(context.Background(), k, &cur); err == nil {
+		err := r.Client.Get(context.Background(), k, &cur)
+		switch {
+		case apierrors.IsNotFound(err), err == nil && cur.UID != uid:
+			// Deleted since it asked (and perhaps made again under the
+			// same name, by someone who asked for nothing): no one to tell.
+			continue
+		case err == nil:
 			vs = &cur
 		}
 		r.Status.event(vs, typ, reason, "Restart", format, args...)

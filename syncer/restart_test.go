@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -273,4 +275,63 @@ func TestRestarterTellsWhenOwedRestartsSettle(t *testing.T) {
 	none.Spec.RolloutRestartTargets = []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "none"}}}}
 	r.request(ctx, none, clk.Now())
 	wantSettled(client.ObjectKey{Namespace: "team-a", Name: "c"})
+}
+
+// regardingRecorder keeps the UID and reason of every event.
+type regardingRecorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *regardingRecorder) Eventf(regarding, _ runtime.Object, _, reason, _, _ string, _ ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, string(regarding.(metav1.Object).GetUID())+" "+reason)
+}
+
+func (r *regardingRecorder) events() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...)
+}
+
+// TestRestartToldOnlyToWhoAsked: a VaultSecret deleted and made again
+// under the same name before the restart it asked for is not told of it;
+// the one that asked and is still there is.
+func TestRestartToldOnlyToWhoAsked(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	vs := func(name, uid string) *v1alpha1.VaultSecret {
+		return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, UID: types.UID(uid)},
+			Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Name: "web"}}}}
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
+		vs("remade", "uid-new"), vs("kept", "uid-kept")).Build()
+	rec := &regardingRecorder{}
+	m := NewMetrics(prometheus.NewRegistry())
+	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{Recorder: rec}, Metrics: m,
+		Clock: clocktesting.NewFakeClock(t0), MinInterval: 30 * time.Second}
+	ctx := context.Background()
+	// Both ask before the restarter runs, so one restart tells both.
+	r.request(ctx, vs("remade", "uid-old"), t0)
+	r.request(ctx, vs("kept", "uid-kept"), t0)
+	r.request(ctx, vs("deleted", "uid-gone"), t0)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = r.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "web's restart", func() bool {
+		return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) == 1
+	})
+	waitFor(t, "the event", func() bool { return len(rec.events()) > 0 })
+	time.Sleep(50 * time.Millisecond)
+	if got := rec.events(); len(got) != 1 || got[0] != "uid-kept Restarted" {
+		t.Fatalf("events %q, want only %q", got, "uid-kept Restarted")
+	}
 }
