@@ -310,23 +310,31 @@ func (r *Reconciler) failed(ctx context.Context, vs *v1alpha1.VaultSecret, orig 
 	st := &vs.Status
 	expiresAt := timeOf(st.ExpiresAt)
 	reason, msg := FailureReason(now, expiresAt, retained(vs), reason, explain(err))
-	if prev := meta.FindStatusCondition(st.Conditions, "Ready"); reason == ReasonExpired && (prev == nil || prev.Reason != ReasonExpired) {
-		// A retained Secret is counted here, where it is kept: only this
-		// pass marks it Expired. A deleted one is counted by the Expirer,
-		// which deletes it and may mark it first.
-		if r.Metrics != nil && retained(vs) {
-			r.Metrics.expired.WithLabelValues(v1alpha1.ExpiryRetain).Inc()
-		}
-		r.status.event(vs, corev1.EventTypeWarning, ReasonExpired, "Expire", "%s", msg)
-	}
-	if first := r.status.setFailed(vs, reason, msg); first && reason != ReasonExpired {
-		r.status.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
-	}
+	prev := meta.FindStatusCondition(st.Conditions, "Ready")
+	expiredNow := reason == ReasonExpired && (prev == nil || prev.Reason != ReasonExpired)
+	firstFailure := r.status.setFailed(vs, reason, msg) && reason != ReasonExpired
 	failingSince := FailingSince(meta.FindStatusCondition(st.Conditions, "Ready"), vs.Generation)
 	retry := RetryAfter(now, failingSince, expiresAt)
 	if at := earliestRevokePrevious(st); !at.IsZero() && at.After(now) {
 		retry = min(retry, at.Sub(now))
 	}
 	st.RefreshAt = ptrTime(now.Add(retry))
-	return ctrl.Result{RequeueAfter: retry}, "failed", r.status.write(ctx, vs, orig)
+	if err := r.status.write(ctx, vs, orig); err != nil {
+		return ctrl.Result{}, "failed", err
+	}
+	if firstFailure {
+		r.status.event(vs, corev1.EventTypeWarning, reason, "Sync", "%s", msg)
+	}
+	if expiredNow {
+		// Told and counted once the mark is written: a pass whose write
+		// failed is not the one that marked it, and the next would count
+		// it again. A retained Secret is counted here, where it is kept;
+		// a deleted one by the Expirer, which deletes it and may mark it
+		// first.
+		if r.Metrics != nil && retained(vs) {
+			r.Metrics.expired.WithLabelValues(v1alpha1.ExpiryRetain).Inc()
+		}
+		r.status.event(vs, corev1.EventTypeWarning, ReasonExpired, "Expire", "%s", msg)
+	}
+	return ctrl.Result{RequeueAfter: retry}, "failed", nil
 }

@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -82,14 +84,15 @@ func TestReadyButMissing(t *testing.T) {
 // deletes it and marks Ready Expired) and the VaultSecret's own failing
 // pass (which marks it too) gets there first. The count was tied to the
 // Ready transition, so an expiry whose Expirer mark came first was never
-// counted.
+// counted; and a retained one was counted again by each pass after one
+// whose status write (the Expired mark) failed.
 func TestExpiryCountedOnce(t *testing.T) {
 	expiresAt := t0.Add(time.Minute)
 	now := expiresAt.Add(time.Minute)
 	for _, tc := range []struct {
 		name   string
 		policy string
-		order  []string // "expirer", "pass"
+		order  []string // "expirer", "pass", "lost pass" (its status write fails)
 		want   map[string]float64
 	}{
 		{name: "Delete, the Expirer first", policy: v1alpha1.ExpiryDelete, order: []string{"expirer", "pass", "pass"},
@@ -98,6 +101,10 @@ func TestExpiryCountedOnce(t *testing.T) {
 			want: map[string]float64{"Delete": 1, "Retain": 0}},
 		{name: "Retain", policy: v1alpha1.ExpiryRetain, order: []string{"expirer", "pass", "expirer", "pass"},
 			want: map[string]float64{"Delete": 0, "Retain": 1}},
+		{name: "Retain, the first mark lost", policy: v1alpha1.ExpiryRetain, order: []string{"lost pass", "lost pass", "pass", "pass"},
+			want: map[string]float64{"Delete": 0, "Retain": 1}},
+		{name: "Delete, the pass's mark lost", policy: v1alpha1.ExpiryDelete, order: []string{"lost pass", "expirer", "pass"},
+			want: map[string]float64{"Delete": 1, "Retain": 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ttl := metav1.Duration{Duration: time.Minute}
@@ -110,7 +117,15 @@ func TestExpiryCountedOnce(t *testing.T) {
 			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db",
 				Annotations:     map[string]string{ExpiresAtAnnotation: formatTime(expiresAt)},
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "VaultSecret", Name: "db", UID: "u1", Controller: &yes}}}}
-			r, _, _ := fairnessReconciler(t, now, nil, vs, sec)
+			lose := false
+			r, _, rec := fairnessReconcilerWith(t, now, interceptor.Funcs{
+				SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+					if lose {
+						return apierrors.NewServiceUnavailable("the API server is restarting")
+					}
+					return c.SubResource(sub).Update(ctx, obj, opts...)
+				},
+			}, nil, vs, sec)
 			m := NewMetrics(prometheus.NewRegistry())
 			r.Metrics = m
 			e := &Expirer{Client: r.Client, Clock: clocktesting.NewFakeClock(now), Log: logr.Discard(), Metrics: m}
@@ -121,17 +136,28 @@ func TestExpiryCountedOnce(t *testing.T) {
 					if _, err := e.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(sec)}); err != nil {
 						t.Fatal(err)
 					}
-				case "pass":
+				case "pass", "lost pass":
 					// A pass whose Vault read failed, past the expiry.
 					var cur v1alpha1.VaultSecret
 					if err := r.Client.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
 						t.Fatal(err)
 					}
 					orig := cur.Status.DeepCopy()
-					if _, _, err := r.failed(ctx, &cur, orig, now, ReasonVaultUnavailable, errors.New("connection refused")); err != nil {
-						t.Fatal(err)
+					lose = step == "lost pass"
+					if _, _, err := r.failed(ctx, &cur, orig, now, ReasonVaultUnavailable, errors.New("connection refused")); (err != nil) != lose {
+						t.Fatalf("%s: error %v", step, err)
 					}
+					lose = false
 				}
+			}
+			expiredEvents := 0
+			for len(rec.Events) > 0 {
+				if strings.Contains(<-rec.Events, " "+ReasonExpired+" ") {
+					expiredEvents++
+				}
+			}
+			if want := int(tc.want[v1alpha1.ExpiryRetain]); expiredEvents != want && tc.policy == v1alpha1.ExpiryRetain {
+				t.Errorf("%d Expired events from the passes %v, want %d", expiredEvents, tc.order, want)
 			}
 			for policy, want := range tc.want {
 				if got := testutil.ToFloat64(m.expired.WithLabelValues(policy)); got != want {
