@@ -71,7 +71,7 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 		default:
 			// Past --finalizer-timeout a deletion does not wait for a slot
 			// either: the namespace goes, the leases end on their own.
-			f.notRevoked(vs, "the namespace's Vault calls are all in flight past --finalizer-timeout", end)
+			f.notRevoked(vs, len(allJournalIDs(st, now)), "the namespace's Vault calls are all in flight past --finalizer-timeout", end)
 		}
 	}
 	if err := f.Secrets.deleteOwned(ctx, vs, targetName(vs)); err != nil {
@@ -92,12 +92,14 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 	})
 }
 
-// revokeAll revokes the journal's leases. While Vault is unreachable and
-// --finalizer-timeout has not passed, it says to wait (and for how long);
-// past it, or on any other failure, the leases are reported as not
-// revoked and deletion goes on.
+// revokeAll revokes the journal's leases, every one of them: a refusal of
+// one (a policy that covers another source's path only) does not spare
+// the others. While Vault is unreachable and --finalizer-timeout has not
+// passed, it says to wait (and for how long); past it, or on any other
+// failure, those leases are reported as not revoked and deletion goes on.
 func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (ctrl.Result, bool, error) {
 	st := &vs.Status
+	left, why := 0, ""
 	for _, id := range allJournalIDs(st, now) {
 		err := f.Vault.release(ctx, vs, id)
 		if err == nil {
@@ -111,18 +113,32 @@ func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now
 				return ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}, true, f.Status.write(ctx, vs, orig)
 			}
 		}
-		f.notRevoked(vs, explain(err), end)
-		break
+		if left == 0 {
+			why = explain(err)
+		}
+		left++
+	}
+	if left > 0 {
+		f.notRevoked(vs, left, why, end)
 	}
 	return ctrl.Result{}, false, nil
 }
 
-// notRevoked reports leases left to end on their own.
-func (f *finalizer) notRevoked(vs *v1alpha1.VaultSecret, why string, end time.Time) {
-	f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
-		"lease not revoked (%s); it ends on its own at %s", why, formatTime(end))
+// notRevoked reports n leases left to end on their own, with the first
+// reason.
+func (f *finalizer) notRevoked(vs *v1alpha1.VaultSecret, n int, why string, end time.Time) {
+	if n <= 0 {
+		return
+	}
+	if n == 1 {
+		f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
+			"lease not revoked (%s); it ends on its own at %s", why, formatTime(end))
+	} else {
+		f.Status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke",
+			"%d leases not revoked (the first: %s); they end on their own by %s", n, why, formatTime(end))
+	}
 	if f.Metrics != nil {
-		f.Metrics.notRevoked.Inc()
+		f.Metrics.notRevoked.Add(float64(n))
 	}
 }
 

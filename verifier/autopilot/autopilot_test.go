@@ -319,6 +319,41 @@ func TestFullCycle(t *testing.T) {
 	}
 }
 
+// TestProgressingThroughoutACycle: Progressing is True at every step of
+// a cycle, the waits included (the API server gate's minutes, trimAfter's
+// hours), and False once it is Done: a user who waits for
+// Progressing=False waits for the cycle's end. The waiting steps used to
+// set it False.
+func TestProgressingThroughoutACycle(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0.Add(23 * time.Hour))
+	f := &fakeEnv{clk: clk, latest: 1, min: 1, reencrypt: ReencryptResult{Stale: 3, Rewritten: 3}}
+	f.apiServersFrom = t0.Add(24*time.Hour + 90*time.Second)
+	m := &Machine{Env: f, Clock: clk}
+	p := newPolicy()
+	seen := map[v1alpha1.RotationStage]int{}
+	check := func(p *v1alpha1.RotationPolicy) {
+		t.Helper()
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionProgressing)
+		inCycle := p.Status.Stage != v1alpha1.StageIdle && p.Status.Stage != v1alpha1.StageDone && p.Status.Stage != ""
+		if c == nil || (c.Status == metav1.ConditionTrue) != inCycle {
+			t.Errorf("at %s (step %d there): Progressing %+v, want True exactly while in a cycle", p.Status.Stage, seen[p.Status.Stage], c)
+		}
+		seen[p.Status.Stage]++
+	}
+	run(t, m, clk, p, func(p *v1alpha1.RotationPolicy) bool { check(p); return p.Status.Stage == v1alpha1.StageWaitingToTrim })
+	// A step before trimAfter ends (a restart, an edit wakes it).
+	clk.Step(time.Minute)
+	out := m.Step(context.Background(), p)
+	p.Status = out.Status
+	check(p)
+	run(t, m, clk, p, func(p *v1alpha1.RotationPolicy) bool { check(p); return p.Status.Stage == v1alpha1.StageDone })
+	for _, st := range []v1alpha1.RotationStage{v1alpha1.StageWaitingForAPIServers, v1alpha1.StageWaitingToTrim, v1alpha1.StageDone} {
+		if seen[st] < 2 && st != v1alpha1.StageDone || seen[st] == 0 {
+			t.Errorf("%d steps at %s: the test needs the wait's steps too", seen[st], st)
+		}
+	}
+}
+
 func TestNothingBeforeDue(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0.Add(time.Hour))
 	f := &fakeEnv{clk: clk, latest: 1, min: 1}

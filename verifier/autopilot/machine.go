@@ -321,7 +321,7 @@ func (x *step) waitAPIServers(ctx context.Context) {
 	case GateStop:
 		x.stop(v1alpha1.ReasonGateAPIServers, fmt.Errorf("not every API server reported version %d for %s within %s: %w", tk.LatestVersion, x.s.Settle, x.s.Timeout, err))
 	default:
-		x.conditions(metav1.ConditionTrue, string(x.st.Stage), "waiting: "+err.Error(), metav1.ConditionFalse)
+		x.conditions(metav1.ConditionTrue, string(x.st.Stage), "waiting: "+err.Error(), metav1.ConditionTrue)
 		x.out.Requeue = APIServerPoll
 	}
 }

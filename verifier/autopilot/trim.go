@@ -23,7 +23,7 @@ func (x *step) waitTrim() {
 	due, left := TrimDue(verified, x.s.TrimAfter, x.now)
 	if !due {
 		x.out.Requeue = min(left, IdleRecheck)
-		x.conditions(metav1.ConditionTrue, string(x.st.Stage), fmt.Sprintf("trimming to version %d at %s", x.st.TargetVersion, verified.Add(x.s.TrimAfter).UTC().Format(time.RFC3339)), metav1.ConditionFalse)
+		x.conditions(metav1.ConditionTrue, string(x.st.Stage), fmt.Sprintf("trimming to version %d at %s", x.st.TargetVersion, verified.Add(x.s.TrimAfter).UTC().Format(time.RFC3339)), metav1.ConditionTrue)
 		return
 	}
 	x.enter(v1alpha1.StageTrimming, fmt.Sprintf("checking every gate before raising min_decryption_version to %d", x.st.TargetVersion))

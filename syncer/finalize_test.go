@@ -1,0 +1,99 @@
+package syncer
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
+	"github.com/vaultkms/vaultkms/e2e/harness"
+	"github.com/vaultkms/vaultkms/internal/vault"
+)
+
+// TestDeletionRevokesEveryLeaseItMay: a VaultSecret holding two sources'
+// leases, whose tenant policy allows revoking the second's only. Deletion
+// revokes the second although the first is refused (the first refusal
+// used to end the loop and leave every later lease alive), and counts one
+// lease not revoked, not one VaultSecret.
+func TestDeletionRevokesEveryLeaseItMay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	v.EnableAuth("approle", "approle")
+	v.Enable("pki", "pki")
+	v.Write("pki/root/generate/internal", map[string]any{"common_name": "test root", "ttl": "1h"})
+	leases := map[string]string{}
+	for _, role := range []string{"a", "b"} {
+		v.Write("pki/roles/"+role, map[string]any{"allow_any_name": true, "generate_lease": true, "ttl": "10m"})
+		leases[role] = v.Write("pki/issue/"+role, map[string]any{"common_name": "app.test"}).LeaseID
+		if leases[role] == "" {
+			t.Fatalf("pki/issue/%s gave no lease", role)
+		}
+	}
+	v.Policy("revoke-b", `path "sys/leases/revoke/pki/issue/b/*" { capabilities = ["update"] }`)
+	v.Write("auth/approle/role/app", map[string]any{"token_policies": "revoke-b"})
+	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now().Truncate(time.Second)
+	lease := func(id string) v1alpha1.LeaseJournal {
+		return v1alpha1.LeaseJournal{Lease: &v1alpha1.Lease{ID: id, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(10 * time.Minute))}}
+	}
+	vs := appRoleVaultSecret("certs")
+	vs.Spec.Source = v1alpha1.Source{}
+	vs.Spec.Sources = []v1alpha1.Source{
+		{Dynamic: &v1alpha1.DynamicSource{Mount: "pki", Path: "issue/a"}},
+		{Dynamic: &v1alpha1.DynamicSource{Mount: "pki", Path: "issue/b"}},
+	}
+	vs.Status.Sources = []v1alpha1.SourceStatus{{Hash: "a", LeaseJournal: lease(leases["a"])}, {Hash: "b", LeaseJournal: lease(leases["b"])}}
+	vs.Finalizers = []string{Finalizer}
+	vs.DeletionTimestamp = &metav1.Time{Time: now}
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
+	r, _, rec := fairnessReconciler(t, now, base, vs, creds)
+	m := NewMetrics(prometheus.NewRegistry())
+	r.finalizer.Metrics = m
+
+	key := client.ObjectKeyFromObject(vs)
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+		t.Fatal(err)
+	}
+	var got v1alpha1.VaultSecret
+	if err := r.Client.Get(context.Background(), key, &got); err == nil && len(got.Finalizers) > 0 {
+		t.Fatalf("finalizer kept after a refused revocation: %v", got.Finalizers)
+	}
+	alive := func(id string) bool {
+		_, err := v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
+		return err == nil
+	}
+	if alive(leases["b"]) {
+		t.Errorf("source 1's lease is alive after deletion: the refusal of source 0's revocation spared it")
+	}
+	if !alive(leases["a"]) {
+		t.Errorf("source 0's lease is gone although its revocation was refused (the test's policy is wrong)")
+	}
+	if n := testutil.ToFloat64(m.notRevoked); n != 1 {
+		t.Errorf("vaultkms_controller_leases_not_revoked_total = %v, want 1 (one lease)", n)
+	}
+	select {
+	case e := <-rec.Events:
+		if !strings.Contains(e, "LeaseNotRevoked") || !strings.Contains(e, "lease not revoked") {
+			t.Errorf("event %q, want LeaseNotRevoked for one lease", e)
+		}
+	default:
+		t.Error("no LeaseNotRevoked event")
+	}
+}
