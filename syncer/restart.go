@@ -227,14 +227,14 @@ func (r *restarter) NeedLeaderElection() bool { return true }
 
 // A restart that fails for a reason that may pass (a 5xx, a timeout, an
 // API server rolling) is tried again 1 s, 2 s, 4 s ... up to a minute
-// apart, maxRestartTries times in all: about five minutes, long enough to
+// apart, maxRestartRetries times after the first try: about five minutes, long enough to
 // outlast an API server's restart. The controller-runtime default (5 ms
 // doubling) spent all five tries of the first version in 155 ms, and the
 // new data never reached the pods.
 const (
 	restartRetryFirst = time.Second
 	restartRetryMax   = time.Minute
-	maxRestartTries   = 10
+	maxRestartRetries   = 10
 )
 
 // restartRetries spaces the retries of one workload's restart.
@@ -265,7 +265,7 @@ func (r *restarter) next(ctx context.Context) bool {
 		r.queue.Forget(w)
 		r.tell(w, corev1.EventTypeNormal, "Restarted", "%s %q restarted for new Secret data", w.Kind, w.Name)
 		r.Metrics.countRestart(w.Namespace, w.Kind, "ok")
-	case retryable(err) && r.queue.NumRequeues(w) < maxRestartTries:
+	case retryable(err) && r.queue.NumRequeues(w) < maxRestartRetries:
 		r.queue.AddRateLimited(w)
 	default:
 		r.queue.Forget(w)

@@ -148,7 +148,7 @@ func TestRestartRetriesOutlastAnAPIServerRestart(t *testing.T) {
 	rl := restartRetries()
 	w := workload{Namespace: "app", Kind: "Deployment", Name: "web"}
 	var total time.Duration
-	for i := 0; i < maxRestartTries; i++ {
+	for i := 0; i < maxRestartRetries; i++ {
 		d := rl.When(w)
 		if i == 0 && d < time.Second {
 			t.Fatalf("first retry after %s, want at least 1s", d)
@@ -159,7 +159,7 @@ func TestRestartRetriesOutlastAnAPIServerRestart(t *testing.T) {
 		total += d
 	}
 	if total < 4*time.Minute || total > 10*time.Minute {
-		t.Fatalf("%d tries span %s, want 4 to 10 minutes", maxRestartTries, total)
+		t.Fatalf("%d tries span %s, want 4 to 10 minutes", maxRestartRetries, total)
 	}
 }
 

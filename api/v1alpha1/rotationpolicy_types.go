@@ -79,7 +79,7 @@ const ResumeAnnotation = "secrets.vaultkms.io/resume"
 // +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.currentVersion`
 // +kubebuilder:printcolumn:name="MinDecrypt",type=integer,JSONPath=`.status.minDecryptionVersion`
-// +kubebuilder:printcolumn:name="Next",type=date,JSONPath=`.status.nextRotationTime`
+// +kubebuilder:printcolumn:name="Next",type=string,JSONPath=`.status.nextRotationTime`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Stopped")].reason`,priority=0
 // +kubebuilder:printcolumn:name="Suspended",type=boolean,JSONPath=`.spec.suspend`,priority=1
 type RotationPolicy struct {
