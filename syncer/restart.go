@@ -227,14 +227,14 @@ func (r *restarter) NeedLeaderElection() bool { return true }
 
 // A restart that fails for a reason that may pass (a 5xx, a timeout, an
 // API server rolling) is tried again 1 s, 2 s, 4 s ... up to a minute
-// apart, maxRestartRetries times after the first try: about five minutes, long enough to
-// outlast an API server's restart. The controller-runtime default (5 ms
-// doubling) spent all five tries of the first version in 155 ms, and the
-// new data never reached the pods.
+// apart, maxRestartRetries times after the first try: about five
+// minutes, long enough to outlast an API server's restart. The
+// controller-runtime default (5 ms doubling) spent all five tries of the
+// first version in 155 ms, and the new data never reached the pods.
 const (
 	restartRetryFirst = time.Second
 	restartRetryMax   = time.Minute
-	maxRestartRetries   = 10
+	maxRestartRetries = 10
 )
 
 // restartRetries spaces the retries of one workload's restart.
