@@ -419,6 +419,21 @@ func TestEdges(t *testing.T) {
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--associated-data") {
 			t.Fatalf("Decrypt with other associated data: %v; want FailedPrecondition naming --associated-data", err)
 		}
+		// A seed wrapped before the flag was set: named the same way, not
+		// an authentication failure from Vault (InvalidArgument, before).
+		none := harness.StartPlugin(t, v, harness.PluginOptions{Key: key})
+		none.WaitKeyID(t, 20*time.Second)
+		plain, err := none.Client(t).Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: []byte("seed")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plain.Annotations) != 0 {
+			t.Fatalf("annotations %q without --associated-data", plain.Annotations)
+		}
+		_, err = b.Client(t).Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: plain.Ciphertext, KeyId: plain.KeyId})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "without --associated-data") {
+			t.Fatalf("Decrypt of a seed wrapped without associated data, by a plugin with it: %v; want FailedPrecondition naming --associated-data", err)
+		}
 	})
 
 	t.Run("no stale key_id after the key is recreated", func(t *testing.T) {

@@ -239,8 +239,14 @@ func (p *Plugin) decrypt(ctx context.Context, req *service.DecryptRequest) ([]by
 	if len(req.KeyID) > maxKeyIDLen || len(req.Ciphertext) > maxCiphertextLen {
 		return nil, status.Errorf(codes.InvalidArgument, "key_id (%d bytes) or ciphertext (%d bytes) longer than the %d bytes kube-apiserver allows", len(req.KeyID), len(req.Ciphertext), maxCiphertextLen)
 	}
-	if got, ok := req.Annotations[AssociatedDataAnnotation]; ok && !bytes.Equal(got, p.adHash) {
+	// The annotation is the seed's own record of how it was wrapped: a
+	// mismatch either way is named here, before Vault answers it with an
+	// authentication failure that says nothing of the flag.
+	switch got, ok := req.Annotations[AssociatedDataAnnotation]; {
+	case ok && !bytes.Equal(got, p.adHash):
 		return nil, status.Error(codes.FailedPrecondition, "this seed was wrapped with a different --associated-data than the plugin has now (the annotation "+AssociatedDataAnnotation+" records its hash): start the plugin with the value it was wrapped with")
+	case !ok && p.adHash != nil:
+		return nil, status.Error(codes.FailedPrecondition, "this seed was wrapped without --associated-data (it has no annotation "+AssociatedDataAnnotation+"), and the plugin now has one: start the plugin without it; associated data can only be set on a cluster before its first seed is wrapped")
 	}
 	kid, err := transitkey.ParseKeyID(req.KeyID)
 	if err != nil {
