@@ -63,9 +63,10 @@ type Session struct {
 	token    string
 	loggedIn chan struct{} // closed and replaced at every new token
 	check    *tokenCheck
-	// validToken was found valid at validAt after a 403.
-	validToken string
-	validAt    time.Time
+	// validToken was found valid at validAt after a 403; deadToken was
+	// found refused, and is being replaced.
+	validToken, deadToken string
+	validAt               time.Time
 }
 
 // NewSession returns a session that logs c in with m once Run is called.

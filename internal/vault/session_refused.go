@@ -33,6 +33,20 @@ func (s *Session) Refused(ctx context.Context, token string, cause error) error 
 		s.mu.Unlock()
 		return nil
 	}
+	if token == "" || (s.deadToken == token && !s.state.Valid) {
+		// No token yet, or one already found dead whose replacement is
+		// being logged in: asking Vault again would only cost a lookup
+		// and overwrite the reason the login gave (a bad secret ID) with
+		// "refused". Wait for the new token.
+		next, reason := s.loggedIn, s.state.Reason
+		s.mu.Unlock()
+		select {
+		case <-next:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a new vault token (%s): %w", reason, ctx.Err())
+		}
+	}
 	if s.validToken == token && s.clock.Since(s.validAt) < s.VerifyInterval && !saysInvalidToken(cause) {
 		s.mu.Unlock()
 		return ErrTokenValid
@@ -105,6 +119,7 @@ func (s *Session) verify(c *tokenCheck) {
 		if current {
 			s.state.Valid = false
 			s.state.Reason = "vault refused the token (403)"
+			s.deadToken = c.token
 		}
 		s.mu.Unlock()
 		if !current {
