@@ -34,10 +34,11 @@ func (m *okThenRefused) Login(context.Context, *api.Client) (*api.SecretAuth, er
 // TestRefusedDeadTokenKeepsTheLoginError: once a refused token is found
 // dead and its replacement's login fails, later refusals of the same
 // token (every request still in flight with it, every key refresh) wait
-// for the login without asking Vault again, and the reason stays the
-// login's error; so do refusals before the first login (no token yet). Each used to look the dead token up
-// again and put "vault refused the token (403)" back, which the
-// troubleshooting table reads as a policy problem.
+// for the login without looking the token up again, and fail naming the
+// login's error; so do refusals before the first login (no token yet).
+// Each used to look the dead token up again, put "vault refused the token
+// (403)" back (which the troubleshooting table reads as a policy
+// problem), and fail saying only that the wait timed out.
 func TestRefusedDeadTokenKeepsTheLoginError(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the Vault server of make tools")
