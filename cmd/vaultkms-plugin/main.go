@@ -175,6 +175,9 @@ func run(args []string) error {
 	if o.transitKey == "" {
 		return errors.New("--transit-key is required: name the Transit key that wraps DEK seeds")
 	}
+	if err := o.checkDurations(); err != nil {
+		return err
+	}
 	path, err := kmsplugin.SocketPath(o.listen)
 	if err != nil {
 		return err
@@ -251,4 +254,17 @@ func run(args []string) error {
 	err = kmsplugin.Serve(ctx, lis, p, o.drain)
 	log.Info("stopped", "socket", path)
 	return err
+}
+
+// checkDurations refuses durations that would take a protection away:
+// a Vault timeout of zero is no timeout at all (a load balancer that
+// accepts and never answers would hold every call and login forever).
+func (o *options) checkDurations() error {
+	if o.vaultTimeout <= 0 {
+		return fmt.Errorf("--vault-timeout %s: give a positive duration such as 2s (below the EncryptionConfiguration's timeout)", o.vaultTimeout)
+	}
+	if o.keyRefresh <= 0 {
+		return fmt.Errorf("--key-refresh-interval %s: give a positive duration such as 10s", o.keyRefresh)
+	}
+	return nil
 }

@@ -59,3 +59,20 @@ func TestAuthMethodNeedsItsFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestDurationsMustBePositive(t *testing.T) {
+	for name, tc := range map[string]struct {
+		o    options
+		want string
+	}{
+		"defaults":            {options{vaultTimeout: 5 * time.Second, keyRefresh: 10 * time.Second}, ""},
+		"no vault timeout":    {options{vaultTimeout: 0, keyRefresh: 10 * time.Second}, "--vault-timeout"},
+		"negative timeout":    {options{vaultTimeout: -time.Second, keyRefresh: 10 * time.Second}, "--vault-timeout"},
+		"no refresh interval": {options{vaultTimeout: time.Second, keyRefresh: 0}, "--key-refresh-interval"},
+	} {
+		err := tc.o.checkDurations()
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err = %v, want one naming %q", name, err, tc.want)
+		}
+	}
+}

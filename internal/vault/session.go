@@ -50,6 +50,8 @@ type Session struct {
 	// VerifyInterval is how long a token found valid after a 403 is
 	// trusted before another 403 makes the session check it again.
 	VerifyInterval time.Duration
+	// LoginTimeout bounds one login, whatever the method does inside it.
+	LoginTimeout time.Duration
 
 	relogin chan string
 	ready   chan struct{}
@@ -76,7 +78,7 @@ func NewSession(c *api.Client, m Method, log logr.Logger) *Session {
 	}
 	return &Session{
 		client: c, method: m, log: log.WithValues("method", m.Name()), clock: clock.RealClock{},
-		FilePoll: 5 * time.Second, Backoff: DefaultBackoff, VerifyInterval: 10 * time.Second,
+		FilePoll: 5 * time.Second, Backoff: DefaultBackoff, VerifyInterval: 10 * time.Second, LoginTimeout: 30 * time.Second,
 		relogin: make(chan string, 1), ready: make(chan struct{}), loggedIn: make(chan struct{}),
 		state: TokenState{Reason: "not logged in yet", Method: m.Name()},
 	}
@@ -148,7 +150,13 @@ func (s *Session) Run(ctx context.Context) {
 		if hasFP {
 			sum, _ = fp.Fingerprint()
 		}
-		auth, err := s.method.Login(ctx, s.client)
+		// A login has a deadline of its own, as every other Vault call
+		// does: one that hangs (an address that accepts and never answers,
+		// a client built without a timeout) must not end the session's
+		// logins for good.
+		lctx, cancel := context.WithTimeout(ctx, s.LoginTimeout)
+		auth, err := s.method.Login(lctx, s.client)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -113,3 +113,45 @@ func TestRefusedDeadTokenKeepsTheLoginError(t *testing.T) {
 		t.Errorf("reason %q after a refusal with no token yet, want the login's error", r)
 	}
 }
+
+// hangsFirst hangs its first login until its context ends, then fails
+// every later one at once.
+type hangsFirst struct{ calls atomic.Int32 }
+
+func (m *hangsFirst) Name() string { return "test" }
+
+func (m *hangsFirst) Login(ctx context.Context, _ *api.Client) (*api.SecretAuth, error) {
+	if m.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, errors.New("invalid role or secret ID")
+}
+
+// TestLoginThatHangsIsCutOff: a login that never answers ends at
+// LoginTimeout, is reported, and the session logs in again; it used to
+// wait forever on the session's own context.
+func TestLoginThatHangsIsCutOff(t *testing.T) {
+	c, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &hangsFirst{}
+	s := vault.NewSession(c, m, logr.Discard())
+	s.LoginTimeout = 50 * time.Millisecond
+	s.Backoff = vault.BackoffPolicy{Min: 10 * time.Millisecond, Max: 10 * time.Millisecond, StableHold: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(20 * time.Second) // a bound against a hang
+	for m.calls.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("one login in 20 s: the hanging login was never cut off (reason %q)", s.State().Reason)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.Counts().LoginFailures; got < 1 {
+		t.Errorf("%d failed logins counted, want the cut-off one", got)
+	}
+}
