@@ -175,8 +175,12 @@ func (s *Session) Run(ctx context.Context) {
 		s.log.Info("vault login succeeded", "ttl", time.Duration(auth.LeaseDuration)*time.Second, "renewable", auth.Renewable)
 		s.once.Do(func() { close(s.ready) })
 		obtained := s.clock.Now()
-		s.hold(ctx, auth, fp, sum)
-		wait = NextLoginWait(wait, s.clock.Since(obtained), false, s.Backoff)
+		refused := s.hold(ctx, auth, fp, sum)
+		// A token Vault refused counts as a failed login, however long
+		// it was kept: one refused every 10 s or more would otherwise
+		// keep the wait at its minimum and log in several times a
+		// minute, past the bound LoginBound promises.
+		wait = NextLoginWait(wait, s.clock.Since(obtained), refused, s.Backoff)
 	}
 }
 
@@ -185,7 +189,8 @@ func (s *Session) Run(ctx context.Context) {
 // before it expires, when Vault refuses it, or when the credential file
 // changes. A renewal Vault refuses (403: no renew-self) or cannot answer
 // (429, unavailable) never drops the token early.
-func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprinter, sum string) {
+// It reports whether the token ended because Vault refused it.
+func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprinter, sum string) (refused bool) {
 	token := auth.ClientToken
 	ttl := time.Duration(auth.LeaseDuration) * time.Second
 	now := s.clock.Now()
@@ -222,12 +227,12 @@ func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprint
 		select {
 		case <-ctx.Done():
 			stop()
-			return
+			return false
 		case <-fire:
 			now := s.clock.Now()
 			if !now.Before(expiry.Add(-grace)) {
 				s.log.Info("vault token is close to its expiry; logging in again")
-				return
+				return false
 			}
 			got, err := s.renew(ctx, token, ttl)
 			if err != nil {
@@ -266,14 +271,14 @@ func (s *Session) hold(ctx context.Context, auth *api.SecretAuth, fp Fingerprint
 			stop()
 			if t == token {
 				s.log.Info("vault refused the token; logging in again")
-				return
+				return true
 			}
 		case <-poll:
 			stop()
 			cur, err := fp.Fingerprint()
 			if err == nil && cur != sum {
 				s.log.Info("credential file changed; logging in again")
-				return
+				return false
 			}
 		}
 	}

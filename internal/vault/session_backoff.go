@@ -7,8 +7,8 @@ type BackoffPolicy struct {
 	// Min is the first wait, Max the longest.
 	Min, Max time.Duration
 	// StableHold is how long a token must be kept before the wait halves
-	// (down to Min); a token replaced sooner doubles it (up to Max), like
-	// a failed login. Halving rather than resetting keeps a token that
+	// (down to Min); a token replaced sooner, or refused by Vault at any
+	// age, doubles it (up to Max), like a failed login. Halving rather than resetting keeps a token that
 	// alternates between long holds and instant refusals from logging in
 	// faster than a steady failure would.
 	StableHold time.Duration
@@ -16,7 +16,7 @@ type BackoffPolicy struct {
 
 // DefaultBackoff: a token that is dropped at once, every time, costs at
 // most 7 logins in the first minute (LoginBound) and 2 a minute after
-// that; tokens kept 10s or more keep the wait at 0.5s.
+// that; tokens kept 10s or more, and not refused, keep the wait at 0.5s.
 var DefaultBackoff = BackoffPolicy{Min: 500 * time.Millisecond, Max: 30 * time.Second, StableHold: 10 * time.Second}
 
 // NextLoginWait returns how long after the last login attempt the next one

@@ -89,3 +89,69 @@ func TestSessionCountsLoginsAndRenewals(t *testing.T) {
 		t.Fatalf("after a granted and a failed renewal: %+v, want 1 login, 2 failed logins, 1 renewal", got)
 	}
 }
+
+// tokenMinter has Vault make a new token at every login.
+type tokenMinter struct{ mint func() (*api.SecretAuth, error) }
+
+func (m tokenMinter) Name() string { return "test" }
+
+func (m tokenMinter) Login(context.Context, *api.Client) (*api.SecretAuth, error) { return m.mint() }
+
+// TestRefusedTokensKeepTheLoginBound: every token is revoked 15 s after
+// it is issued (longer than StableHold), and the session told so. Logins
+// over five minutes stay within LoginBound. A token kept past StableHold
+// used to halve the wait whatever ended it, so this pattern logged in
+// every 15.5 s, about 19 times, past the bound of 15.
+func TestRefusedTokensKeepTheLoginBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	c, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := tokenMinter{mint: func() (*api.SecretAuth, error) {
+		sec, err := v.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"})
+		if err != nil {
+			return nil, err
+		}
+		return sec.Auth, nil
+	}}
+	start := time.Unix(1_700_000_000, 0)
+	fc := testclock.NewFakeClock(start)
+	s := vault.NewSession(c, m, logr.Discard())
+	s.SetClock(fc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	const window = 5 * time.Minute
+	refused := errors.New("HTTP 403: permission denied, invalid token")
+	guard := time.Now().Add(2 * time.Minute) // a bound against a hang, not a measurement
+	prev := ""
+	for fc.Since(start) < window {
+		for s.Token() == prev || s.Token() == "" {
+			if time.Now().After(guard) {
+				t.Fatalf("no new token at %s of fake time (%d logins)", fc.Since(start), s.Logins())
+			}
+			if fc.HasWaiters() {
+				fc.Step(100 * time.Millisecond)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		prev = s.Token()
+		fc.Step(15 * time.Second)
+		if err := v.Client().Auth().Token().RevokeTree(prev); err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_ = s.Refused(rctx, prev, refused) // waits for the next login, which the fake clock holds back
+		rcancel()
+	}
+	if n, bound := s.Logins(), vault.LoginBound(window, vault.DefaultBackoff); int(n) > bound {
+		t.Fatalf("%d logins in %s of tokens refused after 15 s each, want at most LoginBound = %d", n, window, bound)
+	}
+}
