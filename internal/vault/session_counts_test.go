@@ -91,7 +91,9 @@ func TestSessionCountsLoginsAndRenewals(t *testing.T) {
 }
 
 // tokenMinter has Vault make a new token at every login.
-type tokenMinter struct{ mint func() (*api.SecretAuth, error) }
+type tokenMinter struct {
+	mint func() (*api.SecretAuth, error)
+}
 
 func (m tokenMinter) Name() string { return "test" }
 
