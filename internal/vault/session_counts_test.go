@@ -34,14 +34,7 @@ func (m *failingThenOK) Login(context.Context, *api.Client) (*api.SecretAuth, er
 // Counts are what the plugin's login and renewal metrics export: failed
 // logins, the login that worked, a renewal Vault granted and one it failed.
 func TestSessionCountsLoginsAndRenewals(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the Vault server of make tools")
-	}
-	v := harness.StartVault(t)
-	c, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, c := startVault(t)
 	renewable := true
 	m := &failingThenOK{mint: func() (*api.SecretAuth, error) {
 		sec, err := v.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h", Renewable: &renewable})
@@ -103,16 +96,9 @@ func (m tokenMinter) Login(context.Context, *api.Client) (*api.SecretAuth, error
 // it is issued (longer than StableHold), and the session told so. Logins
 // over five minutes stay within LoginBound. A token kept past StableHold
 // used to halve the wait whatever ended it, so this pattern logged in
-// every 15.5 s, about 19 times, past the bound of 15.
+// every 15.5 s, 21 times, past the bound of 15.
 func TestRefusedTokensKeepTheLoginBound(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the Vault server of make tools")
-	}
-	v := harness.StartVault(t)
-	c, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, c := startVault(t)
 	m := tokenMinter{mint: func() (*api.SecretAuth, error) {
 		sec, err := v.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"})
 		if err != nil {
@@ -156,4 +142,19 @@ func TestRefusedTokensKeepTheLoginBound(t *testing.T) {
 	if n, bound := s.Logins(), vault.LoginBound(window, vault.DefaultBackoff); int(n) > bound {
 		t.Fatalf("%d logins in %s of tokens refused after 15 s each, want at most LoginBound = %d", n, window, bound)
 	}
+}
+
+// startVault starts a Vault server of make tools and a client for it
+// without a token.
+func startVault(t *testing.T) (*harness.Vault, *api.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	c, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, c
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/vault/api"
 
-	"github.com/vaultkms/vaultkms/e2e/harness"
 	"github.com/vaultkms/vaultkms/internal/vault"
 )
 
@@ -40,14 +39,7 @@ func (m *okThenRefused) Login(context.Context, *api.Client) (*api.SecretAuth, er
 // (403)" back (which the troubleshooting table reads as a policy
 // problem), and fail saying only that the wait timed out.
 func TestRefusedDeadTokenKeepsTheLoginError(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the Vault server of make tools")
-	}
-	v := harness.StartVault(t)
-	c, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, c := startVault(t)
 	m := &okThenRefused{mint: func() (*api.SecretAuth, error) {
 		sec, err := v.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"})
 		if err != nil {
