@@ -73,6 +73,9 @@ type restarter struct {
 type owedRestart struct {
 	since time.Time
 	left  map[workload]bool
+	// resolving counts requests still naming their workloads: a restart
+	// that ends meanwhile must not settle what is not all asked yet.
+	resolving int
 }
 
 // RestartState is what this process knows of a VaultSecret's restarts
@@ -147,6 +150,7 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since
 	if since.After(o.since) {
 		o.since = since
 	}
+	o.resolving++
 	r.mu.Unlock()
 	for _, t := range vs.Spec.RolloutRestartTargets {
 		names, err := r.resolve(ctx, vs.Namespace, t)
@@ -170,6 +174,7 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since
 	// Targets that name no workload (a selector matching none, a list
 	// that failed and was told) leave nothing to wait for.
 	r.mu.Lock()
+	o.resolving--
 	r.settleIfDone(key)
 	r.mu.Unlock()
 }
@@ -178,7 +183,7 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since
 // r.mu is held.
 func (r *restarter) settleIfDone(key types.NamespacedName) {
 	o := r.owed[key]
-	if o == nil || len(o.left) > 0 {
+	if o == nil || len(o.left) > 0 || o.resolving > 0 {
 		return
 	}
 	delete(r.owed, key)

@@ -15,6 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 )
@@ -333,5 +334,54 @@ func TestRestartToldOnlyToWhoAsked(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if got := rec.events(); len(got) != 1 || got[0] != "uid-kept Restarted" {
 		t.Fatalf("events %q, want only %q", got, "uid-kept Restarted")
+	}
+}
+
+// TestOwedRestartNotSettledWhileStillAsking: a request whose first
+// target restarts while its second is still being resolved (a selector's
+// list in flight) is not settled until the second restarts too; it was
+// settled at the first, and a controller ending then left the second
+// unowed.
+func TestOwedRestartNotSettledWhileStillAsking(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	ok := func() float64 { return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) }
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "api", Labels: map[string]string{"tier": "back"}}}).
+		WithInterceptorFuncs(interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			// The selector's list answers only once web has restarted.
+			waitFor(t, "web's restart before the list answers", func() bool { return ok() == 1 })
+			return c.List(ctx, list, opts...)
+		}}).Build()
+	settled := make(chan client.ObjectKey, 4)
+	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clocktesting.NewFakeClock(t0),
+		MinInterval: time.Hour, Settled: func(k client.ObjectKey) { settled <- k }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = r.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"},
+		Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{
+			{Kind: "Deployment", Name: "web"},
+			{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "back"}}}}}}
+	r.request(ctx, vs, t0)
+	select {
+	case <-settled:
+		if ok() < 2 {
+			t.Fatalf("settled after %v restarts: api, picked by the selector, is still to restart", ok())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never settled")
+	}
+	if got := r.state(client.ObjectKeyFromObject(vs), t0); got != RestartSettled {
+		t.Fatalf("state %v after both restarts, want RestartSettled", got)
 	}
 }
