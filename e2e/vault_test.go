@@ -50,7 +50,7 @@ func roundTrip(t *testing.T, c kmsapi.KeyManagementServiceClient, seed string) s
 	if len(enc.Ciphertext) > 1024 || len(enc.KeyId) > 1024 {
 		t.Fatalf("ciphertext %d bytes, key_id %d bytes: kube-apiserver allows 1 KiB", len(enc.Ciphertext), len(enc.KeyId))
 	}
-	dec, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: enc.Ciphertext, KeyId: enc.KeyId, Uid: "t"})
+	dec, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: enc.Ciphertext, KeyId: enc.KeyId, Uid: "t", Annotations: enc.Annotations})
 	if err != nil {
 		t.Fatalf("Decrypt: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestRotationAndRetiredVersions(t *testing.T) {
 	if k2.Version != 2 {
 		t.Fatalf("after one rotation key_id %q has version %d", id2, k2.Version)
 	}
-	dec, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: old.Ciphertext, KeyId: old.KeyId})
+	dec, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: old.Ciphertext, KeyId: old.KeyId, Annotations: old.Annotations})
 	if err != nil || string(dec.Plaintext) != "v1 seed" {
 		t.Fatalf("version 1 seed after rotation: %v", err)
 	}
@@ -324,7 +324,7 @@ func TestRotationAndRetiredVersions(t *testing.T) {
 	}
 	// Retire version 1: its seeds can no longer be unwrapped.
 	v.Write(mount+"/keys/"+key+"/config", map[string]any{"min_decryption_version": 2})
-	if _, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: old.Ciphertext, KeyId: old.KeyId}); status.Code(err) != codes.InvalidArgument {
+	if _, err := c.Decrypt(ctx, &kmsapi.DecryptRequest{Ciphertext: old.Ciphertext, KeyId: old.KeyId, Annotations: old.Annotations}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Decrypt of a retired version: %v, want InvalidArgument", err)
 	}
 
