@@ -76,7 +76,15 @@ type owedRestart struct {
 	// resolving counts requests still naming their workloads: a restart
 	// that ends meanwhile must not settle what is not all asked yet.
 	resolving int
+	// unresolved: a selector's list failed for a reason that may pass;
+	// the request is dropped instead of settled, so that the pass asks
+	// again (status still says pending).
+	unresolved bool
 }
+
+// restartResolveRetry is how long after a failed selector list the
+// VaultSecret's pass asks again.
+const restartResolveRetry = 30 * time.Second
 
 // RestartState is what this process knows of a VaultSecret's restarts
 // for new data of a given time.
@@ -157,6 +165,11 @@ func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since
 		if err != nil {
 			r.Status.event(vs, corev1.EventTypeWarning, "RestartFailed", "Restart", "%s selector: %v", t.Kind, err)
 			r.Metrics.countRestart(vs.Namespace, t.Kind, "error")
+			if retryable(err) {
+				r.mu.Lock()
+				o.unresolved = true
+				r.mu.Unlock()
+			}
 			continue
 		}
 		for _, n := range names {
@@ -187,6 +200,14 @@ func (r *restarter) settleIfDone(key types.NamespacedName) {
 		return
 	}
 	delete(r.owed, key)
+	if o.unresolved {
+		// Not settled: unknown again, so the pass asks anew.
+		if r.Settled != nil {
+			t := r.Clock.NewTimer(restartResolveRetry)
+			go func() { <-t.C(); r.Settled(key) }()
+		}
+		return
+	}
 	r.settled[key] = o.since
 	if r.Settled != nil {
 		// Told outside the lock by a goroutine: the callback may block.
