@@ -71,13 +71,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // a selector picks Deployments by label, and a missing target is counted
 // as a failed restart by namespace and kind.
 func TestRestarterDebouncesAndSelects(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := restartScheme(t)
 	dep := func(name string, labels map[string]string) *appsv1.Deployment {
 		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Labels: labels}}
 	}
@@ -86,11 +80,7 @@ func TestRestarterDebouncesAndSelects(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0)
 	m := NewMetrics(prometheus.NewRegistry())
 	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clk, MinInterval: 30 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { _ = r.Start(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := runRestarter(t, r)
 
 	vs := func(name string, targets ...v1alpha1.RolloutRestartTarget) *v1alpha1.VaultSecret {
 		return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name},
@@ -197,13 +187,7 @@ func TestDecideRestart(t *testing.T) {
 // then settled for data of that time and not newer; Settled is told; a
 // target naming no workload leaves nothing owed.
 func TestRestarterTellsWhenOwedRestartsSettle(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := restartScheme(t)
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "api"}}).Build()
@@ -211,11 +195,7 @@ func TestRestarterTellsWhenOwedRestartsSettle(t *testing.T) {
 	settled := make(chan client.ObjectKey, 8)
 	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: NewMetrics(prometheus.NewRegistry()), Clock: clk,
 		MinInterval: 30 * time.Second, Settled: func(k client.ObjectKey) { settled <- k }}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { _ = r.Start(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := runRestarter(t, r)
 	vs := func(name string, targets ...string) *v1alpha1.VaultSecret {
 		v := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name}}
 		for _, n := range targets {
@@ -302,13 +282,7 @@ func (r *regardingRecorder) events() []string {
 // under the same name before the restart it asked for is not told of it;
 // the one that asked and is still there is.
 func TestRestartToldOnlyToWhoAsked(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := restartScheme(t)
 	vs := func(name, uid string) *v1alpha1.VaultSecret {
 		return &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, UID: types.UID(uid)},
 			Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Name: "web"}}}}
@@ -325,10 +299,7 @@ func TestRestartToldOnlyToWhoAsked(t *testing.T) {
 	r.request(ctx, vs("remade", "uid-old"), t0)
 	r.request(ctx, vs("kept", "uid-kept"), t0)
 	r.request(ctx, vs("deleted", "uid-gone"), t0)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = r.Start(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runRestarter(t, r)
 	waitFor(t, "web's restart", func() bool {
 		return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) == 1
 	})
@@ -345,13 +316,7 @@ func TestRestartToldOnlyToWhoAsked(t *testing.T) {
 // settled at the first, and a controller ending then left the second
 // unowed.
 func TestOwedRestartNotSettledWhileStillAsking(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := restartScheme(t)
 	m := NewMetrics(prometheus.NewRegistry())
 	ok := func() float64 { return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok")) }
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
@@ -365,11 +330,7 @@ func TestOwedRestartNotSettledWhileStillAsking(t *testing.T) {
 	settled := make(chan client.ObjectKey, 4)
 	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clocktesting.NewFakeClock(t0),
 		MinInterval: time.Hour, Settled: func(k client.ObjectKey) { settled <- k }}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { _ = r.Start(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := runRestarter(t, r)
 	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"},
 		Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{
 			{Kind: "Deployment", Name: "web"},
@@ -396,13 +357,7 @@ func TestOwedRestartNotSettledWhileStillAsking(t *testing.T) {
 // It was settled at once, so status stopped saying pending and the
 // restart was lost.
 func TestRestartAskedAgainAfterAFailedSelectorList(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := appsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := restartScheme(t)
 	var failLists atomic.Int32
 	failLists.Store(1)
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
@@ -418,11 +373,7 @@ func TestRestartAskedAgainAfterAFailedSelectorList(t *testing.T) {
 	woken := make(chan client.ObjectKey, 4)
 	r := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clk,
 		MinInterval: time.Hour, Settled: func(k client.ObjectKey) { woken <- k }}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { _ = r.Start(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := runRestarter(t, r)
 	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"},
 		Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{
 			{Kind: "Deployment", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "back"}}}}}}
@@ -456,4 +407,28 @@ func TestRestartAskedAgainAfterAFailedSelectorList(t *testing.T) {
 	if got := r.state(key, t0); got != RestartSettled {
 		t.Fatalf("state after the restart = %v, want RestartSettled", got)
 	}
+}
+
+// restartScheme knows Deployments and VaultSecrets.
+func restartScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return scheme
+}
+
+// runRestarter runs r until the test ends, and returns the context it
+// runs under.
+func runRestarter(t *testing.T, r *restarter) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Start(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
 }
