@@ -221,13 +221,7 @@ func (x *step) idle(ctx context.Context) {
 	if !ok {
 		return
 	}
-	var last *time.Time
-	if x.st.LastRotationTime != nil {
-		last = &x.st.LastRotationTime.Time
-	}
-	next := NextRotation(last, tk.Versions[tk.LatestVersion], x.s.RotateEvery)
-	nt := metav1.NewTime(next)
-	x.st.NextRotationTime = &nt
+	next := x.scheduleNext(tk)
 	if x.now.Before(next) {
 		x.out.Requeue = min(next.Sub(x.now), IdleRecheck)
 		reason := v1alpha1.ReasonIdle
@@ -433,4 +427,17 @@ func truncate(s string) string {
 		return s[:maxLen-3] + "..."
 	}
 	return s
+}
+
+// scheduleNext records in status when the next rotation is due, from the
+// last rotation (or the latest version's creation), and returns it.
+func (x *step) scheduleNext(tk keysource.TransitKey) time.Time {
+	var last *time.Time
+	if x.st.LastRotationTime != nil {
+		last = &x.st.LastRotationTime.Time
+	}
+	next := NextRotation(last, tk.Versions[tk.LatestVersion], x.s.RotateEvery)
+	nt := metav1.NewTime(next)
+	x.st.NextRotationTime = &nt
+	return next
 }

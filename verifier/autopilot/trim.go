@@ -77,13 +77,7 @@ func (x *step) trim(ctx context.Context) {
 	}
 	x.st.MinDecryptionVersion = to
 	x.st.LastTrimTime = x.mt()
-	var last *time.Time
-	if x.st.LastRotationTime != nil {
-		last = &x.st.LastRotationTime.Time
-	}
-	next := NextRotation(last, tk.Versions[tk.LatestVersion], x.s.RotateEvery)
-	nt := metav1.NewTime(next)
-	x.st.NextRotationTime = &nt
+	next := x.scheduleNext(tk)
 	x.enter(v1alpha1.StageDone, fmt.Sprintf("rotation to version %d finished; next rotation due at %s", to, next.UTC().Format(time.RFC3339)))
 	x.out.Requeue = max(min(next.Sub(x.now), IdleRecheck), time.Millisecond)
 }
