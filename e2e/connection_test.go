@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -349,4 +350,116 @@ spec:
 		// The default connection is not affected.
 		s.vaultAuthReason(t, "app", "home", metav1.ConditionTrue, "LoggedIn")
 	})
+}
+
+// TestConnectionMovedKeepsLeasesWithTheirVault: a dynamic VaultSecret
+// reads database credentials through a ClusterVaultConnection, whose
+// address then moves to another Vault. The VaultSecret syncs again from
+// the new Vault, and the lease the old one issued is never sent to the new
+// one: that Vault would not know it, and would answer its revocation with
+// success while the credentials live on. It is reported as not revoked,
+// naming the Vault that issued it.
+func TestConnectionMovedKeepsLeasesWithTheirVault(t *testing.T) {
+	t.Parallel()
+	pg := harness.StartPostgres(t)
+	s := startSyncerStack(t)
+	ctx := context.Background()
+	var cas []byte
+	vaults := map[string]*harness.Vault{}
+	audits := map[string]string{}
+	for _, name := range []string{"first", "second"} {
+		v := harness.StartVault(t)
+		harness.ConfigureKubernetesAuth(v, s.cp, "kubernetes")
+		audits[name] = v.EnableFileAudit()
+		v.Enable("database", "database")
+		v.Write("database/config/pg", map[string]any{"plugin_name": "postgresql-database-plugin", "connection_url": pg.URL(),
+			"username": "postgres", "password": pg.Password, "allowed_roles": "app"})
+		v.Write("database/roles/app", map[string]any{"db_name": "pg",
+			"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+			"default_ttl":         "10m", "max_ttl": "1h"})
+		v.Policy("db-creds", `
+path "database/creds/app"                    { capabilities = ["read"] }
+path "sys/leases/renew/database/creds/app/*"  { capabilities = ["update"] }
+path "sys/leases/revoke/database/creds/app/*" { capabilities = ["update"] }
+`)
+		v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app",
+			"token_policies": "db-creds", "token_ttl": "1h", "audience": "vault"})
+		cas = append(cas, v.CA.CertPEM...)
+		vaults[name] = v
+	}
+	// One CA Secret trusts both, so that only the address changes.
+	if err := s.c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "vaultkms-system", Name: "vault-db-ca"},
+		Data: map[string][]byte{"ca.crt": cas}}); err != nil {
+		t.Fatal(err)
+	}
+	var cvc v1alpha1.ClusterVaultConnection
+	s.applyObject(t, fmt.Sprintf(`
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: ClusterVaultConnection
+metadata: {name: db}
+spec:
+  address: %s
+  caCert: {secretRef: {namespace: vaultkms-system, name: vault-db-ca, key: ca.crt}}
+  allowedNamespaces: {}
+`, vaults["first"].Addr), &cvc)
+	s.applyVaultAuth(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultAuth
+metadata: {name: db, namespace: app}
+spec:
+  kubernetes: {role: app, serviceAccountName: app}
+  connectionRef: {name: db}
+`)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: moved, namespace: app}
+spec:
+  authRef: {name: db}
+  source: {dynamic: {mount: database, path: creds/app}}
+  ttl: 10m
+  revokeGracePeriod: 1s
+`); err != nil {
+		t.Fatal(err)
+	}
+	vs := s.waitReady(t, "app", "moved", metav1.ConditionTrue, "Synced", 60*time.Second)
+	if vs.Status.Lease == nil || !strings.HasPrefix(vs.Status.Lease.Vault, "db@") {
+		t.Fatalf("the lease does not record the Vault that issued it: %+v", vs.Status.Lease)
+	}
+	old := *vs.Status.Lease
+	leaseAlive := func(v *harness.Vault, id string) bool {
+		_, err := v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
+		return err == nil
+	}
+	if !leaseAlive(vaults["first"], old.ID) {
+		t.Fatal("the first Vault does not know the lease it issued")
+	}
+
+	s.editConnection(t, "db", func(c *v1alpha1.ClusterVaultConnection) { c.Spec.Address = vaults["second"].Addr })
+	var st v1alpha1.VaultSecretStatus
+	eventually(t, 60*time.Second, func() error {
+		st = s.vaultSecret(t, "app", "moved").Status
+		c := meta.FindStatusCondition(st.Conditions, "PreviousLeaseRevoked")
+		switch {
+		case st.Lease == nil || st.Lease.ID == old.ID:
+			return errors.New("no new lease from the second Vault yet")
+		case c == nil:
+			return errors.New("the replaced lease's revocation is not reported yet")
+		}
+		return nil
+	})
+	if st.Lease.Vault == old.Vault || !leaseAlive(vaults["second"], st.Lease.ID) {
+		t.Fatalf("the new lease %+v is not the second Vault's (the old one was of %q)", st.Lease, old.Vault)
+	}
+	c := meta.FindStatusCondition(st.Conditions, "PreviousLeaseRevoked")
+	if c.Status != metav1.ConditionFalse || c.Reason != "IssuedByAnotherVault" || !strings.Contains(c.Message, old.Vault) {
+		t.Fatalf("PreviousLeaseRevoked = %s/%s %q: want False/IssuedByAnotherVault naming %q (the second Vault would have answered the revocation with success)", c.Status, c.Reason, c.Message, old.Vault)
+	}
+	if !leaseAlive(vaults["first"], old.ID) {
+		t.Fatal("the first Vault's lease is gone")
+	}
+	if n := harness.AuditCountAll(t, audits["second"], "sys/leases/revoke/"+old.ID); n != 0 {
+		t.Fatalf("the first Vault's lease id was sent to the second Vault %d times", n)
+	}
+	s.waitEvent(t, "app", "moved", "LeaseNotRevoked", 10*time.Second)
 }

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/e2e/harness"
 )
 
@@ -21,14 +25,40 @@ import (
 // the returned function deletes its binding.
 func (s *syncerStack) refuseSecretWrites(t *testing.T, ns, name string) (lift func()) {
 	t.Helper()
+	return s.refuseWrites(t, ns, name, admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+		func(ctx context.Context) error {
+			probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			_, err := s.cp.Client.CoreV1().Secrets(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		})
+}
+
+// refuseStatusWrites makes the real API server refuse status writes of
+// one VaultSecret until the returned function lifts it: the controller's
+// status write fails while its Secret writes land.
+func (s *syncerStack) refuseStatusWrites(t *testing.T, ns, name string) (lift func()) {
+	t.Helper()
+	rule := admissionv1.Rule{APIGroups: []string{v1alpha1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"vaultsecrets/status"}}
+	return s.refuseWrites(t, ns, name, rule, func(ctx context.Context) error {
+		vs := s.vaultSecret(t, ns, name)
+		return s.c.Status().Update(ctx, vs, client.DryRunAll)
+	})
+}
+
+// refuseWrites refuses creates and updates of the objects named name in
+// namespace ns that rule matches, with a ValidatingAdmissionPolicy, and
+// returns once probe (a dry-run write) is refused.
+func (s *syncerStack) refuseWrites(t *testing.T, ns, name string, rule admissionv1.Rule, probe func(context.Context) error) (lift func()) {
+	t.Helper()
 	ctx := context.Background()
+	policyName := "refuse-" + strings.ReplaceAll(rule.Resources[0], "/", "-") + "-" + name
 	pol := &admissionv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "refuse-" + name},
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionv1.RuleWithOperations{
 					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+					Rule:       rule,
 				},
 			}}},
 			Validations: []admissionv1.Validation{{Expression: "object.metadata.name != '" + name + "'", Message: "refused by the test's admission policy"}},
@@ -38,7 +68,7 @@ func (s *syncerStack) refuseSecretWrites(t *testing.T, ns, name string) (lift fu
 		t.Fatalf("create policy: %v", err)
 	}
 	bind := &admissionv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "refuse-" + name},
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
 		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        pol.Name,
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
@@ -50,10 +80,9 @@ func (s *syncerStack) refuseSecretWrites(t *testing.T, ns, name string) (lift fu
 	if _, err := s.cp.Client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, bind, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create policy binding: %v", err)
 	}
-	probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := s.cp.Client.CoreV1().Secrets(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		err := probe(ctx)
 		if err != nil && strings.Contains(err.Error(), "refused by the test's admission policy") {
 			break
 		}
@@ -248,4 +277,114 @@ spec:
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestLostStatusWriteIsNotAnEdit: a pass writes new data to the Secret
+// and its status write is refused (the real API server, an admission
+// policy on vaultsecrets/status), so status still describes the old
+// data. The passes that follow must take the Secret's data as the
+// controller's own write, recorded from the Secret's write record: no
+// "changed by hand" restore, no second certificate, and the rollout
+// restart the new data owes carried out once.
+func TestLostStatusWriteIsNotAnEdit(t *testing.T) {
+	t.Parallel()
+	s := startSyncerStack(t)
+	s.v.Enable("pki", "pki")
+	s.v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
+	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
+	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})
+	s.v.Policy("web-pki", `path "pki/issue/web" { capabilities = ["update"] }`)
+	s.role("web", "app", "web-pki", nil)
+	s.createDeployment(t, "app", "web", nil)
+	if _, err := s.apply(t, `
+apiVersion: secrets.vaultkms.io/v1alpha1
+kind: VaultSecret
+metadata: {name: lost-status, namespace: app}
+spec:
+  auth: {kubernetes: {role: web, serviceAccountName: app}}
+  source: {pki: {mount: pki, role: web, commonName: web.app.svc}}
+  ttl: 30m
+  rolloutRestartTargets: [{kind: Deployment, name: web}]
+`); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady(t, "app", "lost-status", metav1.ConditionTrue, "Synced", 60*time.Second)
+	serial := func() string {
+		sec, err := s.secret("app", "lost-status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certSerial(t, sec.Data["tls.crt"])
+	}
+	first := serial()
+	before := s.vaultSecret(t, "app", "lost-status").Status
+
+	lift := s.refuseStatusWrites(t, "app", "lost-status")
+	s.forceSync(t, "app", "lost-status", "1")
+	// The forced read issues a second certificate; its Secret write
+	// lands, its status write does not.
+	eventually(t, 30*time.Second, func() error {
+		if serial() == first {
+			return errors.New("the forced sync wrote no new certificate")
+		}
+		return nil
+	})
+	second := serial()
+	// The controller retries the pass meanwhile (its status write fails
+	// each time); none of those passes may take the Secret for edited.
+	time.Sleep(5 * time.Second)
+	if got := serial(); got != second {
+		t.Fatalf("while status writes failed, the certificate written was replaced (%s, then %s): the write was taken for a hand edit", second, got)
+	}
+	if st := s.vaultSecret(t, "app", "lost-status").Status; st.DataHMAC != before.DataHMAC {
+		t.Fatalf("a status write landed through the admission policy")
+	}
+	lift()
+	eventually(t, 30*time.Second, func() error {
+		if st := s.vaultSecret(t, "app", "lost-status").Status; st.DataHMAC == before.DataHMAC {
+			return errors.New("status still records the data before the forced sync")
+		}
+		return nil
+	})
+	if got := serial(); got != second {
+		t.Fatalf("recording the write replaced its certificate (%s, then %s)", second, got)
+	}
+	for _, reason := range s.eventReasons(t, "app", "lost-status") {
+		if reason == "Restored" {
+			t.Fatalf("the controller's own write was reported as changed by hand (events %v)", s.eventReasons(t, "app", "lost-status"))
+		}
+	}
+	if n := s.attempts("lost-status"); n != 2 {
+		t.Fatalf("Vault was read %d times, want 2 (the first sync and the forced one)", n)
+	}
+	st := s.vaultSecret(t, "app", "lost-status").Status
+	if st.SourceHash == before.SourceHash || !meta.IsStatusConditionTrue(st.Conditions, "Ready") {
+		t.Fatalf("status after the write was recorded: %+v", st)
+	}
+	// The new certificate owes the Deployment one restart, not one per
+	// pass that retried.
+	eventually(t, 60*time.Second, func() error {
+		if a := s.deployment(t, "app", "web").Spec.Template.Annotations["secrets.vaultkms.io/restartedAt"]; a == "" {
+			return errors.New("the Deployment was not restarted for the new certificate")
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second)
+	if g := s.deployment(t, "app", "web").Generation; g != 2 {
+		t.Fatalf("the Deployment is at generation %d, want 2 (created, restarted once)", g)
+	}
+}
+
+// certSerial is the serial number of the first certificate in pemData.
+func certSerial(t *testing.T, pemData []byte) string {
+	t.Helper()
+	b, _ := pem.Decode(pemData)
+	if b == nil {
+		t.Fatal("no PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
 }

@@ -23,6 +23,10 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 	st := &vs.Status
 	orig := st.DeepCopy()
 	st.ObservedGeneration = vs.Generation
+	if p.RecordWrite && o.Unrecorded != nil {
+		r.Log.Info("recording a Secret write whose status write was lost", "vaultsecret", client.ObjectKeyFromObject(vs), "lastSync", formatTime(time.Unix(o.Unrecorded.LastSync, 0)))
+		o.Unrecorded.restore(st, o.DataHMAC, targetName(vs), vs.Generation)
+	}
 	r.settleRestarts(ctx, vs)
 	if st.SecretName != "" && st.SecretName != targetName(vs) {
 		// spec.target.name changed: the old Secret is no longer wanted.
@@ -76,13 +80,12 @@ func (r *Reconciler) act(ctx context.Context, o *observation, p Plan, now time.T
 // ended before carrying them out leaves them to the next.
 func (r *Reconciler) newData(ctx context.Context, vs *v1alpha1.VaultSecret, now time.Time) {
 	r.status.event(vs, corev1.EventTypeNormal, "Rotated", "Rotate", "Secret %q has new data from Vault", targetName(vs))
-	if len(vs.Spec.RolloutRestartTargets) == 0 {
+	since := restartOwedAt(vs, true, now)
+	if since.IsZero() {
 		return
 	}
-	// Status keeps whole seconds: the time asked for is the one read back.
-	since := metav1.NewTime(now.Truncate(time.Second))
-	vs.Status.RestartPendingSince = &since
-	r.restarts.request(ctx, vs, since.Time)
+	vs.Status.RestartPendingSince = ptrTime(since)
+	r.restarts.request(ctx, vs, since)
 }
 
 // RestartStep is what a pass does about status.restartPendingSince.
@@ -187,15 +190,19 @@ func (r *Reconciler) applyJournal(ctx context.Context, vs *v1alpha1.VaultSecret,
 		}
 	}
 	if jp.Promote {
-		if older := promote(j, now, vs.Spec.RevokeGracePeriod); older != "" {
+		if older := promote(j, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
 			if err := r.vault.release(ctx, vs, older); err != nil {
-				r.Log.Info("revoking a replaced lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+				r.notReleased(vs, err)
 			}
 		}
 	}
 	if jp.DropPending {
-		if err := r.vault.release(ctx, vs, j.PendingLease.ID); err != nil && vault.Classify(err) == vault.KindUnavailable {
+		err := r.vault.release(ctx, vs, leaseRef{j.PendingLease.ID, j.PendingLease.Vault})
+		if err != nil && vault.Classify(err) == vault.KindUnavailable {
 			return err
+		}
+		if err != nil {
+			r.notReleased(vs, err)
 		}
 		j.PendingLease = nil
 	}
@@ -221,8 +228,13 @@ func (r *Reconciler) promoted(o *observation) {
 // releaseStale revokes every lease of a journal whose source no longer
 // leases.
 func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, now time.Time) error {
-	for _, id := range journalIDs(j, now) {
-		if err := r.vault.release(ctx, vs, id); err != nil && vault.Classify(err) != vault.KindDenied {
+	for _, l := range journalIDs(j, now) {
+		err := r.vault.release(ctx, vs, l)
+		var elsewhere *issuedElsewhereError
+		switch {
+		case errors.As(err, &elsewhere):
+			r.notReleased(vs, err)
+		case err != nil && vault.Classify(err) != vault.KindDenied:
 			return err
 		}
 	}
@@ -243,8 +255,13 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 		clearPrevious(j)
 		return
 	}
-	err := r.vault.release(ctx, vs, l.PreviousID)
+	err := r.vault.release(ctx, vs, leaseRef{l.PreviousID, l.PreviousVault})
+	var elsewhere *issuedElsewhereError
 	switch {
+	case errors.As(err, &elsewhere):
+		clearPrevious(j)
+		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonIssuedElsewhere, explain(err))
+		r.notReleased(vs, err)
 	case err == nil:
 		clearPrevious(j)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionTrue, "Revoked", "the replaced lease was revoked")
@@ -261,12 +278,43 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 	}
 }
 
+// releaseReplaced revokes a lease no Secret holds any more (replaced
+// twice within a grace period, or pending and never written) with the
+// pass's token.
+func (r *Reconciler) releaseReplaced(ctx context.Context, vs *v1alpha1.VaultSecret, tok *TenantToken, l leaseRef) {
+	if err := r.vault.releaseRef(ctx, tok, l); err != nil {
+		r.notReleased(vs, err)
+	}
+}
+
+// ReasonIssuedElsewhere: a replaced lease was issued by a Vault the
+// connection no longer points to; it is left to end on its own.
+const ReasonIssuedElsewhere = "IssuedByAnotherVault"
+
+// notReleased reports a lease left to end on its own when its release
+// failed for good (it is logged only when Vault merely failed to answer,
+// which the lease's own end makes good): a lease of a Vault the connection
+// no longer points to is told by event and counted.
+func (r *Reconciler) notReleased(vs *v1alpha1.VaultSecret, err error) {
+	var elsewhere *issuedElsewhereError
+	if !errors.As(err, &elsewhere) {
+		r.Log.Info("revoking a lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
+		return
+	}
+	r.status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke", "%s", explain(err))
+	if r.Metrics != nil {
+		r.Metrics.notRevoked.Inc()
+	}
+}
+
 // writeMetadata rewrites the Secret's labels and annotations around its
 // current data: no Vault call, no new lease, no restart.
 func (r *Reconciler) writeMetadata(ctx context.Context, o *observation) error {
 	vs := o.vs
 	held := currentLeases(vs)
-	w, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), joinLeases(held), o.secret, false)
+	// The data is unchanged, and so is the record of the write that put
+	// it there.
+	w, err := r.secrets.apply(ctx, vs, o.secret.Data, timeOf(vs.Status.ExpiresAt), joinLeases(held), o.secret.Annotations[WriteRecordAnnotation], o.secret, false)
 	if err == nil && !holdsAll(w.LeaseID, held) {
 		return errors.New("the Secret read back does not name the current leases")
 	}

@@ -131,8 +131,8 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 			continue
 		}
 		issued = true
-		if dropped := recordPending(&st.Sources[i].LeaseJournal, f, tok, now); dropped != "" {
-			r.vault.releaseUnused(ctx, tok, dropped)
+		if dropped := recordPending(&st.Sources[i].LeaseJournal, f, tok, now); dropped.ID != "" {
+			r.releaseReplaced(ctx, vs, tok, dropped)
 		}
 	}
 	if issued {
@@ -161,7 +161,13 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 			held = append(held, ss.Lease.ID)
 		}
 	}
-	w, err := r.secrets.apply(ctx, vs, data, expiresAt, joinLeases(held), o.secret, o.unread)
+	changed := st.DataHMAC != "" && dataState(r.HMACKey, st.DataHMAC, data) == DataEdited
+	rec := passRecord(o, now, refreshAt, expiresAt, restartOwedAt(vs, changed, now))
+	for i := range sched {
+		rec.Sources = append(rec.Sources, SourceRecord{Hash: sched[i].Hash, Keys: sched[i].Keys, LastSync: unixOfPtr(sched[i].LastSyncTime),
+			RefreshAt: unixOfPtr(sched[i].RefreshAt), ExpiresAt: unixOfPtr(sched[i].ExpiresAt)})
+	}
+	w, err := r.secrets.apply(ctx, vs, data, expiresAt, joinLeases(held), sealRecord(r.HMACKey, vs.UID, rec, data), o.secret, o.unread)
 	if err != nil {
 		// The pending leases stay in their journals: a later pass that
 		// reads the Secret holding them promotes them, else revokes them;
@@ -175,15 +181,14 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 		if f.leaseID == "" {
 			continue
 		}
-		if older := promote(&st.Sources[i].LeaseJournal, now, vs.Spec.RevokeGracePeriod); older != "" {
-			r.vault.releaseUnused(ctx, tok, older)
+		if older := promote(&st.Sources[i].LeaseJournal, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
+			r.releaseReplaced(ctx, vs, tok, older)
 		}
 	}
 	for i := range sched {
 		ss := &st.Sources[i]
 		ss.Hash, ss.Keys, ss.LastSyncTime, ss.RefreshAt, ss.ExpiresAt = sched[i].Hash, sched[i].Keys, sched[i].LastSyncTime, sched[i].RefreshAt, sched[i].ExpiresAt
 	}
-	changed := st.DataHMAC != "" && dataState(r.HMACKey, st.DataHMAC, data) == DataEdited
 	st.DataHMAC, st.SecretName = dataHMAC(r.HMACKey, data), targetName(vs)
 	st.ExpiresAt, st.RefreshAt, st.LastSyncTime = ptrTime(expiresAt), ptrTime(refreshAt), ptrTime(now)
 	st.SourceHash, st.MetadataHash, st.AppliedGeneration = o.SourceHash, o.MetadataHash, vs.Generation

@@ -57,8 +57,8 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		return r.failed(ctx, vs, orig, now, ReasonInvalid, err)
 	}
 	if o.kind.leased() {
-		if dropped := recordPending(&st.LeaseJournal, f, tok, now); dropped != "" {
-			r.vault.releaseUnused(ctx, tok, dropped)
+		if dropped := recordPending(&st.LeaseJournal, f, tok, now); dropped.ID != "" {
+			r.releaseReplaced(ctx, vs, tok, dropped)
 		}
 		// The journal is written before the Secret: a failed write never
 		// leaves a lease nobody will revoke.
@@ -68,7 +68,9 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		}
 	}
 	refreshAt, expiresAt := o.kind.plan(now, vs, f, tok.Expires)
-	w, err := r.secrets.apply(ctx, vs, data, expiresAt, f.leaseID, o.secret, o.unread)
+	changed := st.DataHMAC != "" && dataState(r.HMACKey, st.DataHMAC, data) == DataEdited
+	rec := passRecord(o, now, refreshAt, expiresAt, restartOwedAt(vs, changed, now))
+	w, err := r.secrets.apply(ctx, vs, data, expiresAt, f.leaseID, sealRecord(r.HMACKey, vs.UID, rec, data), o.secret, o.unread)
 	if err != nil {
 		// The pending lease stays in the journal: a later pass that reads
 		// the Secret holding it promotes it, else revokes it.
@@ -78,11 +80,10 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 		if w.LeaseID != f.leaseID {
 			return r.failed(ctx, vs, orig, now, ReasonSecretWrite, errors.New("the Secret read back does not hold the new lease"))
 		}
-		if older := promote(&st.LeaseJournal, now, vs.Spec.RevokeGracePeriod); older != "" {
-			r.vault.releaseUnused(ctx, tok, older)
+		if older := promote(&st.LeaseJournal, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
+			r.releaseReplaced(ctx, vs, tok, older)
 		}
 	}
-	changed := st.DataHMAC != "" && dataState(r.HMACKey, st.DataHMAC, data) == DataEdited
 	st.DataHMAC, st.SecretName = dataHMAC(r.HMACKey, data), targetName(vs)
 	st.ExpiresAt, st.RefreshAt, st.LastSyncTime = ptrTime(expiresAt), ptrTime(refreshAt), ptrTime(now)
 	st.SourceHash, st.MetadataHash, st.AppliedGeneration = o.SourceHash, o.MetadataHash, vs.Generation
@@ -145,6 +146,10 @@ type renewal struct {
 // error, not a silent re-issue. The same for spec.source and each of
 // spec.sources.
 func (r *Reconciler) renewCurrent(ctx context.Context, vs *v1alpha1.VaultSecret, tok *TenantToken, l *v1alpha1.Lease, lastSync *metav1.Time, now time.Time) (renewal, error) {
+	if l.Vault != "" && l.Vault != tok.Vault {
+		// Never sent to a Vault that did not issue it.
+		return renewal{reissue: "the lease was issued by another Vault than the connection now points to"}, nil
+	}
 	live := tok.Accessor != "" && tok.Accessor == l.TokenAccessor
 	tokenBound := l.TokenExpiresAt != nil && !l.TokenExpiresAt.After(l.ExpiresAt.Time)
 	if tokenBound && !live {

@@ -50,6 +50,11 @@ type Observed struct {
 	// new force-sync value): new inputs are tried at once, not at the
 	// back-off of a failure with the old ones.
 	Nudge bool
+	// Unrecorded is a write of this controller the Secret holds and
+	// status does not (its status write was lost), with the HMAC of the
+	// Secret's data, DataHMAC: the pass records it, reading nothing.
+	Unrecorded *WriteRecord
+	DataHMAC   string
 	// Restores and LastRestore count recent restores of a hand-edited
 	// Secret, so an edit loop is slowed down instead of issuing a lease
 	// per edit.
@@ -150,6 +155,10 @@ type Plan struct {
 	// AllSources: a fetch of spec.sources reads every source, not only
 	// those due (no Secret, a spec change, a hand edit, an adoption).
 	AllSources bool
+	// RecordWrite: status takes Observed.Unrecorded, the write the
+	// Secret holds, as its own; the rest of the plan is decided on status
+	// as it then is.
+	RecordWrite bool
 	// AdoptHMAC: the status HMAC is of another key; record the data's HMAC
 	// under the current key.
 	AdoptHMAC bool
@@ -243,6 +252,9 @@ func Decide(o Observed, now time.Time) Plan {
 		p.Action, p.Why, p.WakeAt = ActConflict, "Secret not managed by this VaultSecret", now.Add(conflictRetry)
 		return p
 	}
+	if o.Unrecorded != nil {
+		return decideRecorded(o, now)
+	}
 	c := factsOf(o, now)
 	if len(vs.Spec.Sources) > 0 {
 		return decideSources(o, c, now)
@@ -317,6 +329,19 @@ func Decide(o Observed, now time.Time) Plan {
 		refresh = kvRefreshAt
 	}
 	p.finish(o, c, p.Promote, refresh, revokePreviousAt(cur))
+	return p
+}
+
+// decideRecorded decides on status as it is once the write the Secret
+// holds is recorded: that write was this controller's, so it is neither
+// an edit to restore nor a spec change to apply.
+func decideRecorded(o Observed, now time.Time) Plan {
+	vs := o.VS.DeepCopy()
+	o.Unrecorded.restore(&vs.Status, o.DataHMAC, targetName(vs), vs.Generation)
+	rest := o
+	rest.VS, rest.Unrecorded, rest.Data = vs, nil, DataUnchanged
+	p := Decide(rest, now)
+	p.RecordWrite = true
 	return p
 }
 

@@ -256,7 +256,10 @@ func TestFinalizeEverySource(t *testing.T) {
 		IssuedAt: metav1.NewTime(t0), ExpiresAt: metav1.NewTime(t0.Add(90 * time.Second))}}})
 	st.Lease = &v1alpha1.Lease{ID: "S1", IssuedAt: metav1.NewTime(t0), ExpiresAt: metav1.NewTime(t0.Add(40 * time.Second))}
 	now := t0.Add(5 * time.Second)
-	ids := allJournalIDs(st, now)
+	var ids []string
+	for _, l := range allJournalIDs(st, now) {
+		ids = append(ids, l.ID)
+	}
 	slices.Sort(ids)
 	if want := []string{"L0", "L1", "L2", "R1", "S1"}; !slices.Equal(ids, want) {
 		t.Fatalf("deletion revokes %v, want %v", ids, want)

@@ -234,6 +234,22 @@ func TestDecide(t *testing.T) {
 		{name: "edited again right after a restore: rate-limited", base: kvFixture, mutate: func(o *Observed) {
 			o.Data, o.Restores, o.LastRestore = DataEdited, 3, t0
 		}, now: t0.Add(time.Second), action: ActWait, wakeDue: t0.Add(20 * time.Second)},
+		// A pass wrote the Secret, then its status write was lost: the
+		// Secret's write record says so.
+		{name: "kv write whose status was lost: recorded, nothing read", base: kvFixture, mutate: func(o *Observed) {
+			lostWrite(o, t0.Add(10*time.Second), t0.Add(40*time.Second))
+		}, now: t0.Add(11 * time.Second), action: ActWait, wakeDue: t0.Add(40 * time.Second), check: recordedNotRestored},
+		{name: "first kv write whose status was lost: recorded, nothing read", base: kvFixture, mutate: func(o *Observed) {
+			o.VS.Status = v1alpha1.VaultSecretStatus{}
+			lostWrite(o, t0.Add(10*time.Second), t0.Add(40*time.Second))
+		}, now: t0.Add(11 * time.Second), action: ActWait, wakeDue: t0.Add(40 * time.Second), check: recordedNotRestored},
+		{name: "lost write found past its refresh: recorded, then read", base: kvFixture, mutate: func(o *Observed) {
+			lostWrite(o, t0.Add(10*time.Second), t0.Add(40*time.Second))
+		}, now: t0.Add(41 * time.Second), action: ActFetch, check: recordedNotRestored},
+		{name: "lost write after a failing pass: its back-off ends with it", base: kvFixture, mutate: func(o *Observed) {
+			failing(o, t0, t0.Add(5*time.Minute))
+			lostWrite(o, t0.Add(10*time.Second), t0.Add(40*time.Second))
+		}, now: t0.Add(11 * time.Second), action: ActWait, wakeDue: t0.Add(40 * time.Second), check: recordedNotRestored},
 		{name: "HMAC key recreated: adopt, no read, no restart", base: decideFixture, mutate: func(o *Observed) { o.Data = DataOtherKey }, now: t0.Add(time.Second), action: ActWait, check: func(t *testing.T, p Plan) {
 			if !p.AdoptHMAC || p.Restore {
 				t.Fatalf("plan %+v", p)
@@ -324,6 +340,23 @@ func TestFailureReason(t *testing.T) {
 func TestFinalizeGiveUp(t *testing.T) {
 	if FinalizeGiveUp(t0.Add(9*time.Minute), t0, 0) || !FinalizeGiveUp(t0.Add(10*time.Minute), t0, 0) || !FinalizeGiveUp(t0.Add(time.Minute), t0, time.Minute) {
 		t.Fatal("finalizer timeout")
+	}
+}
+
+// lostWrite is a Secret written at at by a pass that planned its next
+// read at refresh and whose status write was lost.
+func lostWrite(o *Observed, at, refresh time.Time) {
+	o.Data = DataEdited
+	o.Unrecorded = &WriteRecord{SourceHash: o.SourceHash, MetadataHash: o.MetadataHash, LastSync: at.Unix(),
+		RefreshAt: refresh.Unix(), ExpiresAt: at.Add(time.Minute).Unix()}
+	o.DataHMAC = "hmac-sha256:id:new"
+	o.Secret.ExpiresAt = formatTime(at.Add(time.Minute))
+}
+
+func recordedNotRestored(t *testing.T, p Plan) {
+	t.Helper()
+	if !p.RecordWrite || p.Restore || p.AllSources {
+		t.Fatalf("plan %+v, want the write recorded, not restored", p)
 	}
 }
 

@@ -100,8 +100,8 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (ctrl.Result, bool, error) {
 	st := &vs.Status
 	left, why := 0, ""
-	for _, id := range allJournalIDs(st, now) {
-		err := f.Vault.release(ctx, vs, id)
+	for _, l := range allJournalIDs(st, now) {
+		err := f.Vault.release(ctx, vs, l)
 		if err == nil {
 			continue
 		}

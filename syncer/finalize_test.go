@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -96,4 +97,120 @@ func TestDeletionRevokesEveryLeaseItMay(t *testing.T) {
 	default:
 		t.Error("no LeaseNotRevoked event")
 	}
+}
+
+// TestLeaseOfAnotherVaultIsNeverSentThere: leases recorded as issued by
+// another Vault (their connection's address changed since) are never sent
+// to the Vault the connection points to now, which would not know them
+// and would answer their revocation with success. Deletion revokes the
+// lease of this Vault, leaves the other to end on its own, and counts and
+// tells it; a replaced lease of the other Vault due for revocation is
+// reported the same way.
+func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Vault server of make tools")
+	}
+	v := harness.StartVault(t)
+	v.EnableAuth("approle", "approle")
+	v.Enable("pki", "pki")
+	v.Write("pki/root/generate/internal", map[string]any{"common_name": "test root", "ttl": "1h"})
+	v.Write("pki/roles/a", map[string]any{"allow_any_name": true, "generate_lease": true, "ttl": "10m"})
+	issue := func() string {
+		id := v.Write("pki/issue/a", map[string]any{"common_name": "app.test"}).LeaseID
+		if id == "" {
+			t.Fatal("pki/issue/a gave no lease")
+		}
+		return id
+	}
+	v.Policy("revoke-a", `path "sys/leases/revoke/pki/issue/a/*" { capabilities = ["update"] }`)
+	v.Write("auth/approle/role/app", map[string]any{"token_policies": "revoke-a"})
+	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := func(id string) bool {
+		_, err := v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
+		return err == nil
+	}
+	creds := func() *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+			Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
+	}
+	const elsewhere = "eu@0123456789abcdef"
+	now := time.Now().Truncate(time.Second)
+	lease := func(id, vaultName string) *v1alpha1.Lease {
+		return &v1alpha1.Lease{ID: id, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(10 * time.Minute)), Vault: vaultName}
+	}
+	leasedVaultSecret := func(name string) *v1alpha1.VaultSecret {
+		vs := appRoleVaultSecret(name)
+		vs.Spec.Source = v1alpha1.Source{Dynamic: &v1alpha1.DynamicSource{Mount: "pki", Path: "issue/a"}}
+		vs.Finalizers = []string{Finalizer}
+		return vs
+	}
+
+	t.Run("deletion", func(t *testing.T) {
+		here, there := issue(), issue()
+		vs := leasedVaultSecret("deleted")
+		vs.Status.Sources = []v1alpha1.SourceStatus{{Hash: "a", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(here, DefaultConnection)}},
+			{Hash: "b", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(there, elsewhere)}}}
+		vs.DeletionTimestamp = &metav1.Time{Time: now}
+		r, _, rec := fairnessReconciler(t, now, base, vs, creds())
+		m := NewMetrics(prometheus.NewRegistry())
+		r.finalizer.Metrics = m
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(vs)}); err != nil {
+			t.Fatal(err)
+		}
+		if alive(here) {
+			t.Error("the lease of the connection's Vault is alive after deletion")
+		}
+		if !alive(there) {
+			t.Error("the lease recorded as another Vault's was revoked here: it was sent to a Vault that did not issue it")
+		}
+		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
+			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v, want 1", n)
+		}
+		select {
+		case e := <-rec.Events:
+			if !strings.Contains(e, "LeaseNotRevoked") || !strings.Contains(e, elsewhere) {
+				t.Errorf("event %q, want LeaseNotRevoked naming the Vault that issued the lease", e)
+			}
+		default:
+			t.Error("no LeaseNotRevoked event")
+		}
+	})
+
+	t.Run("replaced", func(t *testing.T) {
+		current, previous := issue(), issue()
+		vs := leasedVaultSecret("replaced")
+		l := lease(current, DefaultConnection)
+		l.PreviousID, l.PreviousVault = previous, elsewhere
+		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
+		vs.Status.Lease = l
+		r, _, _ := fairnessReconciler(t, now, base, vs, creds())
+		m := NewMetrics(prometheus.NewRegistry())
+		r.Metrics = m
+		key := client.ObjectKeyFromObject(vs)
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+			t.Fatal(err)
+		}
+		if !alive(previous) {
+			t.Error("the replaced lease recorded as another Vault's was revoked here")
+		}
+		var got v1alpha1.VaultSecret
+		if err := r.Client.Get(context.Background(), key, &got); err != nil {
+			t.Fatal(err)
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, ConditionPreviousRevoked)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonIssuedElsewhere {
+			t.Errorf("condition %s = %+v, want False/%s", ConditionPreviousRevoked, c, ReasonIssuedElsewhere)
+		}
+		if got.Status.Lease != nil && got.Status.Lease.PreviousID == previous {
+			t.Error("the replaced lease is still scheduled: it would be tried again at every pass")
+		}
+		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
+			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v, want 1", n)
+		}
+	})
 }

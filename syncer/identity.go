@@ -31,8 +31,11 @@ type tenantKey struct {
 // what is known of the token. The accessor identifies the token in status
 // without revealing it.
 type TenantToken struct {
-	Client    *api.Client
-	Accessor  string
+	Client   *api.Client
+	Accessor string
+	// Vault names the Vault the token belongs to (see
+	// v1alpha1.Lease.Vault): leases it issues are recorded with it.
+	Vault     string
 	Expires   time.Time // zero: the token does not expire
 	ttl       time.Duration
 	renewable bool
@@ -192,7 +195,7 @@ func (t *Tenants) ClientVia(ctx context.Context, k tenantKey, base BaseFunc, log
 		if s, err := tok.Client.Auth().Token().RenewSelfWithContext(ctx, int(tok.ttl.Seconds())); err == nil && s != nil && s.Auth != nil {
 			granted := time.Duration(s.Auth.LeaseDuration) * time.Second
 			if !RenewalCutShort(tok.ttl, granted) {
-				renewed := &TenantToken{Client: tok.Client, Accessor: tok.Accessor, Expires: now.Add(granted), ttl: tok.ttl, renewable: tok.renewable}
+				renewed := &TenantToken{Client: tok.Client, Accessor: tok.Accessor, Vault: tok.Vault, Expires: now.Add(granted), ttl: tok.ttl, renewable: tok.renewable}
 				t.mu.Lock()
 				t.tokens[k] = renewed
 				t.mu.Unlock()
@@ -321,7 +324,7 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login L
 		return nil, err
 	}
 	c.SetToken(auth.ClientToken)
-	tok := &TenantToken{Client: c, Accessor: auth.Accessor, ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
+	tok := &TenantToken{Client: c, Accessor: auth.Accessor, Vault: vaultOfConnection(k.Connection), ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
 	if tok.ttl > 0 {
 		tok.Expires = start.Add(tok.ttl)
 	}

@@ -20,14 +20,20 @@ import (
 // functions below are the only ones that move leases between the slots,
 // whichever source the journal belongs to.
 
+// leaseRef is a lease to revoke and the Vault that issued it (see
+// v1alpha1.Lease.Vault).
+type leaseRef struct {
+	ID, Vault string
+}
+
 // recordPending records a lease just issued as pending. An earlier
 // pending lease never reached the Secret; it is returned to be revoked.
-func recordPending(j *v1alpha1.LeaseJournal, f fetched, tok *TenantToken, now time.Time) (dropped string) {
-	if j.PendingLease != nil {
-		dropped = j.PendingLease.ID
+func recordPending(j *v1alpha1.LeaseJournal, f fetched, tok *TenantToken, now time.Time) (dropped leaseRef) {
+	if p := j.PendingLease; p != nil {
+		dropped = leaseRef{p.ID, p.Vault}
 	}
 	j.PendingLease = &v1alpha1.Lease{ID: f.leaseID, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(f.leaseDuration)),
-		Renewable: f.leaseRenewable, TokenAccessor: tok.Accessor, TokenExpiresAt: ptrTime(tok.Expires)}
+		Renewable: f.leaseRenewable, TokenAccessor: tok.Accessor, TokenExpiresAt: ptrTime(tok.Expires), Vault: tok.Vault}
 	return dropped
 }
 
@@ -36,7 +42,7 @@ func recordPending(j *v1alpha1.LeaseJournal, f fetched, tok *TenantToken, now ti
 // that lease's own end).
 func promoted(j v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) *v1alpha1.Lease {
 	next := j.PendingLease.DeepCopy()
-	next.PreviousID, next.RevokePreviousAt, next.PreviousExpiresAt = "", nil, nil
+	next.PreviousID, next.PreviousVault, next.RevokePreviousAt, next.PreviousExpiresAt = "", "", nil, nil
 	prev := j.Lease
 	if prev == nil || prev.ID == next.ID {
 		return next
@@ -46,7 +52,7 @@ func promoted(j v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) *v
 	if grace != nil {
 		g = &grace.Duration
 	}
-	next.PreviousID = prev.ID
+	next.PreviousID, next.PreviousVault = prev.ID, prev.Vault
 	next.RevokePreviousAt = ptrTime(RevokeAt(now, end, g))
 	next.PreviousExpiresAt = ptrTime(end)
 	return next
@@ -55,9 +61,9 @@ func promoted(j v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) *v
 // promote makes the pending lease current. A replaced lease still waiting
 // for its revocation (two replacements within one grace period) is
 // returned: no Secret holds it any more, so it goes now.
-func promote(j *v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) (older string) {
+func promote(j *v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) (older leaseRef) {
 	if j.Lease != nil && j.Lease.PreviousID != "" && j.Lease.PreviousID != j.PendingLease.ID {
-		older = j.Lease.PreviousID
+		older = leaseRef{j.Lease.PreviousID, j.Lease.PreviousVault}
 	}
 	j.Lease = promoted(*j, now, grace)
 	j.PendingLease = nil
@@ -68,7 +74,7 @@ func promote(j *v1alpha1.LeaseJournal, now time.Time, grace *metav1.Duration) (o
 // clearPrevious forgets the replaced lease: revoked, refused or ended.
 func clearPrevious(j *v1alpha1.LeaseJournal) {
 	if l := j.Lease; l != nil {
-		l.PreviousID, l.RevokePreviousAt, l.PreviousExpiresAt = "", nil, nil
+		l.PreviousID, l.PreviousVault, l.RevokePreviousAt, l.PreviousExpiresAt = "", "", nil, nil
 	}
 	j.RevokeFailures = 0
 }
@@ -92,17 +98,17 @@ func journalsOf(st *v1alpha1.VaultSecretStatus) []*v1alpha1.LeaseJournal {
 
 // journalIDs is every lease a journal names that may still be alive at
 // now: what deletion, or a source that no longer leases, revokes.
-func journalIDs(j *v1alpha1.LeaseJournal, now time.Time) []string {
-	var ids []string
+func journalIDs(j *v1alpha1.LeaseJournal, now time.Time) []leaseRef {
+	var ids []leaseRef
 	if p := j.PendingLease; p != nil && now.Before(EffectiveEnd(p.ExpiresAt.Time, timeOf(p.TokenExpiresAt))) {
-		ids = append(ids, p.ID)
+		ids = append(ids, leaseRef{p.ID, p.Vault})
 	}
 	if l := j.Lease; l != nil {
 		if now.Before(EffectiveEnd(l.ExpiresAt.Time, timeOf(l.TokenExpiresAt))) {
-			ids = append(ids, l.ID)
+			ids = append(ids, leaseRef{l.ID, l.Vault})
 		}
 		if l.PreviousID != "" && DecidePrevious(now, time.Time{}, timeOf(l.PreviousExpiresAt)) != PreviousForget {
-			ids = append(ids, l.PreviousID)
+			ids = append(ids, leaseRef{l.PreviousID, l.PreviousVault})
 		}
 	}
 	return ids
@@ -110,8 +116,8 @@ func journalIDs(j *v1alpha1.LeaseJournal, now time.Time) []string {
 
 // allJournalIDs is every lease of every journal in status that may still
 // be alive at now: what deletion revokes.
-func allJournalIDs(st *v1alpha1.VaultSecretStatus, now time.Time) []string {
-	var ids []string
+func allJournalIDs(st *v1alpha1.VaultSecretStatus, now time.Time) []leaseRef {
+	var ids []leaseRef
 	for _, j := range journalsOf(st) {
 		ids = append(ids, journalIDs(j, now)...)
 	}

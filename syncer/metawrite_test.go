@@ -45,7 +45,7 @@ func TestSecretOf(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", UID: "u-1"}}
 			tc.vs(vs)
-			want := desiredSecret(vs, data, exp, tc.lease)
+			want := desiredSecret(vs, data, exp, tc.lease, "")
 			body, err := json.Marshal(want)
 			if err != nil {
 				t.Fatal(err)
@@ -186,7 +186,7 @@ func TestMetadataAnswers(t *testing.T) {
 
 	// The Secret's create.
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	s := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("p")}, exp, ""))
+	s := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("p")}, exp, "", ""))
 	if err := m.CreateSecret(ctx, s, FieldManager); err != nil {
 		t.Fatalf("create Secret: %v", err)
 	}
@@ -204,7 +204,7 @@ func TestMetadataAnswers(t *testing.T) {
 	if !OwnsByUpdate(got.ManagedFields) {
 		t.Fatalf("the create is not recorded as %s's: %+v", FieldManager, got.ManagedFields)
 	}
-	again := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, exp, ""))
+	again := secretOf(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, exp, "", ""))
 	// A refusal says what refused, as the API server wrote it.
 	if err := m.CreateSecret(ctx, again, FieldManager); !apierrors.IsAlreadyExists(err) || !strings.Contains(err.Error(), `secrets "db" already exists`) {
 		t.Fatalf("a second create: %v, want the API server's AlreadyExists naming the Secret", err)
@@ -216,7 +216,7 @@ func TestMetadataAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := exp.Add(time.Hour)
-	body, err := json.Marshal(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, later, ""))
+	body, err := json.Marshal(desiredSecret(vs, map[string][]byte{"password": []byte("q")}, later, "", ""))
 	if err != nil {
 		t.Fatal(err)
 	}

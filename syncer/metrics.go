@@ -25,7 +25,8 @@ type Metrics struct {
 	logins   *prometheus.CounterVec
 	restarts *prometheus.CounterVec
 	// notRevoked counts leases given up at deletion (Vault unreachable
-	// past --finalizer-timeout); expired counts Secrets past their expiry
+	// past --finalizer-timeout), and leases of a Vault the connection no
+	// longer points to, never sent to the new one; expired counts Secrets past their expiry
 	// without a refresh, by expiryPolicy.
 	notRevoked prometheus.Counter
 	expired    *prometheus.CounterVec
@@ -58,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_restarts_total",
 			Help: "Rollout restarts of spec.rolloutRestartTargets after new Secret data (debounced per workload by --restart-min-interval), by namespace, workload kind and result (ok, error)."}, []string{"namespace", "kind", "result"}),
 		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_controller_leases_not_revoked_total",
-			Help: "Leases left to end on their own at deletion: Vault unreachable until --finalizer-timeout, or the revocation refused outright (403, token request refused)."}),
+			Help: "Leases left to end on their own: at deletion, Vault unreachable until --finalizer-timeout or the revocation refused outright (403, token request refused); at any time, a lease issued by a Vault its connection no longer points to (never sent to the new address)."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_secrets_expired_total",
 			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: counted when deleted; Retain: counted when kept with their last data)."}, []string{"policy"}),
 	}

@@ -74,6 +74,9 @@ func (r *Reconciler) observe(ctx context.Context, vs *v1alpha1.VaultSecret) (*ob
 		o.Secret = &corev1Secret{Owned: owned, Adoptable: !owned && vs.Spec.Target.Adopt && !controlledByVaultSecret(sec),
 			LeaseID: sec.Annotations[LeaseAnnotation], ExpiresAt: sec.Annotations[ExpiresAtAnnotation]}
 		o.Data = dataState(r.HMACKey, vs.Status.DataHMAC, sec.Data)
+		if owned {
+			r.observeRecord(o, sec)
+		}
 	}
 	if tok := r.vault.cachedToken(vs); tok != nil {
 		o.TokenAccessor, o.TokenExpires = tok.Accessor, tok.Expires
@@ -134,4 +137,23 @@ func (r *Reconciler) restored(key client.ObjectKey, now time.Time) {
 func controlledByVaultSecret(sec *corev1.Secret) bool {
 	ref := metav1.GetControllerOf(sec)
 	return ref != nil && ref.Kind == "VaultSecret" && strings.HasPrefix(ref.APIVersion, v1alpha1.GroupVersion.Group+"/")
+}
+
+// observeRecord finds a write of this controller that status does not
+// hold (see WriteRecordAnnotation). The record is opened only when status
+// and the Secret disagree on the data or the spec: not on the passes
+// where nothing changed, which are most.
+func (r *Reconciler) observeRecord(o *observation, sec *corev1.Secret) {
+	st := &o.vs.Status
+	value, ok := sec.Annotations[WriteRecordAnnotation]
+	if !ok || (o.Data == DataUnchanged && st.DataHMAC != "" && st.SourceHash == o.SourceHash) {
+		return
+	}
+	rec, ok := openRecord(r.HMACKey, o.vs.UID, value, sec.Data)
+	if !ok {
+		return
+	}
+	if sum := dataHMAC(r.HMACKey, sec.Data); rec.unrecorded(st, o.SourceHash, sum) {
+		o.Unrecorded, o.DataHMAC = &rec, sum
+	}
 }

@@ -326,9 +326,12 @@ func ReadyButMissing(vs *v1alpha1.VaultSecret, secretExists bool) bool {
 	return !secretExists && meta.IsStatusConditionTrue(vs.Status.Conditions, "Ready")
 }
 
-// writes tells whether a plan writes anything beyond status.
+// writes tells whether a plan writes anything beyond status, or records
+// in status a write the Secret holds: a cached copy older than this
+// controller's last status write would take its own recorded write for
+// one it lost.
 func (p Plan) writes() bool {
-	return p.Action == ActFetch || p.Action == ActRenew || p.Action == ActWriteMetadata || p.journalsBusy()
+	return p.Action == ActFetch || p.Action == ActRenew || p.Action == ActWriteMetadata || p.RecordWrite || p.journalsBusy()
 }
 
 // journalsBusy tells whether a journal plan, spec.source's or one of

@@ -63,7 +63,7 @@ func hasPKI(vs *v1alpha1.VaultSecret) bool {
 
 // desiredSecret is the Secret a VaultSecret wants, as an apply
 // configuration: exactly the fields the controller owns.
-func desiredSecret(vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID string) *corev1ac.SecretApplyConfiguration {
+func desiredSecret(vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID, record string) *corev1ac.SecretApplyConfiguration {
 	labels := map[string]string{}
 	for k, v := range vs.Spec.Target.Labels {
 		labels[k] = v
@@ -76,6 +76,9 @@ func desiredSecret(vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt t
 	ann[ExpiresAtAnnotation] = formatTime(expiresAt)
 	if leaseID != "" {
 		ann[LeaseAnnotation] = leaseID
+	}
+	if record != "" {
+		ann[WriteRecordAnnotation] = record
 	}
 	return corev1ac.Secret(targetName(vs), vs.Namespace).
 		WithLabels(labels).

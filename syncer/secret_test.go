@@ -49,7 +49,7 @@ func TestDesiredSecret(t *testing.T) {
 			Target: v1alpha1.Target{Labels: map[string]string{"team": "a", ManagedByLabel: "someone-else"}, Annotations: map[string]string{"note": "x"}}},
 	}
 	exp := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	s := desiredSecret(vs, map[string][]byte{"tls.crt": nil}, exp, "database/creds/app/x1")
+	s := desiredSecret(vs, map[string][]byte{"tls.crt": nil}, exp, "database/creds/app/x1", "")
 	if *s.Name != "web" || *s.Type != corev1.SecretTypeTLS || s.Labels[ManagedByLabel] != ManagedByValue || s.Labels["team"] != "a" {
 		t.Fatalf("secret %+v", s.ObjectMetaApplyConfiguration)
 	}
@@ -59,7 +59,7 @@ func TestDesiredSecret(t *testing.T) {
 	if len(s.OwnerReferences) != 1 || *s.OwnerReferences[0].UID != vs.UID || !*s.OwnerReferences[0].Controller {
 		t.Fatalf("owner %+v", s.OwnerReferences)
 	}
-	if _, ok := desiredSecret(vs, nil, exp, "").Annotations[LeaseAnnotation]; ok {
+	if _, ok := desiredSecret(vs, nil, exp, "", "").Annotations[LeaseAnnotation]; ok {
 		t.Fatal("a Secret without lease names one")
 	}
 }

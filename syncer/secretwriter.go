@@ -56,12 +56,13 @@ type written struct {
 // the next one reads the Secret and decides on it.
 var errTargetExists = errors.New("a Secret of that name already exists")
 
-// apply writes data and metadata. existing is the Secret as observed (nil
+// apply writes data and metadata, with record as the Secret's write
+// record (see WriteRecordAnnotation; empty for none). existing is the Secret as observed (nil
 // when absent), already checked to be this VaultSecret's; unread tells
 // that its absence was presumed rather than read, and the Secret is then
 // created, which fails with errTargetExists if one exists after all.
-func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID string, existing *corev1.Secret, unread bool) (written, error) {
-	want := desiredSecret(vs, data, expiresAt, leaseID)
+func (w *secretWriter) apply(ctx context.Context, vs *v1alpha1.VaultSecret, data map[string][]byte, expiresAt time.Time, leaseID, record string, existing *corev1.Secret, unread bool) (written, error) {
+	want := desiredSecret(vs, data, expiresAt, leaseID, record)
 	if existing == nil && unread {
 		return w.create(ctx, vs, want)
 	}

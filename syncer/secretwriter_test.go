@@ -15,7 +15,7 @@ func TestDrops(t *testing.T) {
 		Spec: v1alpha1.VaultSecretSpec{Source: v1alpha1.Source{KV: &v1alpha1.KVSource{}},
 			Target: v1alpha1.Target{Labels: map[string]string{"team": "a"}, Annotations: map[string]string{"note": "x"}}}}
 	exp := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	want := desiredSecret(vs, map[string][]byte{"password": []byte("p")}, exp, "")
+	want := desiredSecret(vs, map[string][]byte{"password": []byte("p")}, exp, "", "")
 	// What the controller's create leaves on the Secret.
 	created := func() *corev1.Secret {
 		return &corev1.Secret{

@@ -107,12 +107,41 @@ func (v *vaultIO) renew(ctx context.Context, tok *TenantToken, id string, increm
 // release revokes a lease under the tenant's identity. A lease is revoked
 // the same way whatever the source is now: a VaultSecret switched from
 // dynamic to kv still revokes the lease it held.
-func (v *vaultIO) release(ctx context.Context, vs *v1alpha1.VaultSecret, id string) error {
+func (v *vaultIO) release(ctx context.Context, vs *v1alpha1.VaultSecret, l leaseRef) error {
 	tok, err := v.tenant(ctx, vs)
 	if err != nil {
 		return err
 	}
-	return v.releaseWith(ctx, tok, id)
+	return v.releaseRef(ctx, tok, l)
+}
+
+// releaseRef revokes l with tok, provided tok belongs to the Vault that
+// issued it: a lease id is never sent to another Vault, which would not
+// know it (and would answer a revocation of an unknown lease with
+// success, so the lease would be called revoked while it lives on).
+func (v *vaultIO) releaseRef(ctx context.Context, tok *TenantToken, l leaseRef) error {
+	if l.Vault != "" && l.Vault != tok.Vault {
+		return &issuedElsewhereError{issuedBy: l.Vault, now: tok.Vault}
+	}
+	return v.releaseWith(ctx, tok, l.ID)
+}
+
+// issuedElsewhereError: a lease of a Vault the VaultSecret's connection no
+// longer points to (its address changed).
+type issuedElsewhereError struct{ issuedBy, now string }
+
+func (e *issuedElsewhereError) Error() string {
+	return fmt.Sprintf("the lease was issued by Vault %q, and the connection now points to %q (its address changed); the lease is not sent there and ends on its own at its TTL", e.issuedBy, e.now)
+}
+
+// vaultOfConnection is the Vault a token of the connection of key belongs
+// to, as leases record it: DefaultConnection for the flags' Vault, whose
+// token keys predate connections.
+func vaultOfConnection(key string) string {
+	if key == "" {
+		return DefaultConnection
+	}
+	return key
 }
 
 func (v *vaultIO) releaseWith(ctx context.Context, tok *TenantToken, id string) error {

@@ -43,9 +43,20 @@ type Lease struct {
 	TokenExpiresAt *metav1.Time `json:"tokenExpiresAt,omitempty"`
 	// Renewable tells whether Vault allows renewal.
 	Renewable bool `json:"renewable"`
+	// Vault names the Vault that issued the lease: the VaultAuth's
+	// ClusterVaultConnection with a hash of its address and Vault
+	// namespace, or "default" for the controller's flags. The lease is
+	// renewed and revoked only there: once its connection points to
+	// another Vault, it is never sent to that one and ends on its own.
+	// Empty for a lease recorded before this field.
+	// +optional
+	Vault string `json:"vault,omitempty"`
 	// Previous is a replaced lease awaiting revocation.
 	// +optional
 	PreviousID string `json:"previousID,omitempty"`
+	// PreviousVault is the Vault of the replaced lease (see Vault).
+	// +optional
+	PreviousVault string `json:"previousVault,omitempty"`
 	// +optional
 	RevokePreviousAt *metav1.Time `json:"revokePreviousAt,omitempty"`
 	// PreviousExpiresAt is the replaced lease's effective end: it is not
