@@ -423,8 +423,15 @@ spec:
 		t.Fatal(err)
 	}
 	vs := s.waitReady(t, "app", "moved", metav1.ConditionTrue, "Synced", 60*time.Second)
-	if vs.Status.Lease == nil || !strings.HasPrefix(vs.Status.Lease.Vault, "db@") {
-		t.Fatalf("the lease does not record the Vault that issued it: %+v", vs.Status.Lease)
+	clusterID := func(v *harness.Vault) string {
+		h, err := v.Client().Sys().Health()
+		if err != nil || h.ClusterID == "" {
+			t.Fatalf("cluster ID: %v", err)
+		}
+		return h.ClusterID
+	}
+	if vs.Status.Lease == nil || vs.Status.Lease.Vault != clusterID(vaults["first"]) {
+		t.Fatalf("the lease does not record the Vault that issued it (cluster %s): %+v", clusterID(vaults["first"]), vs.Status.Lease)
 	}
 	old := *vs.Status.Lease
 	leaseAlive := func(v *harness.Vault, id string) bool {
@@ -435,6 +442,27 @@ spec:
 		t.Fatal("the first Vault does not know the lease it issued")
 	}
 
+	// The same Vault under another name: a new lease is read (the
+	// connection's spec changed), and the replaced one is revoked there,
+	// since it is the same cluster.
+	alias := strings.Replace(vaults["first"].Addr, "127.0.0.1", "localhost", 1)
+	s.editConnection(t, "db", func(c *v1alpha1.ClusterVaultConnection) { c.Spec.Address = alias })
+	eventually(t, 60*time.Second, func() error {
+		st := s.vaultSecret(t, "app", "moved").Status
+		c := meta.FindStatusCondition(st.Conditions, "PreviousLeaseRevoked")
+		if st.Lease == nil || st.Lease.ID == old.ID || c == nil {
+			return errors.New("the lease read under the new address has not replaced the old one yet")
+		}
+		if c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("PreviousLeaseRevoked = %s/%s %q after an address change to the same Vault, want True", c.Status, c.Reason, c.Message)
+		}
+		return nil
+	})
+	if leaseAlive(vaults["first"], old.ID) {
+		t.Fatal("the lease replaced under the same Vault's other address is still alive")
+	}
+	old = *s.vaultSecret(t, "app", "moved").Status.Lease
+
 	s.editConnection(t, "db", func(c *v1alpha1.ClusterVaultConnection) { c.Spec.Address = vaults["second"].Addr })
 	var st v1alpha1.VaultSecretStatus
 	eventually(t, 60*time.Second, func() error {
@@ -443,12 +471,12 @@ spec:
 		switch {
 		case st.Lease == nil || st.Lease.ID == old.ID:
 			return errors.New("no new lease from the second Vault yet")
-		case c == nil:
-			return errors.New("the replaced lease's revocation is not reported yet")
+		case c == nil || c.Status == metav1.ConditionTrue:
+			return errors.New("the replaced lease's fate is not reported yet")
 		}
 		return nil
 	})
-	if st.Lease.Vault == old.Vault || !leaseAlive(vaults["second"], st.Lease.ID) {
+	if st.Lease.Vault != clusterID(vaults["second"]) || !leaseAlive(vaults["second"], st.Lease.ID) {
 		t.Fatalf("the new lease %+v is not the second Vault's (the old one was of %q)", st.Lease, old.Vault)
 	}
 	c := meta.FindStatusCondition(st.Conditions, "PreviousLeaseRevoked")

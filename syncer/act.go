@@ -116,18 +116,27 @@ func DecideRestart(pending bool, targets int, known RestartState) RestartStep {
 	return RestartKeep
 }
 
-// settleRestarts carries out the pass's RestartStep.
+// settleRestarts carries out the pass's RestartStep. What the restarter
+// knows of settled restarts is dropped only once status says none is
+// pending, that is once the write clearing the field has landed: were it
+// dropped with the clearing, a lost status write would leave the field set
+// and the next pass, finding nothing known, would restart every target
+// again.
 func (r *Reconciler) settleRestarts(ctx context.Context, vs *v1alpha1.VaultSecret) {
 	st := &vs.Status
+	key := client.ObjectKeyFromObject(vs)
 	if st.RestartPendingSince == nil {
+		r.restarts.forgetSettled(key)
 		return
 	}
-	key := client.ObjectKeyFromObject(vs)
 	since := st.RestartPendingSince.Time
 	switch DecideRestart(true, len(vs.Spec.RolloutRestartTargets), r.restarts.state(key, since)) {
 	case RestartClear:
 		st.RestartPendingSince = nil
-		r.restarts.forget(key)
+		if len(vs.Spec.RolloutRestartTargets) == 0 {
+			// No target left: nothing queued is owed any more.
+			r.restarts.forget(key)
+		}
 	case RestartResume:
 		r.Log.Info("carrying out rollout restarts owed for new Secret data since before this controller started", "vaultsecret", key, "since", formatTime(since))
 		r.restarts.request(ctx, vs, since)
@@ -142,7 +151,7 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 	vs := o.vs
 	st := &vs.Status
 	recorded, promotedAny := st.DataHMAC, false
-	if err := r.applyJournal(ctx, vs, &st.LeaseJournal, p.JournalPlan, now); err != nil {
+	if err := r.applyJournal(ctx, o, &st.LeaseJournal, p.JournalPlan, now); err != nil {
 		return err
 	}
 	if p.Promote {
@@ -153,7 +162,7 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 		if i >= len(st.Sources) {
 			break
 		}
-		if err := r.applyJournal(ctx, vs, &st.Sources[i].LeaseJournal, sp.JournalPlan, now); err != nil {
+		if err := r.applyJournal(ctx, o, &st.Sources[i].LeaseJournal, sp.JournalPlan, now); err != nil {
 			return err
 		}
 		if sp.Promote {
@@ -183,16 +192,17 @@ func (r *Reconciler) applyJournals(ctx context.Context, o *observation, p Plan, 
 // applyJournal carries out one journal's plan: release the leases of a
 // source that no longer leases, promote the pending lease the Secret
 // holds, drop one it does not, and revoke a replaced lease when due.
-func (r *Reconciler) applyJournal(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, jp JournalPlan, now time.Time) error {
+func (r *Reconciler) applyJournal(ctx context.Context, o *observation, j *v1alpha1.LeaseJournal, jp JournalPlan, now time.Time) error {
+	vs := o.vs
 	if jp.ReleaseStale {
-		if err := r.releaseStale(ctx, vs, j, now); err != nil {
+		if err := r.releaseStale(ctx, o, j, now); err != nil {
 			r.Log.Info("revoking the lease of a source that no longer leases failed; retrying", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
 		}
 	}
 	if jp.Promote {
 		if older := promote(j, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
 			if err := r.vault.release(ctx, vs, older); err != nil {
-				r.notReleased(vs, err)
+				r.notReleased(o, err)
 			}
 		}
 	}
@@ -202,11 +212,11 @@ func (r *Reconciler) applyJournal(ctx context.Context, vs *v1alpha1.VaultSecret,
 			return err
 		}
 		if err != nil {
-			r.notReleased(vs, err)
+			r.notReleased(o, err)
 		}
 		j.PendingLease = nil
 	}
-	r.handlePrevious(ctx, vs, j, jp.Previous, now)
+	r.handlePrevious(ctx, o, j, jp.Previous, now)
 	return nil
 }
 
@@ -227,13 +237,16 @@ func (r *Reconciler) promoted(o *observation) {
 
 // releaseStale revokes every lease of a journal whose source no longer
 // leases.
-func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, now time.Time) error {
+func (r *Reconciler) releaseStale(ctx context.Context, o *observation, j *v1alpha1.LeaseJournal, now time.Time) error {
 	for _, l := range journalIDs(j, now) {
-		err := r.vault.release(ctx, vs, l)
+		err := r.vault.release(ctx, o.vs, l)
 		var elsewhere *issuedElsewhereError
 		switch {
 		case errors.As(err, &elsewhere):
-			r.notReleased(vs, err)
+			// Out of the journal at once: a later lease's failure keeps the
+			// journal for the next pass, which must not tell this one again.
+			dropLease(j, l.ID)
+			r.notReleased(o, err)
 		case err != nil && vault.Classify(err) != vault.KindDenied:
 			return err
 		}
@@ -245,7 +258,8 @@ func (r *Reconciler) releaseStale(ctx context.Context, vs *v1alpha1.VaultSecret,
 // handlePrevious revokes a replaced lease when due, with back-off on
 // failure; it stops at the old lease's own end, and a refusal (403) is
 // reported as a condition instead of retried.
-func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecret, j *v1alpha1.LeaseJournal, a PreviousAction, now time.Time) {
+func (r *Reconciler) handlePrevious(ctx context.Context, o *observation, j *v1alpha1.LeaseJournal, a PreviousAction, now time.Time) {
+	vs := o.vs
 	l := j.Lease
 	switch {
 	case l == nil || l.PreviousID == "" || a == PreviousWait:
@@ -261,7 +275,7 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 	case errors.As(err, &elsewhere):
 		clearPrevious(j)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonIssuedElsewhere, explain(err))
-		r.notReleased(vs, err)
+		r.notReleased(o, err)
 	case err == nil:
 		clearPrevious(j)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionTrue, "Revoked", "the replaced lease was revoked")
@@ -269,7 +283,7 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 		clearPrevious(j)
 		msg := "Vault refused to revoke the replaced lease; grant update on sys/leases/revoke/<mount>/<path>/* to the role's policy: " + explain(err)
 		r.status.setCondition(vs, ConditionPreviousRevoked, metav1.ConditionFalse, ReasonPermissionDenied, msg)
-		r.status.event(vs, corev1.EventTypeWarning, ReasonPermissionDenied, "Revoke", "%s", msg)
+		o.tellOnceWritten(func() { r.status.event(vs, corev1.EventTypeWarning, ReasonPermissionDenied, "Revoke", "%s", msg) })
 	default:
 		j.RevokeFailures++
 		next := metav1.NewTime(now.Add(RevokeBackoff(j.RevokeFailures)))
@@ -281,30 +295,35 @@ func (r *Reconciler) handlePrevious(ctx context.Context, vs *v1alpha1.VaultSecre
 // releaseReplaced revokes a lease no Secret holds any more (replaced
 // twice within a grace period, or pending and never written) with the
 // pass's token.
-func (r *Reconciler) releaseReplaced(ctx context.Context, vs *v1alpha1.VaultSecret, tok *TenantToken, l leaseRef) {
+func (r *Reconciler) releaseReplaced(ctx context.Context, o *observation, tok *TenantToken, l leaseRef) {
 	if err := r.vault.releaseRef(ctx, tok, l); err != nil {
-		r.notReleased(vs, err)
+		r.notReleased(o, err)
 	}
 }
 
 // ReasonIssuedElsewhere: a replaced lease was issued by a Vault the
-// connection no longer points to; it is left to end on its own.
+// connection no longer reaches; it is left to end on its own.
 const ReasonIssuedElsewhere = "IssuedByAnotherVault"
 
 // notReleased reports a lease left to end on its own when its release
 // failed for good (it is logged only when Vault merely failed to answer,
 // which the lease's own end makes good): a lease of a Vault the connection
-// no longer points to is told by event and counted.
-func (r *Reconciler) notReleased(vs *v1alpha1.VaultSecret, err error) {
+// no longer reaches is told by event and counted, once the pass's
+// status write has landed (see tellOnceWritten).
+func (r *Reconciler) notReleased(o *observation, err error) {
+	vs := o.vs
 	var elsewhere *issuedElsewhereError
 	if !errors.As(err, &elsewhere) {
 		r.Log.Info("revoking a lease failed; it ends on its own", "vaultsecret", client.ObjectKeyFromObject(vs), "error", explain(err))
 		return
 	}
-	r.status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke", "%s", explain(err))
-	if r.Metrics != nil {
-		r.Metrics.notRevoked.Inc()
-	}
+	msg := explain(err)
+	o.tellOnceWritten(func() {
+		r.status.event(vs, corev1.EventTypeWarning, "LeaseNotRevoked", "Revoke", "%s", msg)
+		if r.Metrics != nil {
+			r.Metrics.notRevoked.Inc()
+		}
+	})
 }
 
 // writeMetadata rewrites the Secret's labels and annotations around its

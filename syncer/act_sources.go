@@ -132,7 +132,7 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 		}
 		issued = true
 		if dropped := recordPending(&st.Sources[i].LeaseJournal, f, tok, now); dropped.ID != "" {
-			r.releaseReplaced(ctx, vs, tok, dropped)
+			r.releaseReplaced(ctx, o, tok, dropped)
 		}
 	}
 	if issued {
@@ -182,7 +182,7 @@ func (r *Reconciler) syncSources(ctx context.Context, o *observation, p Plan, or
 			continue
 		}
 		if older := promote(&st.Sources[i].LeaseJournal, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
-			r.releaseReplaced(ctx, vs, tok, older)
+			r.releaseReplaced(ctx, o, tok, older)
 		}
 	}
 	for i := range sched {

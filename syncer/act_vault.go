@@ -58,7 +58,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 	}
 	if o.kind.leased() {
 		if dropped := recordPending(&st.LeaseJournal, f, tok, now); dropped.ID != "" {
-			r.releaseReplaced(ctx, vs, tok, dropped)
+			r.releaseReplaced(ctx, o, tok, dropped)
 		}
 		// The journal is written before the Secret: a failed write never
 		// leaves a lease nobody will revoke.
@@ -81,7 +81,7 @@ func (r *Reconciler) fetchAndWrite(ctx context.Context, o *observation, p Plan, 
 			return r.failed(ctx, vs, orig, now, ReasonSecretWrite, errors.New("the Secret read back does not hold the new lease"))
 		}
 		if older := promote(&st.LeaseJournal, now, vs.Spec.RevokeGracePeriod); older.ID != "" {
-			r.releaseReplaced(ctx, vs, tok, older)
+			r.releaseReplaced(ctx, o, tok, older)
 		}
 	}
 	st.DataHMAC, st.SecretName = dataHMAC(r.HMACKey, data), targetName(vs)
@@ -146,7 +146,7 @@ type renewal struct {
 // error, not a silent re-issue. The same for spec.source and each of
 // spec.sources.
 func (r *Reconciler) renewCurrent(ctx context.Context, vs *v1alpha1.VaultSecret, tok *TenantToken, l *v1alpha1.Lease, lastSync *metav1.Time, now time.Time) (renewal, error) {
-	if l.Vault != "" && l.Vault != tok.Vault {
+	if elsewhere(l.Vault, tok.Vault) {
 		// Never sent to a Vault that did not issue it.
 		return renewal{reissue: "the lease was issued by another Vault than the connection now points to"}, nil
 	}

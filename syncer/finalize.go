@@ -56,14 +56,20 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 	now := f.Clock.Now()
 	st := &vs.Status
 	end := journalEnd(st)
+	// Leases left to end on their own are told once the finalizer is
+	// gone: a deletion retried (the Secret's delete or the finalizer's
+	// removal failed) tries them again and would count them twice.
+	var left leftLeases
 	if DecideFinalize(now, len(allJournalIDs(st, now)) > 0, revokeOnDelete(vs), end) == FinalizeRelease {
 		release, ok := f.Slots.tryAcquire(vs.Namespace)
 		switch {
 		case ok:
 			defer release()
-			if res, wait, err := f.revokeAll(ctx, vs, now, end); wait {
-				return res, err
+			res, wait, err := f.revokeAll(ctx, vs, now, end)
+			if wait {
+				return res.Result, err
 			}
+			left = res.left
 		case !FinalizeGiveUp(now, vs.DeletionTimestamp.Time, f.Timeout):
 			// The namespace's other passes hold every slot (its Vault calls
 			// hang, most likely): try again shortly, as any pass would.
@@ -71,13 +77,13 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 		default:
 			// Past --finalizer-timeout a deletion does not wait for a slot
 			// either: the namespace goes, the leases end on their own.
-			f.notRevoked(vs, len(allJournalIDs(st, now)), "the namespace's Vault calls are all in flight past --finalizer-timeout", end)
+			left = leftLeases{n: len(allJournalIDs(st, now)), why: "the namespace's Vault calls are all in flight past --finalizer-timeout"}
 		}
 	}
 	if err := f.Secrets.deleteOwned(ctx, vs, targetName(vs)); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var cur v1alpha1.VaultSecret
 		if err := f.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
 			return client.IgnoreNotFound(err)
@@ -90,14 +96,32 @@ func (f *finalizer) finalize(ctx context.Context, vs *v1alpha1.VaultSecret) (ctr
 		}
 		return client.IgnoreNotFound(f.Client.Update(ctx, &cur))
 	})
+	if err == nil {
+		f.notRevoked(vs, left.n, left.why, end)
+	}
+	return ctrl.Result{}, err
+}
+
+// leftLeases are leases deletion leaves to end on their own, with the
+// first reason.
+type leftLeases struct {
+	n   int
+	why string
+}
+
+// revoked is what revokeAll came to.
+type revoked struct {
+	ctrl.Result
+	left leftLeases
 }
 
 // revokeAll revokes the journal's leases, every one of them: a refusal of
 // one (a policy that covers another source's path only) does not spare
 // the others. While Vault is unreachable and --finalizer-timeout has not
 // passed, it says to wait (and for how long); past it, or on any other
-// failure, those leases are reported as not revoked and deletion goes on.
-func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (ctrl.Result, bool, error) {
+// failure, those leases are returned, to be reported as not revoked once
+// deletion has gone through.
+func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now, end time.Time) (revoked, bool, error) {
 	st := &vs.Status
 	left, why := 0, ""
 	for _, l := range allJournalIDs(st, now) {
@@ -110,7 +134,7 @@ func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now
 				giveUp := vs.DeletionTimestamp.Add(f.timeout())
 				orig := st.DeepCopy()
 				f.Status.setReady(vs, metav1.ConditionFalse, ReasonVaultUnavailable, "cannot revoke the lease before deletion; retrying until "+formatTime(minTime(end, giveUp))+": "+explain(err))
-				return ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}, true, f.Status.write(ctx, vs, orig)
+				return revoked{Result: ctrl.Result{RequeueAfter: min(d, max(time.Second, giveUp.Sub(now)))}}, true, f.Status.write(ctx, vs, orig)
 			}
 		}
 		if left == 0 {
@@ -118,10 +142,7 @@ func (f *finalizer) revokeAll(ctx context.Context, vs *v1alpha1.VaultSecret, now
 		}
 		left++
 	}
-	if left > 0 {
-		f.notRevoked(vs, left, why, end)
-	}
-	return ctrl.Result{}, false, nil
+	return revoked{left: leftLeases{n: left, why: why}}, false, nil
 }
 
 // notRevoked reports n leases left to end on their own, with the first

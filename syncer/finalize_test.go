@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vaultkms/vaultkms/api/v1alpha1"
 	"github.com/vaultkms/vaultkms/e2e/harness"
@@ -138,7 +140,12 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
 			Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
 	}
-	const elsewhere = "eu@0123456789abcdef"
+	const otherVault = "6a1f0c2e-5b7d-4e2a-9c3b-8d4e5f6a7b8c"
+	h, err := v.Client().Sys().Health()
+	if err != nil || h.ClusterID == "" {
+		t.Fatalf("this Vault's cluster ID: %v", err)
+	}
+	thisVault := h.ClusterID
 	now := time.Now().Truncate(time.Second)
 	lease := func(id, vaultName string) *v1alpha1.Lease {
 		return &v1alpha1.Lease{ID: id, IssuedAt: metav1.NewTime(now), ExpiresAt: metav1.NewTime(now.Add(10 * time.Minute)), Vault: vaultName}
@@ -153,8 +160,8 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 	t.Run("deletion", func(t *testing.T) {
 		here, there := issue(), issue()
 		vs := leasedVaultSecret("deleted")
-		vs.Status.Sources = []v1alpha1.SourceStatus{{Hash: "a", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(here, DefaultConnection)}},
-			{Hash: "b", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(there, elsewhere)}}}
+		vs.Status.Sources = []v1alpha1.SourceStatus{{Hash: "a", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(here, thisVault)}},
+			{Hash: "b", LeaseJournal: v1alpha1.LeaseJournal{Lease: lease(there, otherVault)}}}
 		vs.DeletionTimestamp = &metav1.Time{Time: now}
 		r, _, rec := fairnessReconciler(t, now, base, vs, creds())
 		m := NewMetrics(prometheus.NewRegistry())
@@ -173,7 +180,7 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		}
 		select {
 		case e := <-rec.Events:
-			if !strings.Contains(e, "LeaseNotRevoked") || !strings.Contains(e, elsewhere) {
+			if !strings.Contains(e, "LeaseNotRevoked") || !strings.Contains(e, otherVault) {
 				t.Errorf("event %q, want LeaseNotRevoked naming the Vault that issued the lease", e)
 			}
 		default:
@@ -181,11 +188,44 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		}
 	})
 
+	// A deletion retried because the finalizer's removal failed once
+	// tries the lease again, and tells it once.
+	t.Run("deletion retried", func(t *testing.T) {
+		there := issue()
+		vs := leasedVaultSecret("retried")
+		vs.Status.Lease = lease(there, otherVault)
+		vs.DeletionTimestamp = &metav1.Time{Time: now}
+		failOnce := true
+		r, _, rec := fairnessReconcilerWith(t, now, interceptor.Funcs{
+			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				if _, ok := obj.(*v1alpha1.VaultSecret); ok && failOnce {
+					failOnce = false
+					return errors.New("the API server failed once")
+				}
+				return c.Update(ctx, obj, opts...)
+			}}, base, vs, creds())
+		m := NewMetrics(prometheus.NewRegistry())
+		r.finalizer.Metrics = m
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(vs)}
+		if _, err := r.Reconcile(context.Background(), req); err == nil {
+			t.Fatal("the failed finalizer removal was not reported")
+		}
+		if _, err := r.Reconcile(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
+			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v after a retried deletion, want 1", n)
+		}
+		if n := len(rec.Events); n != 1 {
+			t.Errorf("%d LeaseNotRevoked events, want 1", n)
+		}
+	})
+
 	t.Run("replaced", func(t *testing.T) {
 		current, previous := issue(), issue()
 		vs := leasedVaultSecret("replaced")
-		l := lease(current, DefaultConnection)
-		l.PreviousID, l.PreviousVault = previous, elsewhere
+		l := lease(current, thisVault)
+		l.PreviousID, l.PreviousVault = previous, otherVault
 		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
 		vs.Status.Lease = l
 		r, _, _ := fairnessReconciler(t, now, base, vs, creds())
@@ -211,6 +251,48 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		}
 		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
 			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v, want 1", n)
+		}
+	})
+
+	// The pass that finds the replaced lease another Vault's loses its
+	// status write: the next finds it still scheduled and tries again; it
+	// is told once.
+	t.Run("replaced, status write lost", func(t *testing.T) {
+		current, previous := issue(), issue()
+		vs := leasedVaultSecret("replaced-lost")
+		l := lease(current, thisVault)
+		l.PreviousID, l.PreviousVault = previous, otherVault
+		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
+		vs.Status.Lease = l
+		failOnce := true
+		r, _, rec := fairnessReconcilerWith(t, now, interceptor.Funcs{
+			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				if failOnce {
+					failOnce = false
+					return errors.New("the API server failed once")
+				}
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			}}, base, vs, creds())
+		m := NewMetrics(prometheus.NewRegistry())
+		r.Metrics = m
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(vs)}
+		if _, err := r.Reconcile(context.Background(), req); err == nil {
+			t.Fatal("the failed status write was not reported")
+		}
+		if _, err := r.Reconcile(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
+			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v after a lost status write, want 1", n)
+		}
+		notRevoked := 0
+		for len(rec.Events) > 0 {
+			if e := <-rec.Events; strings.Contains(e, "LeaseNotRevoked") {
+				notRevoked++
+			}
+		}
+		if notRevoked != 1 {
+			t.Errorf("%d LeaseNotRevoked events, want 1", notRevoked)
 		}
 	})
 }

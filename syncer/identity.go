@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +34,8 @@ type tenantKey struct {
 type TenantToken struct {
 	Client   *api.Client
 	Accessor string
-	// Vault names the Vault the token belongs to (see
-	// v1alpha1.Lease.Vault): leases it issues are recorded with it.
+	// Vault names the Vault the token belongs to, empty when unknown (see
+	// vaultIdentity): leases it issues are recorded with it.
 	Vault     string
 	Expires   time.Time // zero: the token does not expire
 	ttl       time.Duration
@@ -324,7 +325,7 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login L
 		return nil, err
 	}
 	c.SetToken(auth.ClientToken)
-	tok := &TenantToken{Client: c, Accessor: auth.Accessor, Vault: vaultOfConnection(k.Connection), ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
+	tok := &TenantToken{Client: c, Accessor: auth.Accessor, Vault: vaultIdentity(ctx, c), ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
 	if tok.ttl > 0 {
 		tok.Expires = start.Add(tok.ttl)
 	}
@@ -335,4 +336,21 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login L
 	t.tokens[k] = tok
 	t.mu.Unlock()
 	return tok, nil
+}
+
+// vaultIdentity names the Vault a client reaches as leases record it (see
+// v1alpha1.Lease.Vault): its cluster ID, which every node of one cluster
+// shares whatever address reached it, and the Vault namespace, where
+// leases live. Asked once per login, from sys/health (unauthenticated,
+// root namespace only). Empty when Vault does not say: such a token's
+// leases are then renewed and revoked as before the identity existed.
+func vaultIdentity(ctx context.Context, c *api.Client) string {
+	h, err := c.WithNamespace("").Sys().HealthWithContext(ctx)
+	if err != nil || h == nil || h.ClusterID == "" {
+		return ""
+	}
+	if ns := strings.Trim(c.Namespace(), "/"); ns != "" {
+		return h.ClusterID + "/" + ns
+	}
+	return h.ClusterID
 }

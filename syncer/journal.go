@@ -79,6 +79,29 @@ func clearPrevious(j *v1alpha1.LeaseJournal) {
 	j.RevokeFailures = 0
 }
 
+// dropLease forgets lease id wherever a journal of a source that no
+// longer leases names it; what it names besides stays to be revoked.
+func dropLease(j *v1alpha1.LeaseJournal, id string) {
+	if j.PendingLease != nil && j.PendingLease.ID == id {
+		j.PendingLease = nil
+	}
+	l := j.Lease
+	switch {
+	case l == nil:
+	case l.PreviousID == id:
+		clearPrevious(j)
+	case l.ID == id && l.PreviousID == "":
+		j.Lease = nil
+	case l.ID == id:
+		// The replaced lease it names takes its slot, with its own end.
+		end := l.ExpiresAt
+		if l.PreviousExpiresAt != nil {
+			end = *l.PreviousExpiresAt
+		}
+		j.Lease = &v1alpha1.Lease{ID: l.PreviousID, Vault: l.PreviousVault, IssuedAt: l.IssuedAt, ExpiresAt: end}
+	}
+}
+
 // empty tells whether the journal names no lease at all.
 func emptyJournal(j *v1alpha1.LeaseJournal) bool {
 	return j.PendingLease == nil && j.Lease == nil

@@ -46,12 +46,22 @@ func TestJournalKeepsTheIssuingVault(t *testing.T) {
 // would fail differently.
 func TestNoReleaseOfALeaseOfAnotherVault(t *testing.T) {
 	v := &vaultIO{}
-	tok := &TenantToken{Vault: DefaultConnection}
-	err := v.releaseRef(t.Context(), tok, leaseRef{"database/creds/app/x", "eu@1111"})
+	tok := &TenantToken{Vault: "cluster-b"}
+	err := v.releaseRef(t.Context(), tok, leaseRef{"database/creds/app/x", "cluster-a"})
 	if _, ok := err.(*issuedElsewhereError); !ok {
 		t.Fatalf("error %v, want the lease refused as another Vault's", err)
 	}
-	if vaultOfConnection("") != DefaultConnection || vaultOfConnection("eu@1") != "eu@1" {
-		t.Fatal("vaultOfConnection")
+	for _, c := range []struct {
+		issuedBy, now string
+		want          bool
+	}{
+		{"cluster-a", "cluster-a", false},
+		{"cluster-a", "cluster-a/team-a", true},
+		{"", "cluster-a", false},
+		{"cluster-a", "", false},
+	} {
+		if got := elsewhere(c.issuedBy, c.now); got != c.want {
+			t.Errorf("elsewhere(%q, %q) = %v, want %v", c.issuedBy, c.now, got, c.want)
+		}
 	}
 }

@@ -26,7 +26,7 @@ type Metrics struct {
 	restarts *prometheus.CounterVec
 	// notRevoked counts leases given up at deletion (Vault unreachable
 	// past --finalizer-timeout), and leases of a Vault the connection no
-	// longer points to, never sent to the new one; expired counts Secrets past their expiry
+	// longer reaches, never sent to the new one; expired counts Secrets past their expiry
 	// without a refresh, by expiryPolicy.
 	notRevoked prometheus.Counter
 	expired    *prometheus.CounterVec
@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_restarts_total",
 			Help: "Rollout restarts of spec.rolloutRestartTargets after new Secret data (debounced per workload by --restart-min-interval), by namespace, workload kind and result (ok, error)."}, []string{"namespace", "kind", "result"}),
 		notRevoked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vaultkms_controller_leases_not_revoked_total",
-			Help: "Leases left to end on their own: at deletion, Vault unreachable until --finalizer-timeout or the revocation refused outright (403, token request refused); at any time, a lease issued by a Vault its connection no longer points to (never sent to the new address)."}),
+			Help: "Leases left to end on their own: at deletion, Vault unreachable until --finalizer-timeout or the revocation refused outright (403, token request refused); at any time, a lease issued by another Vault cluster than the one its connection reaches now (never sent there)."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vaultkms_controller_secrets_expired_total",
 			Help: "Secrets that reached their expiry without a successful refresh, by spec.expiryPolicy (Delete: counted when deleted; Retain: counted when kept with their last data)."}, []string{"policy"}),
 	}

@@ -25,7 +25,14 @@ type observation struct {
 	// doneWithVault gives back the namespace's slot once the pass will
 	// call Vault no more (nil: it holds none).
 	doneWithVault func()
+	// told are events and counts of what the pass did that the next pass
+	// would find undone, and tell again, were its status write lost: they
+	// are given once the pass ended with its status written.
+	told []func()
 }
+
+// tellOnceWritten gives f once the pass's status write has landed.
+func (o *observation) tellOnceWritten(f func()) { o.told = append(o.told, f) }
 
 // vaultDone is called where a pass has made its last Vault call: the
 // writes that follow do not hold one of the namespace's slots, which

@@ -316,6 +316,12 @@ func (r *Reconciler) pass(ctx context.Context, vs *v1alpha1.VaultSecret, confirm
 	res, outcome, err := r.act(ctx, o, p, now)
 	if err == nil {
 		r.seen.Store(client.ObjectKeyFromObject(vs), o.SourceHash)
+		// A pass that ended without error wrote its status (or had none
+		// to write); one that failed is done again by the next, which
+		// tells it then.
+		for _, tell := range o.told {
+			tell()
+		}
 	}
 	return res, outcome, err
 }

@@ -144,6 +144,15 @@ func (r *restarter) forget(key types.NamespacedName) {
 	r.mu.Unlock()
 }
 
+// forgetSettled drops the record of key's settled restarts, leaving any
+// restart still owed: called once status says none is pending.
+func (r *restarter) forgetSettled(key types.NamespacedName) {
+	r.init()
+	r.mu.Lock()
+	delete(r.settled, key)
+	r.mu.Unlock()
+}
+
 // request asks for restarts of vs's targets after its data changed at
 // since (the time status.restartPendingSince records).
 func (r *restarter) request(ctx context.Context, vs *v1alpha1.VaultSecret, since time.Time) {

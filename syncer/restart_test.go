@@ -432,3 +432,57 @@ func runRestarter(t *testing.T, r *restarter) context.Context {
 	t.Cleanup(func() { cancel(); <-done })
 	return ctx
 }
+
+// TestClearedRestartNotAskedAgainAfterALostStatusWrite: a pass clears
+// status.restartPendingSince once the restarts settled, and its status
+// write is lost. The next pass still reads the field set; it must clear it
+// again, not take the restarts for owed by an earlier process and restart
+// every target a second time.
+func TestClearedRestartNotAskedAgainAfterALostStatusWrite(t *testing.T) {
+	scheme := restartScheme(t)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}}).Build()
+	clk := clocktesting.NewFakeClock(t0)
+	settled := make(chan client.ObjectKey, 8)
+	m := NewMetrics(prometheus.NewRegistry())
+	rs := &restarter{Client: c, APIReader: c, Status: &statusRecorder{}, Metrics: m, Clock: clk,
+		MinInterval: 30 * time.Second, Settled: func(k client.ObjectKey) { settled <- k }}
+	ctx := runRestarter(t, rs)
+	r := &Reconciler{restarts: rs}
+	vs := &v1alpha1.VaultSecret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"},
+		Spec: v1alpha1.VaultSecretSpec{RolloutRestartTargets: []v1alpha1.RolloutRestartTarget{{Kind: "Deployment", Name: "web"}}}}
+	vs.Status.RestartPendingSince = ptrTime(t0)
+	rs.request(ctx, vs, t0)
+	select {
+	case <-settled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restart never settled")
+	}
+	restarts := func() float64 {
+		return testutil.ToFloat64(m.restarts.WithLabelValues("team-a", "Deployment", "ok"))
+	}
+	// (The count follows the Settled call.)
+	waitFor(t, "the restart's count", func() bool { return restarts() == 1 })
+
+	clearing := vs.DeepCopy()
+	r.settleRestarts(ctx, clearing)
+	if clearing.Status.RestartPendingSince != nil {
+		t.Fatal("settled restarts not cleared from status")
+	}
+	// That status write is lost: the next pass reads the field still set.
+	again := vs.DeepCopy()
+	r.settleRestarts(ctx, again)
+	if again.Status.RestartPendingSince != nil {
+		t.Fatal("the pass after a lost clearing write did not clear the field again")
+	}
+	clk.Step(time.Minute) // past the restart interval: a second request would run
+	time.Sleep(300 * time.Millisecond)
+	if n := restarts(); n != 1 {
+		t.Fatalf("%v restarts after a lost clearing write, want 1: the targets were restarted again", n)
+	}
+	// Once status says none is pending, the settled record goes.
+	r.settleRestarts(ctx, clearing)
+	if got := rs.state(client.ObjectKeyFromObject(vs), t0); got != RestartUnknown {
+		t.Fatalf("state once status holds no pending restart = %v, want RestartUnknown", got)
+	}
+}

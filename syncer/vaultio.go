@@ -120,28 +120,25 @@ func (v *vaultIO) release(ctx context.Context, vs *v1alpha1.VaultSecret, l lease
 // know it (and would answer a revocation of an unknown lease with
 // success, so the lease would be called revoked while it lives on).
 func (v *vaultIO) releaseRef(ctx context.Context, tok *TenantToken, l leaseRef) error {
-	if l.Vault != "" && l.Vault != tok.Vault {
+	if elsewhere(l.Vault, tok.Vault) {
 		return &issuedElsewhereError{issuedBy: l.Vault, now: tok.Vault}
 	}
 	return v.releaseWith(ctx, tok, l.ID)
 }
 
+// elsewhere tells whether a lease of Vault issuedBy must not be sent with
+// a token of Vault now. Either unknown (a lease recorded before leases
+// named their Vault, a Vault that did not say) keeps the old behaviour.
+func elsewhere(issuedBy, now string) bool {
+	return issuedBy != "" && now != "" && issuedBy != now
+}
+
 // issuedElsewhereError: a lease of a Vault the VaultSecret's connection no
-// longer points to (its address changed).
+// longer reaches (its address, or the flags' --vault-addr, changed).
 type issuedElsewhereError struct{ issuedBy, now string }
 
 func (e *issuedElsewhereError) Error() string {
-	return fmt.Sprintf("the lease was issued by Vault %q, and the connection now points to %q (its address changed); the lease is not sent there and ends on its own at its TTL", e.issuedBy, e.now)
-}
-
-// vaultOfConnection is the Vault a token of the connection of key belongs
-// to, as leases record it: DefaultConnection for the flags' Vault, whose
-// token keys predate connections.
-func vaultOfConnection(key string) string {
-	if key == "" {
-		return DefaultConnection
-	}
-	return key
+	return fmt.Sprintf("the lease was issued by Vault cluster %q, and the connection now reaches cluster %q (its address changed); the lease is not sent there and ends on its own at its TTL", e.issuedBy, e.now)
 }
 
 func (v *vaultIO) releaseWith(ctx context.Context, tok *TenantToken, id string) error {

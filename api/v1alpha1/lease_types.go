@@ -43,12 +43,12 @@ type Lease struct {
 	TokenExpiresAt *metav1.Time `json:"tokenExpiresAt,omitempty"`
 	// Renewable tells whether Vault allows renewal.
 	Renewable bool `json:"renewable"`
-	// Vault names the Vault that issued the lease: the VaultAuth's
-	// ClusterVaultConnection with a hash of its address and Vault
-	// namespace, or "default" for the controller's flags. The lease is
-	// renewed and revoked only there: once its connection points to
-	// another Vault, it is never sent to that one and ends on its own.
-	// Empty for a lease recorded before this field.
+	// Vault names the Vault that issued the lease: its cluster ID (from
+	// sys/health, the same on every node of a cluster), and the Vault
+	// namespace after a '/'. The lease is renewed and revoked only there:
+	// once its connection (or --vault-addr) reaches another Vault, it is
+	// never sent to that one and ends on its own. Empty for a lease
+	// recorded before this field, or when Vault did not say.
 	// +optional
 	Vault string `json:"vault,omitempty"`
 	// Previous is a replaced lease awaiting revocation.
