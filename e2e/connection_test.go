@@ -371,17 +371,7 @@ func TestConnectionMovedKeepsLeasesWithTheirVault(t *testing.T) {
 		v := harness.StartVault(t)
 		harness.ConfigureKubernetesAuth(v, s.cp, "kubernetes")
 		audits[name] = v.EnableFileAudit()
-		v.Enable("database", "database")
-		v.Write("database/config/pg", map[string]any{"plugin_name": "postgresql-database-plugin", "connection_url": pg.URL(),
-			"username": "postgres", "password": pg.Password, "allowed_roles": "app"})
-		v.Write("database/roles/app", map[string]any{"db_name": "pg",
-			"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
-			"default_ttl":         "10m", "max_ttl": "1h"})
-		v.Policy("db-creds", `
-path "database/creds/app"                    { capabilities = ["read"] }
-path "sys/leases/renew/database/creds/app/*"  { capabilities = ["update"] }
-path "sys/leases/revoke/database/creds/app/*" { capabilities = ["update"] }
-`)
+		databaseOn(v, pg, "10m", "1h")
 		v.Write("auth/kubernetes/role/app", map[string]any{"bound_service_account_names": "app", "bound_service_account_namespaces": "app",
 			"token_policies": "db-creds", "token_ttl": "1h", "audience": "vault"})
 		cas = append(cas, v.CA.CertPEM...)

@@ -20,17 +20,23 @@ import (
 // allowing namespace ns's tenant to read, renew and revoke its own leases.
 func setupDatabase(t *testing.T, s *syncerStack, pg *harness.Postgres, defaultTTL, maxTTL string) {
 	t.Helper()
-	s.v.Enable("database", "database")
-	s.v.Write("database/config/pg", map[string]any{
+	databaseOn(s.v, pg, defaultTTL, maxTTL)
+}
+
+// databaseOn mounts the database engine on v, on pg, with the role app
+// and the policy db-creds that reads, renews and revokes its credentials.
+func databaseOn(v *harness.Vault, pg *harness.Postgres, defaultTTL, maxTTL string) {
+	v.Enable("database", "database")
+	v.Write("database/config/pg", map[string]any{
 		"plugin_name": "postgresql-database-plugin", "connection_url": pg.URL(),
 		"username": "postgres", "password": pg.Password, "allowed_roles": "app",
 	})
-	s.v.Write("database/roles/app", map[string]any{
+	v.Write("database/roles/app", map[string]any{
 		"db_name":             "pg",
 		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
 		"default_ttl":         defaultTTL, "max_ttl": maxTTL,
 	})
-	s.v.Policy("db-creds", `
+	v.Policy("db-creds", `
 path "database/creds/app"                    { capabilities = ["read"] }
 path "sys/leases/renew/database/creds/app/*"  { capabilities = ["update"] }
 path "sys/leases/revoke/database/creds/app/*" { capabilities = ["update"] }

@@ -289,10 +289,7 @@ spec:
 func TestLostStatusWriteIsNotAnEdit(t *testing.T) {
 	t.Parallel()
 	s := startSyncerStack(t)
-	s.v.Enable("pki", "pki")
-	s.v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
-	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
-	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})
+	rootPKI(s.v)
 	s.v.Policy("web-pki", `path "pki/issue/web" { capabilities = ["update"] }`)
 	s.role("web", "app", "web-pki", nil)
 	s.createDeployment(t, "app", "web", nil)
@@ -373,6 +370,15 @@ spec:
 	if g := s.deployment(t, "app", "web").Generation; g != 2 {
 		t.Fatalf("the Deployment is at generation %d, want 2 (created, restarted once)", g)
 	}
+}
+
+// rootPKI mounts pki with a root CA of ten years and the role web, which
+// issues certificates for names under svc for up to an hour.
+func rootPKI(v *harness.Vault) {
+	v.Enable("pki", "pki")
+	v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
+	v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
+	v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})
 }
 
 // certSerial is the serial number of the first certificate in pemData.

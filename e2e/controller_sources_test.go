@@ -124,10 +124,7 @@ spec:
 	// thirds of its 60 s: the kv path is read several times, the
 	// certificate issued once, and the Secret expires with the
 	// certificate. The template sees both.
-	s.v.Enable("pki", "pki")
-	s.v.Write("sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "87600h"})
-	s.v.Write("pki/root/generate/internal", map[string]any{"common_name": "vaultkms test root", "ttl": "87600h"})
-	s.v.Write("pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})
+	rootPKI(s.v)
 	s.v.Policy("app-read", `path "secret/data/app/*" { capabilities = ["read"] }
 path "pki/issue/web" { capabilities = ["update"] }`)
 	if _, err := s.apply(t, `

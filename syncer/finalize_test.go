@@ -157,6 +157,18 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		return vs
 	}
 
+	// replacing is a VaultSecret whose current lease is this Vault's and
+	// whose replaced one, due for revocation, the other Vault's.
+	replacing := func(name string) (*v1alpha1.VaultSecret, string) {
+		current, previous := issue(), issue()
+		vs := leasedVaultSecret(name)
+		l := lease(current, thisVault)
+		l.PreviousID, l.PreviousVault = previous, otherVault
+		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
+		vs.Status.Lease = l
+		return vs, previous
+	}
+
 	t.Run("deletion", func(t *testing.T) {
 		here, there := issue(), issue()
 		vs := leasedVaultSecret("deleted")
@@ -222,12 +234,7 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 	})
 
 	t.Run("replaced", func(t *testing.T) {
-		current, previous := issue(), issue()
-		vs := leasedVaultSecret("replaced")
-		l := lease(current, thisVault)
-		l.PreviousID, l.PreviousVault = previous, otherVault
-		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
-		vs.Status.Lease = l
+		vs, previous := replacing("replaced")
 		r, _, _ := fairnessReconciler(t, now, base, vs, creds())
 		m := NewMetrics(prometheus.NewRegistry())
 		r.Metrics = m
@@ -258,12 +265,7 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 	// status write: the next finds it still scheduled and tries again; it
 	// is told once.
 	t.Run("replaced, status write lost", func(t *testing.T) {
-		current, previous := issue(), issue()
-		vs := leasedVaultSecret("replaced-lost")
-		l := lease(current, thisVault)
-		l.PreviousID, l.PreviousVault = previous, otherVault
-		l.RevokePreviousAt, l.PreviousExpiresAt = ptrTime(now.Add(-time.Second)), ptrTime(now.Add(10*time.Minute))
-		vs.Status.Lease = l
+		vs, previous := replacing("replaced-lost")
 		failOnce := true
 		r, _, rec := fairnessReconcilerWith(t, now, interceptor.Funcs{
 			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
@@ -281,6 +283,9 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 		}
 		if _, err := r.Reconcile(context.Background(), req); err != nil {
 			t.Fatal(err)
+		}
+		if !alive(previous) {
+			t.Error("the replaced lease recorded as another Vault's was revoked here")
 		}
 		if n := testutil.ToFloat64(m.notRevoked); n != 1 {
 			t.Errorf("vaultkms_controller_leases_not_revoked_total = %v after a lost status write, want 1", n)
