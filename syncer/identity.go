@@ -74,6 +74,9 @@ type Tenants struct {
 	// of a tenant queued behind it fail at once instead of each waiting
 	// for its own deadline against an unreachable Vault.
 	failures map[tenantKey]loginFailure
+	// vaults holds the identity of the Vault each base client reaches
+	// (see vaultIdentity), asked once per client, not once per login.
+	vaults sync.Map // *api.Client -> string
 }
 
 type loginFailure struct {
@@ -325,7 +328,7 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login L
 		return nil, err
 	}
 	c.SetToken(auth.ClientToken)
-	tok := &TenantToken{Client: c, Accessor: auth.Accessor, Vault: vaultIdentity(ctx, c), ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
+	tok := &TenantToken{Client: c, Accessor: auth.Accessor, Vault: t.vaultOf(ctx, b, c), ttl: time.Duration(auth.LeaseDuration) * time.Second, renewable: auth.Renewable}
 	if tok.ttl > 0 {
 		tok.Expires = start.Add(tok.ttl)
 	}
@@ -338,13 +341,35 @@ func (t *Tenants) login(ctx context.Context, k tenantKey, base BaseFunc, login L
 	return tok, nil
 }
 
+// vaultOf is the identity of the Vault that base (and c, its clone for a
+// login) reaches: asked once per base client, which a connection's change
+// of address or CA replaces. An identity Vault did not give is asked
+// again at the next login.
+func (t *Tenants) vaultOf(ctx context.Context, base, c *api.Client) string {
+	if id, ok := t.vaults.Load(base); ok {
+		return id.(string)
+	}
+	id := vaultIdentity(ctx, c)
+	if id != "" {
+		t.vaults.Store(base, id)
+	}
+	return id
+}
+
+// healthTimeout bounds the sys/health request behind a Vault's identity:
+// a proxy that black-holes it must not hold a login for the whole Vault
+// timeout.
+const healthTimeout = 2 * time.Second
+
 // vaultIdentity names the Vault a client reaches as leases record it (see
 // v1alpha1.Lease.Vault): its cluster ID, which every node of one cluster
 // shares whatever address reached it, and the Vault namespace, where
-// leases live. Asked once per login, from sys/health (unauthenticated,
-// root namespace only). Empty when Vault does not say: such a token's
-// leases are then renewed and revoked as before the identity existed.
+// leases live. Asked from sys/health (unauthenticated, root namespace
+// only). Empty when Vault does not say in time: such a token's leases are
+// then renewed and revoked as before the identity existed.
 func vaultIdentity(ctx context.Context, c *api.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	h, err := c.WithNamespace("").Sys().HealthWithContext(ctx)
 	if err != nil || h == nil || h.ClusterID == "" {
 		return ""

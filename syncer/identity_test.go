@@ -2,6 +2,8 @@ package syncer
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -113,5 +115,61 @@ func TestTenantsMintNoTokenForAnAudienceNotAllowed(t *testing.T) {
 	}
 	if minted.Load() != 0 {
 		t.Fatalf("%d TokenRequests were made for an audience not allowed", minted.Load())
+	}
+}
+
+// TestVaultIdentityAskedOncePerClientAndBounded: the Vault's identity is
+// asked once per base client, not once per login; a sys/health that never
+// answers gives no identity (leases then behave as before) instead of
+// holding the login for the whole Vault timeout.
+func TestVaultIdentityAskedOncePerClientAndBounded(t *testing.T) {
+	var asked atomic.Int32
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/sys/health" {
+			http.NotFound(w, r)
+			return
+		}
+		if asked.Add(1) > 2 {
+			<-hang // black-holed from the third request on
+			return
+		}
+		_, _ = w.Write([]byte(`{"cluster_id":"c-1","initialized":true}`))
+	}))
+	defer srv.Close()
+	defer close(hang) // before Close, which waits for the hanging request
+	client := func() *api.Client {
+		cfg := api.DefaultConfig()
+		cfg.Address, cfg.Timeout = srv.URL, time.Minute
+		c, err := api.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tn := &Tenants{}
+	base := client()
+	for range 3 {
+		if id := tn.vaultOf(t.Context(), base, base); id != "c-1" {
+			t.Fatalf("identity %q, want c-1", id)
+		}
+	}
+	if n := asked.Load(); n != 1 {
+		t.Fatalf("sys/health asked %d times for one client, want 1", n)
+	}
+	ns := client()
+	ns.SetNamespace("team-a/")
+	if id := tn.vaultOf(t.Context(), ns, ns); id != "c-1/team-a" {
+		t.Fatalf("identity %q, want c-1/team-a", id)
+	}
+	done := make(chan string, 1)
+	go func() { done <- vaultIdentity(t.Context(), client()) }()
+	select {
+	case id := <-done:
+		if id != "" {
+			t.Fatalf("identity %q from a black-holed sys/health", id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a black-holed sys/health held the login past 30 s (the client's timeout is a minute)")
 	}
 }
