@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
@@ -30,26 +31,9 @@ func TestDeletionRevokesEveryLeaseItMay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the Vault server of make tools")
 	}
-	v := harness.StartVault(t)
-	v.EnableAuth("approle", "approle")
-	v.Enable("pki", "pki")
-	v.Write("pki/root/generate/internal", map[string]any{"common_name": "test root", "ttl": "1h"})
-	leases := map[string]string{}
-	for _, role := range []string{"a", "b"} {
-		v.Write("pki/roles/"+role, map[string]any{"allow_any_name": true, "generate_lease": true, "ttl": "10m"})
-		leases[role] = v.Write("pki/issue/"+role, map[string]any{"common_name": "app.test"}).LeaseID
-		if leases[role] == "" {
-			t.Fatalf("pki/issue/%s gave no lease", role)
-		}
-	}
-	v.Policy("revoke-b", `path "sys/leases/revoke/pki/issue/b/*" { capabilities = ["update"] }`)
-	v.Write("auth/approle/role/app", map[string]any{"token_policies": "revoke-b"})
-	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
-	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
-	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lv := startLeasingVault(t, "b", "a", "b")
+	base := lv.base
+	leases := map[string]string{"a": lv.issue("a"), "b": lv.issue("b")}
 
 	now := time.Now().Truncate(time.Second)
 	lease := func(id string) v1alpha1.LeaseJournal {
@@ -64,9 +48,7 @@ func TestDeletionRevokesEveryLeaseItMay(t *testing.T) {
 	vs.Status.Sources = []v1alpha1.SourceStatus{{Hash: "a", LeaseJournal: lease(leases["a"])}, {Hash: "b", LeaseJournal: lease(leases["b"])}}
 	vs.Finalizers = []string{Finalizer}
 	vs.DeletionTimestamp = &metav1.Time{Time: now}
-	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-		Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
-	r, _, rec := fairnessReconciler(t, now, base, vs, creds)
+	r, _, rec := fairnessReconciler(t, now, base, vs, lv.creds())
 	m := NewMetrics(prometheus.NewRegistry())
 	r.finalizer.Metrics = m
 
@@ -78,10 +60,7 @@ func TestDeletionRevokesEveryLeaseItMay(t *testing.T) {
 	if err := r.Client.Get(context.Background(), key, &got); err == nil && len(got.Finalizers) > 0 {
 		t.Fatalf("finalizer kept after a refused revocation: %v", got.Finalizers)
 	}
-	alive := func(id string) bool {
-		_, err := v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
-		return err == nil
-	}
+	alive := lv.alive
 	if alive(leases["b"]) {
 		t.Errorf("source 1's lease is alive after deletion: the refusal of source 0's revocation spared it")
 	}
@@ -112,34 +91,10 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the Vault server of make tools")
 	}
-	v := harness.StartVault(t)
-	v.EnableAuth("approle", "approle")
-	v.Enable("pki", "pki")
-	v.Write("pki/root/generate/internal", map[string]any{"common_name": "test root", "ttl": "1h"})
-	v.Write("pki/roles/a", map[string]any{"allow_any_name": true, "generate_lease": true, "ttl": "10m"})
-	issue := func() string {
-		id := v.Write("pki/issue/a", map[string]any{"common_name": "app.test"}).LeaseID
-		if id == "" {
-			t.Fatal("pki/issue/a gave no lease")
-		}
-		return id
-	}
-	v.Policy("revoke-a", `path "sys/leases/revoke/pki/issue/a/*" { capabilities = ["update"] }`)
-	v.Write("auth/approle/role/app", map[string]any{"token_policies": "revoke-a"})
-	roleID := v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
-	secretID := v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
-	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alive := func(id string) bool {
-		_, err := v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
-		return err == nil
-	}
-	creds := func() *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
-			Data: map[string][]byte{"role-id": []byte(roleID), "secret-id": []byte(secretID)}}
-	}
+	lv := startLeasingVault(t, "a", "a")
+	v, base, creds := lv.v, lv.base, lv.creds
+	issue := func() string { return lv.issue("a") }
+	alive := lv.alive
 	const otherVault = "6a1f0c2e-5b7d-4e2a-9c3b-8d4e5f6a7b8c"
 	h, err := v.Client().Sys().Health()
 	if err != nil || h.ClusterID == "" {
@@ -300,4 +255,59 @@ func TestLeaseOfAnotherVaultIsNeverSentThere(t *testing.T) {
 			t.Errorf("%d LeaseNotRevoked events, want 1", notRevoked)
 		}
 	})
+}
+
+// leasingVault is a real Vault whose pki roles issue certificates with
+// leases, and an AppRole app whose policy may revoke those of one role.
+type leasingVault struct {
+	t                *testing.T
+	v                *harness.Vault
+	base             *api.Client
+	roleID, secretID string
+}
+
+// startLeasingVault starts it with roles, app allowed to revoke the
+// leases of role revocable only.
+func startLeasingVault(t *testing.T, revocable string, roles ...string) *leasingVault {
+	t.Helper()
+	v := harness.StartVault(t)
+	v.EnableAuth("approle", "approle")
+	v.Enable("pki", "pki")
+	v.Write("pki/root/generate/internal", map[string]any{"common_name": "test root", "ttl": "1h"})
+	for _, role := range roles {
+		v.Write("pki/roles/"+role, map[string]any{"allow_any_name": true, "generate_lease": true, "ttl": "10m"})
+	}
+	v.Policy("revoke", `path "sys/leases/revoke/pki/issue/`+revocable+`/*" { capabilities = ["update"] }`)
+	v.Write("auth/approle/role/app", map[string]any{"token_policies": "revoke"})
+	lv := &leasingVault{t: t, v: v}
+	lv.roleID = v.Read("auth/approle/role/app/role-id").Data["role_id"].(string)
+	lv.secretID = v.Write("auth/approle/role/app/secret-id", nil).Data["secret_id"].(string)
+	base, err := vault.NewClient(vault.Config{Address: v.Addr, CACert: v.CA.CertFile, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv.base = base
+	return lv
+}
+
+// issue issues a certificate of role and returns its lease.
+func (lv *leasingVault) issue(role string) string {
+	lv.t.Helper()
+	id := lv.v.Write("pki/issue/"+role, map[string]any{"common_name": "app.test"}).LeaseID
+	if id == "" {
+		lv.t.Fatalf("pki/issue/%s gave no lease", role)
+	}
+	return id
+}
+
+// alive tells whether Vault still knows lease id.
+func (lv *leasingVault) alive(id string) bool {
+	_, err := lv.v.Client().Logical().Write("sys/leases/lookup", map[string]any{"lease_id": id})
+	return err == nil
+}
+
+// creds is the AppRole Secret appRoleVaultSecret names.
+func (lv *leasingVault) creds() *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "approle"},
+		Data: map[string][]byte{"role-id": []byte(lv.roleID), "secret-id": []byte(lv.secretID)}}
 }
